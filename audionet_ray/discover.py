@@ -1,0 +1,124 @@
+"""Finding classes, clips, speakers and splits in a Speech Commands-style folder.
+
+Splits are by speaker so that the same voice never sits in train and validation (the
+reference's file-level split inflated its validation accuracy). Speaker buckets come from a
+hash, not from a random shuffle: the same train_ratio always gives the same split, and a
+larger train_ratio only moves speakers from validation to train.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .audio import AUDIO_SUFFIXES
+
+UNKNOWN = "_unknown_"
+SILENCE = "_silence_"
+NOISE_DIR = "_background_noise_"
+TEST_FRACTION = 0.1  # used only when the dataset ships no testing_list.txt
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be used at all; the message is one line for the user."""
+
+
+@dataclass
+class Item:
+    path: str  # relative to the root, forward slashes (as in testing_list.txt)
+    label: int
+    speaker: str
+    split: str  # "test" or "trainval": the fixed part of the split
+
+
+@dataclass
+class Discovery:
+    root: str
+    classes: list[str]
+    items: list[Item]
+    noise_files: list[str]
+    empty_classes: list[str] = field(default_factory=list)
+
+
+def speaker_of(filename: str) -> str:
+    """`<speaker>_nohash_<n>.wav` -> speaker; files without the pattern are their own speaker."""
+    stem = Path(filename).stem
+    return stem.split("_nohash_")[0] if "_nohash_" in stem else stem
+
+
+def speaker_bucket(speaker: str, salt: str = "") -> float:
+    """A stable number in [0, 1) per speaker: the basis of every split."""
+    digest = hashlib.sha1(f"{salt}{speaker}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def is_train(bucket: float, train_ratio: float) -> bool:
+    return bucket < train_ratio
+
+
+def _read_list(root: Path, name: str) -> set[str] | None:
+    f = root / name
+    if not f.exists():
+        return None
+    return {ln.strip() for ln in f.read_text().splitlines() if ln.strip()}
+
+
+def discover(
+    root: str | Path,
+    words: list[str] | None = None,
+    unknown: bool = False,
+    silence: bool = False,
+) -> Discovery:
+    """All clips of the chosen classes, each with its speaker and fixed split."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(f"dataset root {root} does not exist or is not a folder")
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    if not folders:
+        raise DatasetError(
+            f"dataset root {root} has no class folders: expected one sub-folder of clips per word"
+        )
+    if words:
+        missing = [w for w in words if w not in folders]
+        if missing:
+            raise DatasetError(f"--words: no folder for {', '.join(missing)} in {root}")
+        classes = sorted(words) + ([UNKNOWN] if unknown else []) + ([SILENCE] if silence else [])
+    else:
+        classes = list(folders)
+        if silence:
+            classes.append(SILENCE)
+    index = {c: i for i, c in enumerate(classes)}
+
+    noise_dir = root / NOISE_DIR
+    noise_files = sorted(
+        str(p.relative_to(root).as_posix())
+        for p in (noise_dir.iterdir() if noise_dir.is_dir() else [])
+        if p.suffix.lower() in AUDIO_SUFFIXES
+    )
+    if silence and not noise_files:
+        raise DatasetError(f"_silence_ needs background noise files in {noise_dir}")
+
+    test_list = _read_list(root, "testing_list.txt")
+    items, empty = [], []
+    for folder in folders:
+        if folder in index:
+            label = index[folder]
+        elif words and unknown:
+            label = index[UNKNOWN]
+        else:
+            continue
+        files = sorted(p for p in (root / folder).iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+        if not files:
+            empty.append(folder)
+        for p in files:
+            rel = p.relative_to(root).as_posix()
+            spk = speaker_of(p.name)
+            if test_list is not None:
+                split = "test" if rel in test_list else "trainval"
+            else:
+                split = "test" if speaker_bucket(spk, "test:") < TEST_FRACTION else "trainval"
+            items.append(Item(rel, label, spk, split))
+    if not items:
+        raise DatasetError(f"dataset root {root} has class folders but no .wav or .flac clips in them")
+    return Discovery(str(root), classes, items, noise_files, empty)
