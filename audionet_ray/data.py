@@ -9,6 +9,7 @@ train_ratio of a search reads the same shards.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -20,11 +21,15 @@ from ray.data.collate_fn import ArrowBatchCollateFn
 
 from .audio import CLIP_SAMPLES
 from .discover import DatasetError
-from .prepare import NOISE_FILE, PrepareOptions, load_manifest, prepare, summary_line
+from .prepare import MANIFEST, NOISE_FILE, PrepareOptions, load_manifest, prepare, summary_line
 
 
-def split_datasets(prepared: str | Path, train_ratio: float, splits=("train", "val")) -> dict:
-    """Ray Datasets for the named splits: speakers with bucket < train_ratio train."""
+def split_datasets(prepared: str | Path, train_ratio: float, splits=("train", "val"),
+                   shuffle_files: bool = True) -> dict:
+    """Ray Datasets for the named splits: speakers with bucket < train_ratio train.
+
+    `shuffle_files=False` keeps the shard order fixed, for runs that must be repeatable.
+    """
     import ray.data
     from ray.data.expressions import col
 
@@ -41,8 +46,26 @@ def split_datasets(prepared: str | Path, train_ratio: float, splits=("train", "v
     out = {}
     for name in splits:
         ds = ray.data.read_parquet(files, columns=["pcm", "label", "split", "bucket"],
-                                   shuffle="files" if name == "train" else None)
+                                   shuffle="files" if name == "train" and shuffle_files else None)
         out[name] = ds.filter(expr=predicates[name]).select_columns(["pcm", "label"])
+    return out
+
+
+def ensure_prepared(data: str | Path, cache_dir: str | Path | None = None, progress: bool = True) -> Path:
+    """A prepared folder as is; a raw dataset root prepared once into a cache folder.
+
+    The cache is keyed by the root's absolute path, and prepare() itself re-checks the file
+    list, so a changed dataset is prepared again and an unchanged one costs a directory scan.
+    """
+    import hashlib
+
+    data = Path(data).expanduser()
+    if (data / MANIFEST).exists():
+        return data
+    cache = Path(cache_dir or os.environ.get("AUDIONET_CACHE", "~/.cache/audionet_ray")).expanduser()
+    out = cache / "prepared" / f"{data.name}-{hashlib.sha1(str(data.resolve()).encode()).hexdigest()[:8]}"
+    m = prepare(data, out, progress=progress)
+    print(summary_line(m), flush=True)
     return out
 
 

@@ -1,0 +1,277 @@
+"""Training AudioNet with Ray Train: the per-worker loop and the TorchTrainer around it.
+
+Read top to bottom: `train_loop_per_worker` is what every worker runs (data shard in,
+metrics and checkpoints out); `build_trainer` wires it to Ray Train for one configuration;
+`main` is `python -m audionet_ray.train` for users who already know their hyperparameters.
+The search (tune.py) builds the same trainer once per trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import ray
+import ray.train
+import ray.train.torch
+from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from .augment import augment, epoch_generator, standardise
+from .config import ConfigError, RunSettings, TrainConfig
+from .data import load_noise, split_datasets, torch_batches
+from .discover import DatasetError
+from .model import AudioNet, ModelConfig
+from .prepare import load_manifest
+
+MODEL_FILE = "model.pt"  # state_dict only: loads with weights_only=True
+STATE_FILE = "train_state.pt"  # optimizer, epoch, RNG states
+META_FILE = "meta.json"  # classes, model and train config, metrics
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_checkpoint(d: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, epoch: int,
+                    cfg: TrainConfig, model_cfg: ModelConfig, classes: list[str], metrics: dict) -> None:
+    torch.save(model.state_dict(), d / MODEL_FILE)
+    state = {"optimizer": opt.state_dict(), "epoch": epoch, "torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    torch.save(state, d / STATE_FILE)
+    meta = {"epoch": epoch, "classes": classes, "model": model_cfg.to_dict(),
+            "train_config": cfg.to_dict(), "metrics": metrics}
+    (d / META_FILE).write_text(json.dumps(meta, indent=1))
+
+
+def load_checkpoint(d: Path, model: torch.nn.Module, opt: torch.optim.Optimizer | None = None) -> dict:
+    """Restore weights (and optimizer and RNG when given); returns meta.json's content."""
+    model.load_state_dict(torch.load(d / MODEL_FILE, map_location="cpu", weights_only=True))
+    if opt is not None:
+        state = torch.load(d / STATE_FILE, map_location="cpu", weights_only=True)
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return json.loads((d / META_FILE).read_text())
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def _world_sum(t: torch.Tensor) -> torch.Tensor:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(t)
+    return t
+
+
+def _step_stats(logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+    """[loss sum, correct, count] kept on the device: no .item() sync per batch."""
+    n = y.new_tensor(y.numel(), dtype=torch.float32)
+    return torch.stack([loss.detach().float() * n, (logits.argmax(1) == y).sum().float(), n])
+
+
+def train_loop_per_worker(config: dict) -> None:
+    cfg = TrainConfig.from_dict(config)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    on_gpu = device.type == "cuda"
+    if on_gpu:
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    manifest = load_manifest(cfg.data)
+    classes = manifest["classes"]
+    model_cfg = ModelConfig(len(classes), cfg.width, cfg.dense, cfg.dropout)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every worker and every rerun
+    model = AudioNet.from_config(model_cfg)
+    opt = torch.optim.NAdam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                            weight_decay=cfg.weight_decay)
+
+    start_epoch = 1
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            meta = load_checkpoint(Path(d), model, opt)
+        start_epoch = meta["epoch"] + 1
+    model = ray.train.torch.prepare_model(model)  # to the device; DDP when world > 1
+    bare = model.module if hasattr(model, "module") else model
+    for state in opt.state.values():  # optimizer state follows the weights to the device
+        for k, v in state.items():
+            if torch.is_tensor(v) and k != "step":
+                state[k] = v.to(device)
+
+    noise = torch.from_numpy(load_noise(cfg.data)).to(device)
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+    per_worker_batch = max(1, cfg.batch_size // world)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu and cfg.bf16)
+
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        gen = epoch_generator(cfg.seed, epoch, rank, device)
+        train_stats = torch.zeros(3, device=device)
+        for pcm, y in torch_batches(train_shard, per_worker_batch, shuffle_seed=cfg.seed * 100_003 + epoch,
+                                    pin_memory=on_gpu):
+            pcm, y = pcm.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x = augment(pcm, gen, cfg.augment, noise)
+            with autocast:
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            train_stats += _step_stats(logits, y, loss)
+        train_seconds = time.perf_counter() - t0
+
+        model.eval()
+        val_stats = torch.zeros(3, device=device)
+        with torch.no_grad(), autocast:
+            for pcm, y in torch_batches(val_shard, max(per_worker_batch, 256), pin_memory=on_gpu):
+                pcm, y = pcm.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                logits = model(standardise(pcm)).float()
+                val_stats += _step_stats(logits, y, F.cross_entropy(logits, y))
+
+        stats = _world_sum(torch.cat([train_stats, val_stats])).tolist()
+        tr_loss, tr_ok, tr_n, va_loss, va_ok, va_n = stats
+        metrics = {
+            "epoch": epoch,
+            "train_loss": tr_loss / max(tr_n, 1),
+            "train_accuracy": tr_ok / max(tr_n, 1),
+            "val_loss": va_loss / max(va_n, 1),
+            "val_accuracy": va_ok / max(va_n, 1),
+            "clips_per_s": tr_n / train_seconds,
+            "epoch_seconds": time.perf_counter() - t0,
+        }
+        if rank == 0:
+            print(f"epoch {epoch}/{cfg.epochs}  train_loss {metrics['train_loss']:.4f}  "
+                  f"train_acc {metrics['train_accuracy']:.3f}  val_loss {metrics['val_loss']:.4f}  "
+                  f"val_acc {metrics['val_accuracy']:.3f}  {metrics['clips_per_s']:.0f} clips/s", flush=True)
+        if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
+            with tempfile.TemporaryDirectory() as tmp:
+                ckpt = None
+                if rank == 0:
+                    save_checkpoint(Path(tmp), bare, opt, epoch, cfg, model_cfg, classes, metrics)
+                    ckpt = Checkpoint.from_directory(tmp)
+                ray.train.report(metrics, checkpoint=ckpt)
+        else:
+            ray.train.report(metrics)
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+def build_trainer(cfg: TrainConfig, run: RunSettings, callbacks: list | None = None) -> TorchTrainer:
+    """One TorchTrainer run. Same storage and name again = resume from its latest checkpoint."""
+    cfg.validate()
+    ray.data.DataContext.get_current().enable_progress_bars = False  # Tune/Train show progress
+    datasets = split_datasets(cfg.data, cfg.train_ratio, shuffle_files=not cfg.deterministic)
+    data_config = None
+    if cfg.deterministic:
+        from ray.data import ExecutionOptions
+
+        data_config = DataConfig(execution_options=ExecutionOptions(preserve_order=True))
+    use_gpu = run.gpus_per_worker > 0
+    resources = {"CPU": run.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = run.gpus_per_worker
+    # By reference to the importable module, also when this file runs as __main__ (whose
+    # functions cloudpickle would copy by value, dragging torch's modules along).
+    from audionet_ray.train import train_loop_per_worker as loop
+
+    return TorchTrainer(
+        loop,
+        train_loop_config=cfg.to_dict(),
+        scaling_config=ScalingConfig(num_workers=run.workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=run.name,
+            storage_path=storage_uri(run.storage),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=run.keep_checkpoints,
+                checkpoint_score_attribute="val_accuracy",
+                checkpoint_score_order="max",
+            ),
+            failure_config=FailureConfig(max_failures=run.max_failures),
+            callbacks=callbacks or None,
+        ),
+        datasets=datasets,
+        **({"dataset_config": data_config} if data_config else {}),
+    )
+
+
+def storage_uri(storage: str) -> str:
+    """Local paths made absolute (Ray needs that); URIs such as s3:// pass through."""
+    return storage if "://" in storage else str(Path(storage).expanduser().resolve())
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def _parser() -> argparse.ArgumentParser:
+    d, r = TrainConfig(), RunSettings()
+    ap = argparse.ArgumentParser(prog="python -m audionet_ray.train",
+                                 description="Train AudioNet once with Ray Train (no search).")
+    ap.add_argument("--data", required=True, help="a dataset root (prepared on first use) or a prepared folder")
+    ap.add_argument("--epochs", type=int, default=d.epochs)
+    ap.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch, split across workers")
+    ap.add_argument("--lr", type=float, default=d.lr)
+    ap.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    ap.add_argument("--train-ratio", type=float, default=d.train_ratio, help="share of non-test speakers that train")
+    ap.add_argument("--width", type=int, default=d.width, help="conv channels (256 = reference)")
+    ap.add_argument("--dense", type=int, default=d.dense, help="dense units (512 = reference)")
+    ap.add_argument("--seed", type=int, default=d.seed)
+    ap.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="epochs between checkpoints")
+    ap.add_argument("--workers", type=int, default=r.workers, help="Ray Train workers (one per GPU)")
+    ap.add_argument("--gpus-per-worker", type=float, default=None, help="default: 1 if Ray sees a GPU, else 0")
+    ap.add_argument("--cpus-per-worker", type=float, default=r.cpus_per_worker)
+    ap.add_argument("--max-failures", type=int, default=r.max_failures, help="worker crashes to recover from")
+    ap.add_argument("--storage", default=r.storage, help="where runs and checkpoints go (local dir or s3://)")
+    ap.add_argument("--name", default=r.name, help="run name; the same name again resumes that run")
+    ap.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="attach to a Ray cluster ('auto')")
+    ap.add_argument("--deterministic", action="store_true", help="fixed data order, for exactly repeatable runs")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data import ensure_prepared
+
+    args = _parser().parse_args(argv)
+    try:
+        prepared = ensure_prepared(args.data)
+        cfg = TrainConfig(data=str(prepared), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                          weight_decay=args.weight_decay, train_ratio=args.train_ratio, width=args.width,
+                          dense=args.dense, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                          deterministic=args.deterministic)
+        cfg.validate()
+    except (ConfigError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    ray.init(address=args.address, log_to_driver=True)
+    gpus = args.gpus_per_worker
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    run = RunSettings(storage=args.storage, name=args.name, workers=args.workers, gpus_per_worker=gpus,
+                      cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures)
+    result = build_trainer(cfg, run).fit()
+    if result.error:
+        print(f"error: training failed: {result.error}", file=sys.stderr)
+        return 1
+    m = result.metrics or {}
+    print(f"done: epoch {m.get('epoch')}  val_accuracy {m.get('val_accuracy', float('nan')):.3f}")
+    best = result.best_checkpoints
+    if best:
+        ckpt, bm = max(best, key=lambda cm: cm[1].get("val_accuracy", -1))
+        print(f"best checkpoint (val_accuracy {bm.get('val_accuracy', float('nan')):.3f}): {ckpt.path}")
+    print(f"run folder: {result.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
