@@ -150,7 +150,9 @@ def train_loop_per_worker(config: dict) -> None:
             "val_loss": va_loss / max(va_n, 1),
             "val_accuracy": va_ok / max(va_n, 1),
             "clips_per_s": tr_n / train_seconds,
+            "train_clips": int(tr_n),
             "epoch_seconds": time.perf_counter() - t0,
+            "resumed_from": start_epoch - 1,  # 0: started fresh; k: continued from epoch k's checkpoint
         }
         if rank == 0:
             print(f"epoch {epoch}/{cfg.epochs}  train_loss {metrics['train_loss']:.4f}  "

@@ -1,0 +1,43 @@
+"""Finding things in an experiment folder: checkpoints of every trial, the best one, the table.
+
+Tune keeps each trial's metrics; the weights live in each trial's Train run under
+`train_runs/<trial_id>/checkpoint_*`, each with a meta.json saying its epoch and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .config import ConfigError
+
+TRAIN_RUNS = "train_runs"
+SPEC_FILE = "search.json"
+
+
+def checkpoints(exp_dir: str | Path) -> list[tuple[str, Path, dict]]:
+    """(trial_id, checkpoint folder, meta) for every checkpoint kept in the experiment."""
+    root = Path(exp_dir).expanduser() / TRAIN_RUNS
+    out = []
+    for meta_file in sorted(root.glob("*/checkpoint_*/meta.json")):
+        try:
+            meta = json.loads(meta_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # a checkpoint cut short by a crash is not a candidate
+        out.append((meta_file.parent.parent.name, meta_file.parent, meta))
+    return out
+
+
+def best_checkpoint(exp_dir: str | Path, metric: str = "val_accuracy", mode: str = "max") -> tuple[str, Path, dict]:
+    found = [c for c in checkpoints(exp_dir) if metric in c[2].get("metrics", {})]
+    if not found:
+        raise ConfigError(f"{exp_dir}: no checkpoint with metric '{metric}' (is this an experiment folder of a search that ran at least 2 epochs?)")
+    sign = 1 if mode == "max" else -1
+    return max(found, key=lambda c: (sign * c[2]["metrics"][metric], c[2]["epoch"]))
+
+
+def load_spec_json(exp_dir: str | Path) -> dict:
+    path = Path(exp_dir).expanduser() / SPEC_FILE
+    if not path.exists():
+        raise ConfigError(f"{exp_dir}: not an audionet-ray experiment folder (no {SPEC_FILE})")
+    return json.loads(path.read_text())

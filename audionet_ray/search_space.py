@@ -1,0 +1,159 @@
+"""Search spaces in YAML: what a search samples, what it fixes, how it schedules and runs.
+
+A file in search_spaces/ reads like an Optuna example: the sampled parameters in one place.
+
+    search:      {lr: {loguniform: [1.0e-4, 3.0e-3]}, batch_size: {choice: [32, 64]}, ...}
+    fixed:       {epochs: 12, width: 32, dense: 128, augment: {...}}   # TrainConfig settings
+    tune:        {num_samples: 8, max_concurrent: 2, searcher: optuna, scheduler: asha, ...}
+    resources:   {workers_per_trial: 1, gpus_per_trial: auto, cpus_per_worker: 1}
+
+Every mistake is a `ConfigError` naming the file and the key, raised before Ray starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .augment import AugmentConfig
+from .config import ConfigError, TrainConfig
+
+SEARCH_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+DISTRIBUTIONS = {"loguniform": 2, "uniform": 2, "randint": 2, "qloguniform": 3, "quniform": 3, "choice": None}
+SEARCHABLE = {f.name for f in fields(TrainConfig)} - {"data", "augment"} | {f.name for f in fields(AugmentConfig)}
+
+
+@dataclass
+class TuneSettings:
+    num_samples: int = 8
+    max_concurrent: int = 0  # 0: as many as the resources allow
+    searcher: str = "optuna"  # optuna (TPE) | random
+    scheduler: str = "asha"  # asha | fifo
+    grace_period: int = 2  # epochs before ASHA may stop a trial: every kept trial has a checkpoint
+    reduction_factor: int = 2
+    metric: str = "val_accuracy"
+    mode: str = "max"
+    seed: int = 0
+    max_failures: int = 1  # retries of a failed trial (it resumes from its checkpoint)
+
+
+@dataclass
+class Resources:
+    workers_per_trial: int = 1
+    gpus_per_trial: float | str = "auto"  # "auto": 0 without GPUs, else 1 per worker (0.5 on one GPU)
+    cpus_per_worker: float = 1.0
+
+
+@dataclass
+class SearchSpec:
+    search: dict[str, dict] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    tune: TuneSettings = field(default_factory=TuneSettings)
+    resources: Resources = field(default_factory=Resources)
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SearchSpec":
+        return cls(d["search"], d["fixed"], TuneSettings(**d["tune"]), Resources(**d["resources"]), d.get("source", ""))
+
+
+def _dataclass_from(kind: type, raw: Any, where: str):
+    if raw is None:
+        return kind()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    names = {f.name for f in fields(kind)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    return kind(**raw)
+
+
+def _check_distribution(name: str, spec: Any, where: str) -> None:
+    if name not in SEARCHABLE:
+        raise ConfigError(f"{where}: search.{name} is not a setting; searchable: {', '.join(sorted(SEARCHABLE))}")
+    if not isinstance(spec, dict) or len(spec) != 1:
+        raise ConfigError(f"{where}: search.{name} must be one of {{{', '.join(DISTRIBUTIONS)}: [...]}}")
+    (kind, args), = spec.items()
+    if kind not in DISTRIBUTIONS:
+        raise ConfigError(f"{where}: search.{name}: unknown distribution '{kind}'; use one of {', '.join(DISTRIBUTIONS)}")
+    if not isinstance(args, list) or not args:
+        raise ConfigError(f"{where}: search.{name}.{kind} needs a list of values")
+    n = DISTRIBUTIONS[kind]
+    if n is not None:
+        if len(args) != n or not all(isinstance(a, (int, float)) for a in args):
+            raise ConfigError(f"{where}: search.{name}.{kind} needs {n} numbers, got {args}")
+        if not args[0] < args[1]:
+            raise ConfigError(f"{where}: search.{name}.{kind}: low {args[0]} must be below high {args[1]}")
+        if kind.startswith(("log", "qlog")) and args[0] <= 0:
+            raise ConfigError(f"{where}: search.{name}.{kind}: bounds must be > 0 on a log scale")
+
+
+def load_spec(path: str | Path) -> SearchSpec:
+    """Read and check a search-space YAML; a name without a folder looks in search_spaces/."""
+    p = Path(path).expanduser()
+    if not p.exists() and not p.suffix and (SEARCH_SPACES / f"{p}.yaml").exists():
+        p = SEARCH_SPACES / f"{p}.yaml"
+    if not p.exists():
+        raise ConfigError(f"--search-space {path}: no such file (built in: {', '.join(sorted(x.stem for x in SEARCH_SPACES.glob('*.yaml')))})")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}: not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+    where = str(p)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with search/fixed/tune/resources")
+    unknown = sorted(set(raw) - {"search", "fixed", "tune", "resources"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; sections: search, fixed, tune, resources")
+    search = raw.get("search") or {}
+    if not isinstance(search, dict):
+        raise ConfigError(f"{where}: search must be a mapping of setting -> distribution")
+    for name, spec in search.items():
+        _check_distribution(name, spec, where)
+    fixed = raw.get("fixed") or {}
+    try:
+        TrainConfig.from_dict({**fixed, "data": ""})
+    except (ConfigError, TypeError) as e:
+        raise ConfigError(f"{where}: fixed: {e}") from None
+    spec = SearchSpec(search, fixed, _dataclass_from(TuneSettings, raw.get("tune"), f"{where}: tune"),
+                      _dataclass_from(Resources, raw.get("resources"), f"{where}: resources"), str(p))
+    check_settings(spec, where)
+    return spec
+
+
+def check_settings(spec: SearchSpec, where: str) -> None:
+    t, r = spec.tune, spec.resources
+    if t.searcher not in ("optuna", "random"):
+        raise ConfigError(f"{where}: searcher '{t.searcher}' unknown; use optuna or random")
+    if t.scheduler not in ("asha", "fifo"):
+        raise ConfigError(f"{where}: scheduler '{t.scheduler}' unknown; use asha or fifo")
+    if t.num_samples < 1 or t.max_concurrent < 0:
+        raise ConfigError(f"{where}: num_samples must be >= 1 and max_concurrent >= 0")
+    if t.grace_period < 2:
+        raise ConfigError(f"{where}: grace_period must be >= 2 epochs, so that every kept trial has a checkpoint")
+    if r.workers_per_trial < 1:
+        raise ConfigError(f"{where}: workers_per_trial must be >= 1")
+    if r.gpus_per_trial != "auto" and not (isinstance(r.gpus_per_trial, (int, float)) and r.gpus_per_trial >= 0):
+        raise ConfigError(f"{where}: gpus_per_trial must be 'auto' or a number >= 0")
+
+
+def to_tune_space(search: dict[str, dict]) -> dict:
+    """YAML distributions -> Ray Tune domains (OptunaSearch converts these to Optuna's)."""
+    from ray import tune
+
+    make = {"loguniform": tune.loguniform, "uniform": tune.uniform, "randint": tune.randint,
+            "qloguniform": tune.qloguniform, "quniform": tune.quniform}
+    space = {}
+    for name, spec in search.items():
+        (kind, args), = spec.items()
+        space[name] = tune.choice(args) if kind == "choice" else make[kind](*args)
+    return space

@@ -1,0 +1,344 @@
+"""The search: `python -m audionet_ray.tune`, Ray Tune + Optuna TPE + ASHA over TorchTrainer runs.
+
+Each trial is a Tune function trainable that builds and fits one TorchTrainer (the shape Ray
+2.60 documents for Tune driving Train V2); `TuneReportCallback` forwards each epoch's metrics
+to Tune, where ASHA stops weak trials and Optuna proposes the next ones. Every trial's Train
+run is named after the trial id, so a restarted trial (or a restored search) resumes from its
+last checkpoint instead of epoch 0.
+
+With no arguments it makes the demo dataset, prepares it (cached) and runs the default search.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from .config import ConfigError, RunSettings, TrainConfig
+from .discover import DatasetError
+from .results import SPEC_FILE, TRAIN_RUNS, best_checkpoint, load_spec_json
+from .search_space import SearchSpec, check_settings, load_spec, to_tune_space
+
+DRIVER_SLOT = "driver_slot"  # a custom resource that trial drivers hold instead of a CPU
+
+
+# ----------------------------------------------------------------------------- one trial
+
+def run_trial(config: dict, spec: dict, data: str, exp_dir: str, gpus_per_worker: float) -> None:
+    """One trial: fit a TorchTrainer with the sampled config; metrics go to Tune per epoch."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from .train import build_trainer
+
+    s = SearchSpec.from_dict(spec)
+    cfg = TrainConfig.from_dict({**s.fixed, **config, "data": data})
+    run = RunSettings(
+        storage=f"{exp_dir}/{TRAIN_RUNS}",
+        name=tune.get_context().get_trial_id(),  # stable: a retried or restored trial resumes
+        workers=s.resources.workers_per_trial,
+        gpus_per_worker=gpus_per_worker,
+        cpus_per_worker=s.resources.cpus_per_worker,
+        max_failures=2,
+    )
+    result = build_trainer(cfg, run, callbacks=[TuneReportCallback()]).fit()
+    if result.error:
+        raise result.error
+
+
+# ----------------------------------------------------------------------------- resources
+
+def plan_resources(spec: SearchSpec, cluster: dict) -> tuple[float, int, str]:
+    """GPUs per worker, concurrent trials, and a sentence saying why."""
+    r, t = spec.resources, spec.tune
+    gpus, cpus = cluster.get("GPU", 0.0), cluster.get("CPU", 1.0)
+    if r.gpus_per_trial == "auto":
+        per_trial = 0.0 if gpus == 0 else (0.5 * r.workers_per_trial if gpus < 2 else float(r.workers_per_trial))
+    else:
+        per_trial = float(r.gpus_per_trial)
+    if per_trial > 0 and gpus == 0:
+        raise ConfigError(f"--gpus-per-trial {per_trial}: Ray sees no GPU here; use --gpus-per-trial 0")
+    gpus_per_worker = per_trial / r.workers_per_trial
+    data_cpus = 1.0 if cpus <= 8 else 0.25 * cpus  # Ray Data reads and decodes outside the workers
+    by_cpu = math.floor((cpus - data_cpus) / (r.workers_per_trial * r.cpus_per_worker) + 1e-9)
+    limits = {"CPUs": by_cpu}
+    if per_trial > 0:
+        limits["GPUs"] = math.floor(gpus / per_trial + 1e-9)
+    if t.max_concurrent:
+        limits["--max-concurrent"] = t.max_concurrent
+    limits["trials"] = t.num_samples
+    binding = min(limits, key=limits.get)
+    n = max(1, limits[binding])
+    if by_cpu < 1:
+        raise ConfigError(f"a trial needs {r.workers_per_trial * r.cpus_per_worker:g} CPUs for its workers plus "
+                          f"{data_cpus:g} for data, but Ray sees {cpus:g}: lower cpus_per_worker or workers_per_trial")
+    device = f"{gpus_per_worker:g} GPU per worker" if per_trial else "CPU only"
+    why = (f"{n} trial(s) at once, limited by {binding} ({cpus:g} CPUs, {gpus:g} GPUs; each trial "
+           f"{r.workers_per_trial} worker(s) x {r.cpus_per_worker:g} CPU, {device}; {data_cpus:g} CPU kept for Ray Data)")
+    return gpus_per_worker, n, why
+
+
+# ----------------------------------------------------------------------------- the search
+
+def build_tuner(spec: SearchSpec, data: str, exp_dir: Path, gpus_per_worker: float, concurrent: int,
+                driver_resources: dict, resume: bool = False, quiet: bool = False):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    t = spec.tune
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, spec=spec.to_dict(), data=data, exp_dir=str(exp_dir),
+                             gpus_per_worker=gpus_per_worker),
+        driver_resources,
+    )
+    callbacks = [TrialLines(t.metric)] if not quiet else []
+    if resume:
+        from ray.tune import Tuner
+
+        return Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=True)
+    if t.searcher == "optuna":
+        import optuna
+
+        searcher = OptunaSearch(metric=t.metric, mode=t.mode, sampler=optuna.samplers.TPESampler(seed=t.seed))
+    else:
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        searcher = BasicVariantGenerator(random_state=t.seed)
+    if t.scheduler == "asha":
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=int(spec.fixed.get("epochs", TrainConfig.epochs)),
+                                  grace_period=t.grace_period, reduction_factor=t.reduction_factor)
+    else:
+        scheduler = FIFOScheduler()
+    return tune.Tuner(
+        trainable,
+        param_space=to_tune_space(spec.search),
+        tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, search_alg=searcher, scheduler=scheduler,
+                                    num_samples=t.num_samples, max_concurrent_trials=concurrent),
+        run_config=tune.RunConfig(
+            name=exp_dir.name,
+            storage_path=str(exp_dir.parent),
+            failure_config=tune.FailureConfig(max_failures=t.max_failures),
+            callbacks=callbacks,
+        ),
+    )
+
+
+def _trial_lines_class():
+    from ray.tune import Callback
+
+    class TrialLinesImpl(Callback):
+        """One line per finished trial, so a long search reads as a log."""
+
+        def __init__(self, metric: str):
+            self.metric = metric
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            r = trial.last_result or {}
+            params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted((trial.config or {}).items()))
+            print(f"trial {trial.trial_id} done after epoch {r.get('epoch', '?')}: "
+                  f"{self.metric} {_fmt(r.get(self.metric))} ({params})", flush=True)
+
+    return TrialLinesImpl
+
+
+def TrialLines(metric: str):  # noqa: N802 - a factory so that importing this module needs no Ray
+    return _trial_lines_class()(metric)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+# ----------------------------------------------------------------------------- results
+
+def write_results(results, exp_dir: Path, metric: str, mode: str) -> list[dict]:
+    """results.csv: one row per trial, its parameters, last and best metrics."""
+    rows = []
+    for r in results:
+        hist = r.metrics_dataframe
+        best = None
+        if hist is not None and metric in hist:
+            col = hist[metric]
+            best = float(col.max() if mode == "max" else col.min())
+        m = r.metrics or {}
+        row = {"trial_id": m.get("trial_id") or Path(r.path).name, **{k: v for k, v in (r.config or {}).items()},
+               "epochs_run": m.get("epoch"), f"last_{metric}": m.get(metric), f"best_{metric}": best,
+               "val_loss": m.get("val_loss"), "train_loss": m.get("train_loss"),
+               "clips_per_s": m.get("clips_per_s"), "status": "error" if r.error else "done"}
+        rows.append(row)
+    if rows:
+        keys = list(dict.fromkeys(k for row in rows for k in row))
+        with open(exp_dir / "results.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(rows)
+    return rows
+
+
+def print_table(rows: list[dict], metric: str) -> None:
+    if not rows:
+        return
+    cols = [k for k in rows[0] if k not in ("val_loss", "train_loss")]
+    table = [[_fmt(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    for t in sorted(table, key=lambda t: t[cols.index(f"best_{metric}")], reverse=True):
+        print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m audionet_ray.tune", description=__doc__.splitlines()[0])
+    ap.add_argument("--search-space", default="default", help="YAML file, or a name in search_spaces/ (default, smoke, large)")
+    ap.add_argument("--data", help="dataset root (prepared on first use) or prepared folder; default: the demo dataset")
+    ap.add_argument("--num-samples", type=int, help="trials in total")
+    ap.add_argument("--max-concurrent", type=int, help="trials at once (default: what the resources fit)")
+    ap.add_argument("--epochs", type=int, help="epochs per trial (ASHA's max_t)")
+    ap.add_argument("--gpus-per-trial", help="GPUs per trial; fractions share a GPU (0.5, 0.25); 'auto'")
+    ap.add_argument("--workers-per-trial", type=int, help="Ray Train workers per trial (DDP; one per GPU)")
+    ap.add_argument("--cpus-per-worker", type=float, help="CPUs per Ray Train worker")
+    ap.add_argument("--searcher", choices=["optuna", "random"])
+    ap.add_argument("--scheduler", choices=["asha", "fifo"])
+    ap.add_argument("--seed", type=int, help="seed of the searcher")
+    ap.add_argument("--storage", default="runs", help="where experiments go: a local folder, NFS or s3:// (default: ./runs)")
+    ap.add_argument("--name", help="experiment name (default: search-<date>-<time>)")
+    ap.add_argument("--resume", metavar="EXPERIMENT_DIR", help="continue an interrupted search")
+    ap.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="attach to a running Ray cluster ('auto')")
+    ap.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
+    ap.add_argument("--no-export", action="store_true", help="do not export the best trial at the end")
+    ap.add_argument("--quiet", action="store_true", help="only the final table")
+    return ap
+
+
+def apply_overrides(spec: SearchSpec, args: argparse.Namespace) -> SearchSpec:
+    t, r = spec.tune, spec.resources
+    for name in ("num_samples", "max_concurrent", "searcher", "scheduler", "seed"):
+        if getattr(args, name) is not None:
+            setattr(t, name, getattr(args, name))
+    if args.epochs is not None:
+        spec.fixed["epochs"] = args.epochs
+    if args.workers_per_trial is not None:
+        r.workers_per_trial = args.workers_per_trial
+    if args.cpus_per_worker is not None:
+        r.cpus_per_worker = args.cpus_per_worker
+    if args.gpus_per_trial is not None:
+        try:
+            r.gpus_per_trial = args.gpus_per_trial if args.gpus_per_trial == "auto" else float(args.gpus_per_trial)
+        except ValueError:
+            raise ConfigError(f"--gpus-per-trial {args.gpus_per_trial}: a number (0, 0.25, 1, ...) or 'auto'") from None
+    check_settings(spec, "command line")
+    TrainConfig.from_dict({**spec.fixed, "data": ""})
+    return spec
+
+
+def demo_dataset() -> Path:
+    """The embedded demo data, generated once into the cache."""
+    from .demo_data import generate
+
+    root = Path(os.environ.get("AUDIONET_CACHE", "~/.cache/audionet_ray")).expanduser() / "demo_data"
+    if not (root / "testing_list.txt").exists():
+        print(f"generating the demo dataset into {root} ...", flush=True)
+        generate(root)
+    return root
+
+
+def prepare_search(args: argparse.Namespace) -> tuple[SearchSpec, str, Path]:
+    """Spec, prepared data and experiment folder, from the command line or a search to resume."""
+    from .data import ensure_prepared
+
+    if args.resume:
+        exp_dir = Path(args.resume).expanduser().resolve()
+        saved = load_spec_json(exp_dir)
+        return SearchSpec.from_dict(saved["spec"]), saved["data"], exp_dir
+    spec = apply_overrides(load_spec(args.search_space), args)
+    data = ensure_prepared(args.data or demo_dataset())
+    name = args.name or time.strftime("search-%Y%m%d-%H%M%S")
+    exp_dir = Path(args.storage).expanduser().resolve() / name
+    if (exp_dir / SPEC_FILE).exists():
+        raise ConfigError(f"{exp_dir} already holds a search: --resume {exp_dir} to continue it, or pick another --name")
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    (exp_dir / SPEC_FILE).write_text(json.dumps({"spec": spec.to_dict(), "data": str(data)}, indent=1))
+    return spec, str(data), exp_dir
+
+
+def start_ray(args: argparse.Namespace) -> dict:
+    """Attach to a cluster, or start a local Ray whose trial drivers take no CPU from workers."""
+    import ray
+
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")  # ray.train.report waits on this poll
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")  # search state on disk at most 5 s old
+    if args.address:
+        ray.init(address=args.address, log_to_driver=not args.quiet)
+    else:
+        n = args.num_cpus or os.cpu_count() or 1
+        # The dashboard is needed: without its state API, Train cannot tell that Tune stopped
+        # a trial, and that trial's placement group is never released.
+        ray.init(address="local", num_cpus=n, resources={DRIVER_SLOT: n}, log_to_driver=not args.quiet)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    resources = ray.cluster_resources()
+    # Trial drivers only wait on their TorchTrainer: a slot each, not a CPU a worker needs.
+    return {DRIVER_SLOT: 1} if resources.get(DRIVER_SLOT) else {"CPU": 0.01}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        spec, data, exp_dir = prepare_search(args)
+    except (ConfigError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    import ray
+
+    driver_resources = start_ray(args)
+    try:
+        gpus_per_worker, concurrent, why = plan_resources(spec, ray.cluster_resources())
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"search {exp_dir.name}: {spec.tune.num_samples} trials, {spec.tune.searcher} + {spec.tune.scheduler}, "
+          f"space {spec.source or 'saved'}; {why}", flush=True)
+    tuner = build_tuner(spec, data, exp_dir, gpus_per_worker, concurrent, driver_resources,
+                        resume=bool(args.resume), quiet=args.quiet)
+    results = tuner.fit()
+    rows = write_results(results, exp_dir, spec.tune.metric, spec.tune.mode)
+    print()
+    print_table(rows, spec.tune.metric)
+    errors = sum(1 for r in results if r.error)
+    try:
+        trial_id, ckpt, meta = best_checkpoint(exp_dir, spec.tune.metric, spec.tune.mode)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"\nbest trial {trial_id}: {spec.tune.metric} {meta['metrics'][spec.tune.metric]:.4f} at epoch "
+          f"{meta['epoch']} with " + ", ".join(f"{k}={_fmt(meta['train_config'][k])}" for k in spec.search))
+    print(f"best checkpoint: {ckpt}")
+    if errors:
+        print(f"warning: {errors} trial(s) failed; see {exp_dir}", file=sys.stderr)
+    if not args.no_export:
+        export_best(exp_dir, spec.tune.metric)
+    print(f"experiment: {exp_dir}  (results.csv; resume with --resume {exp_dir})")
+    return 0
+
+
+def export_best(exp_dir: Path, metric: str) -> None:
+    try:
+        from .export import export
+    except ImportError:  # the export module is optional in this build
+        return
+    bundle = export(exp_dir, exp_dir / "bundle", metric=metric)
+    print(f"exported the best model to {bundle}  (python -m audionet_ray.predict {bundle} CLIP.wav)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

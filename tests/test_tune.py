@@ -1,0 +1,222 @@
+"""The search: YAML validation, resource planning, real searches on CPU, resume after SIGKILL."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from audionet_ray.config import ConfigError
+from audionet_ray.search_space import Resources, SearchSpec, TuneSettings, load_spec, to_tune_space
+from audionet_ray.tune import plan_resources
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ----------------------------------------------------------------------------- YAML
+
+@pytest.mark.parametrize("name", ["default", "smoke", "large"])
+def test_shipped_search_spaces_load(name):
+    spec = load_spec(ROOT / "search_spaces" / f"{name}.yaml")
+    assert {"lr", "batch_size", "train_ratio"} <= set(spec.search)
+    assert spec.tune.grace_period >= 2
+    space = to_tune_space(spec.search)
+    assert set(space) == set(spec.search)
+
+
+BAD = {
+    "not yaml": ("search: {lr: [1, 2\n", "not valid YAML at line"),
+    "unknown section": ("serch: {}\n", "unknown section(s) serch"),
+    "unknown parameter": ("search: {learning_rate: {loguniform: [1.0e-4, 1.0e-3]}}\n", "search.learning_rate is not a setting"),
+    "unknown distribution": ("search: {lr: {gaussian: [0, 1]}}\n", "unknown distribution 'gaussian'"),
+    "low above high": ("search: {lr: {loguniform: [1.0e-2, 1.0e-3]}}\n", "low 0.01 must be below high 0.001"),
+    "log of zero": ("search: {lr: {loguniform: [0, 1.0e-3]}}\n", "must be > 0 on a log scale"),
+    "unknown fixed": ("fixed: {epoch: 3}\n", "unknown setting(s): epoch"),
+    "bad fixed value": ("fixed: {train_ratio: 1.5}\n", "train_ratio must be between 0 and 1"),
+    "unknown tune key": ("tune: {samples: 3}\n", "tune: unknown key(s) samples"),
+    "bad searcher": ("tune: {searcher: hyperopt}\n", "searcher 'hyperopt' unknown"),
+    "grace too short": ("tune: {grace_period: 1}\n", "grace_period must be >= 2"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_yaml_is_one_clear_error(case, tmp_path):
+    text, message = BAD[case]
+    f = tmp_path / "space.yaml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_spec(f)
+    assert message in str(e.value)
+    assert str(f) in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_cli_reports_bad_yaml_in_one_line_without_traceback(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("search: {lr: {loguniform: [1.0e-2, 1.0e-3]}}\n")
+    p = subprocess.run([sys.executable, "-m", "audionet_ray.tune", "--search-space", str(f)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(f) in lines[0], p.stderr
+    assert "Traceback" not in p.stderr + p.stdout
+
+
+def test_cli_missing_search_space_file(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "audionet_ray.tune", "--search-space", str(tmp_path / "nope.yaml")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "no such file" in p.stderr and "Traceback" not in p.stderr
+
+
+# ----------------------------------------------------------------------------- resources
+
+def _spec(workers=1, gpus="auto", cpus=1.0, max_concurrent=0, n=8):
+    return SearchSpec(tune=TuneSettings(num_samples=n, max_concurrent=max_concurrent),
+                      resources=Resources(workers, gpus, cpus))
+
+
+def test_plan_cpu_only_laptop():
+    gpw, n, why = plan_resources(_spec(cpus=0.5), {"CPU": 2.0})
+    assert gpw == 0 and n == 2 and "CPUs" in why
+
+
+def test_plan_single_gpu_shares_it_between_trials():
+    gpw, n, why = plan_resources(_spec(), {"CPU": 16.0, "GPU": 1.0})
+    assert gpw == 0.5 and n == 2 and "GPUs" in why
+    gpw, n, _ = plan_resources(_spec(gpus=0.25), {"CPU": 16.0, "GPU": 1.0})
+    assert gpw == 0.25 and n == 4
+
+
+def test_plan_cluster_one_gpu_per_worker_and_ddp():
+    gpw, n, _ = plan_resources(_spec(workers=2, cpus=4), {"CPU": 64.0, "GPU": 8.0})
+    assert gpw == 1.0 and n == 4
+    _, n, why = plan_resources(_spec(max_concurrent=1), {"CPU": 64.0, "GPU": 8.0})
+    assert n == 1 and "--max-concurrent" in why
+
+
+def test_plan_refuses_gpus_that_are_not_there():
+    with pytest.raises(ConfigError, match="no GPU"):
+        plan_resources(_spec(gpus=1), {"CPU": 2.0})
+    with pytest.raises(ConfigError, match="lower cpus_per_worker"):
+        plan_resources(_spec(cpus=4), {"CPU": 2.0})
+
+
+# ----------------------------------------------------------------------------- real searches
+
+def _tune(args, timeout=600, **popen):
+    cmd = [sys.executable, "-m", "audionet_ray.tune", *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if popen:
+        return subprocess.Popen(cmd, env=env, **popen)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _rows(exp: Path) -> list[dict]:
+    with open(exp / "results.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def _address():
+    import ray
+
+    return ray.get_runtime_context().gcs_address
+
+
+@pytest.mark.slow
+def test_optuna_asha_search_stops_trials_and_later_trials_still_finish(ray_session, prepared_demo, tmp_path):
+    """ray-project/ray#54305: trials stopped by ASHA must free their resources for later ones."""
+    p = _tune(["--search-space", "smoke", "--data", str(prepared_demo), "--num-samples", "5",
+               "--storage", str(tmp_path), "--name", "asha", "--address", _address(), "--no-export"])
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    rows = _rows(tmp_path / "asha")
+    assert len(rows) == 5 and all(r["status"] == "done" for r in rows), rows
+    epochs = [int(float(r["epochs_run"])) for r in rows]
+    assert min(epochs) == 2 and max(epochs) == 4, epochs  # ASHA cut some at the first rung
+    assert "best trial" in p.stdout and "best checkpoint:" in p.stdout
+    # every trial's Train run checkpointed into the experiment folder
+    assert len(list((tmp_path / "asha" / "train_runs").iterdir())) == 5
+
+
+@pytest.mark.slow
+def test_random_search_with_fifo_runs_every_trial_to_the_end(ray_session, prepared_demo, tmp_path):
+    p = _tune(["--search-space", "smoke", "--data", str(prepared_demo), "--num-samples", "2", "--epochs", "2",
+               "--searcher", "random", "--scheduler", "fifo", "--storage", str(tmp_path), "--name", "rand",
+               "--address", _address(), "--no-export"])
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    rows = _rows(tmp_path / "rand")
+    assert len(rows) == 2 and [int(float(r["epochs_run"])) for r in rows] == [2, 2]
+    assert "random + fifo" in p.stdout
+    assert len({r["lr"] for r in rows}) == 2
+
+
+def _epoch_history(exp: Path) -> dict[str, list[int]]:
+    """Each trial's reported epochs, in order, from Tune's own result.json files."""
+    out = {}
+    for f in exp.glob("run_trial_*/result.json"):
+        tid = f.parent.name.split("_")[2]
+        out[tid] = [json.loads(line)["epoch"] for line in f.read_text().splitlines() if line.strip()]
+    return out
+
+
+def _checkpointed(exp: Path) -> set[str]:
+    return {d.parent.name for d in (exp / "train_runs").glob("*/checkpoint_*") if (d / "meta.json").exists()}
+
+
+def _done_trials(exp: Path) -> set[str]:
+    """Trials Tune has recorded as finished in its experiment state."""
+    done = set()
+    for f in exp.glob("experiment_state-*.json"):
+        state = json.loads(f.read_text())
+        for t in state.get("trial_data", []):
+            trial = json.loads(t[0]) if isinstance(t, list) else t
+            if isinstance(trial, dict) and trial.get("status") == "TERMINATED":
+                done.add(trial.get("trial_id"))
+    return done
+
+
+def _kill_when(proc, cond, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if cond():
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"the search ended (rc={proc.poll()}) or timed out before {what}")
+
+
+@pytest.mark.slow
+def test_resume_after_driver_sigkill_twice(ray_session, prepared_demo, tmp_path):
+    """Kill the real search driver twice at different points, resume to completion."""
+    exp = tmp_path / "crashy"
+    base = ["--address", _address(), "--no-export"]
+    first = _tune(["--search-space", "smoke", "--data", str(prepared_demo), "--num-samples", "4", "--epochs", "6",
+                   "--scheduler", "fifo", "--storage", str(tmp_path), "--name", "crashy", *base],
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # 1st kill: as soon as one trial has a checkpoint (trials mid-run)
+    _kill_when(first, lambda: len(_checkpointed(exp)) >= 1, 300, "a first checkpoint")
+    ckpt_at_kill1 = _checkpointed(exp)
+
+    second = _tune(["--resume", str(exp), *base], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # 2nd kill: once a trial is recorded as finished, so finished trials must survive a kill too
+    _kill_when(second, lambda: len(_done_trials(exp)) >= 1, 400, "a finished trial")
+    done_at_kill2 = _done_trials(exp)
+    ckpt_at_kill2 = _checkpointed(exp)
+
+    final = _tune(["--resume", str(exp), *base], timeout=600)
+    assert final.returncode == 0, final.stdout[-3000:] + final.stderr[-3000:]
+    rows = _rows(exp)
+    assert len(rows) == 4, rows  # the number of trials as asked
+    assert all(r["status"] == "done" and int(float(r["epochs_run"])) == 6 for r in rows), rows
+    ids = {r["trial_id"] for r in rows}
+    assert done_at_kill2 <= ids  # no finished trial lost
+    history = _epoch_history(exp)
+    for tid in ckpt_at_kill1 | ckpt_at_kill2:
+        # a trial that had a checkpoint never reported epoch 1 again
+        assert history[tid].count(1) <= 1, (tid, history[tid])
+    assert set(ckpt_at_kill1) <= ids
