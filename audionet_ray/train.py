@@ -24,6 +24,7 @@ import ray.train
 import ray.train.torch
 from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
+from ray.train.v2.api.callback import UserCallback
 
 from .augment import augment, epoch_generator, standardise
 from .config import ConfigError, RunSettings, TrainConfig
@@ -153,6 +154,7 @@ def train_loop_per_worker(config: dict) -> None:
             "train_clips": int(tr_n),
             "epoch_seconds": time.perf_counter() - t0,
             "resumed_from": start_epoch - 1,  # 0: started fresh; k: continued from epoch k's checkpoint
+            "node_id": ray.get_runtime_context().get_node_id(),  # where rank 0 ran: spread over a cluster
         }
         if rank == 0:
             print(f"epoch {epoch}/{cfg.epochs}  train_loss {metrics['train_loss']:.4f}  "
@@ -170,6 +172,24 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 # ----------------------------------------------------------------------------- the trainer
+
+class MetricsLog(UserCallback):
+    """Every epoch's metrics as a line of `<run>/metrics.jsonl`: Train's Result keeps only the
+    reports that carried a checkpoint, and learning curves need them all."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def after_report(self, run_context, metrics: list[dict], checkpoint) -> None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps({**metrics[0], "time": time.time()}) + "\n")
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+
 
 def build_trainer(cfg: TrainConfig, run: RunSettings, callbacks: list | None = None) -> TorchTrainer:
     """One TorchTrainer run. Same storage and name again = resume from its latest checkpoint."""
@@ -202,11 +222,17 @@ def build_trainer(cfg: TrainConfig, run: RunSettings, callbacks: list | None = N
                 checkpoint_score_order="max",
             ),
             failure_config=FailureConfig(max_failures=run.max_failures),
-            callbacks=callbacks or None,
+            callbacks=[*(callbacks or []), *_local_log(run)] or None,
         ),
         datasets=datasets,
         **({"dataset_config": data_config} if data_config else {}),
     )
+
+
+def _local_log(run: RunSettings) -> list:
+    if "://" in run.storage:
+        return []  # on shared object storage Tune's own result files are the record
+    return [MetricsLog(str(Path(storage_uri(run.storage)) / run.name / "metrics.jsonl"))]
 
 
 def storage_uri(storage: str) -> str:
@@ -255,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    ray.init(address=args.address, log_to_driver=True)
+    from .ray_setup import init_ray
+
+    init_ray(args.address)
     gpus = args.gpus_per_worker
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0

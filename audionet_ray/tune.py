@@ -21,13 +21,12 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from .cluster import cluster_capacity
 from .config import ConfigError, RunSettings, TrainConfig
 from .discover import DatasetError
 from .results import SPEC_FILE, TRAIN_RUNS, best_checkpoint, load_spec_json
+from .storage import is_uri, local_experiment, location
 from .search_space import SearchSpec, check_settings, load_spec, to_tune_space
-
-DRIVER_SLOT = "driver_slot"  # a custom resource that trial drivers hold instead of a CPU
-
 
 # ----------------------------------------------------------------------------- one trial
 
@@ -178,7 +177,7 @@ def write_results(results, exp_dir: Path, metric: str, mode: str) -> list[dict]:
         rows.append(row)
     if rows:
         keys = list(dict.fromkeys(k for row in rows for k in row))
-        with open(exp_dir / "results.csv", "w", newline="") as f:
+        with (exp_dir / "results.csv").open("w", newline="") as f:  # a folder or a URI
             w = csv.DictWriter(f, fieldnames=keys)
             w.writeheader()
             w.writerows(rows)
@@ -258,13 +257,13 @@ def prepare_search(args: argparse.Namespace) -> tuple[SearchSpec, str, Path]:
     from .data import ensure_prepared
 
     if args.resume:
-        exp_dir = Path(args.resume).expanduser().resolve()
+        exp_dir = location(args.resume).resolve()  # a local folder or a URI (s3://...)
         saved = load_spec_json(exp_dir)
         return SearchSpec.from_dict(saved["spec"]), saved["data"], exp_dir
     spec = apply_overrides(load_spec(args.search_space), args)
     data = ensure_prepared(args.data or demo_dataset())
     name = args.name or time.strftime("search-%Y%m%d-%H%M%S")
-    exp_dir = Path(args.storage).expanduser().resolve() / name
+    exp_dir = location(args.storage).resolve() / name
     if (exp_dir / SPEC_FILE).exists():
         raise ConfigError(f"{exp_dir} already holds a search: --resume {exp_dir} to continue it, or pick another --name")
     exp_dir.mkdir(parents=True, exist_ok=True)
@@ -273,22 +272,12 @@ def prepare_search(args: argparse.Namespace) -> tuple[SearchSpec, str, Path]:
 
 
 def start_ray(args: argparse.Namespace) -> dict:
-    """Attach to a cluster, or start a local Ray whose trial drivers take no CPU from workers."""
-    import ray
+    """Attach to a cluster or start a local Ray; returns what each trial driver holds."""
+    from .ray_setup import init_ray, trial_driver_resources
 
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")  # ray.train.report waits on this poll
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")  # search state on disk at most 5 s old
-    if args.address:
-        ray.init(address=args.address, log_to_driver=not args.quiet)
-    else:
-        n = args.num_cpus or os.cpu_count() or 1
-        # The dashboard is needed: without its state API, Train cannot tell that Tune stopped
-        # a trial, and that trial's placement group is never released.
-        ray.init(address="local", num_cpus=n, resources={DRIVER_SLOT: n}, log_to_driver=not args.quiet)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    resources = ray.cluster_resources()
-    # Trial drivers only wait on their TorchTrainer: a slot each, not a CPU a worker needs.
-    return {DRIVER_SLOT: 1} if resources.get(DRIVER_SLOT) else {"CPU": 0.01}
+    init_ray(args.address, args.num_cpus, log_to_driver=not args.quiet)
+    return trial_driver_resources()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
 
     driver_resources = start_ray(args)
     try:
-        gpus_per_worker, concurrent, why = plan_resources(spec, ray.cluster_resources())
+        gpus_per_worker, concurrent, why = plan_resources(spec, cluster_capacity())  # incl. autoscaling
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -336,8 +325,11 @@ def export_best(exp_dir: Path, metric: str) -> None:
         from .export import export
     except ImportError:  # the export module is optional in this build
         return
-    bundle = export(exp_dir, exp_dir / "bundle", metric=metric)
+    local = local_experiment(exp_dir, metric)  # on s3:// etc.: its best checkpoint, copied here
+    bundle = export(local, local / "bundle", metric=metric)
     print(f"exported the best model to {bundle}  (python -m audionet_ray.predict {bundle} CLIP.wav)")
+    if is_uri(exp_dir):
+        print(f"and copied it to {(exp_dir / 'bundle').upload_from(bundle)}")
 
 
 if __name__ == "__main__":
