@@ -1,12 +1,20 @@
 """Decoding one audio file into what AudioNet eats: 16 kHz mono int16, exactly one second.
 
 Speech Commands is mostly clean, but a real folder of 100 000 clips has surprises (empty files,
-stereo, 44.1 kHz, float WAV, NaNs). Everything here raises `BadClip` with a reason instead of
-crashing, so preparing a dataset can skip and count the file.
+half-downloaded files, stereo, 44.1 kHz, 24-bit or float WAV, NaNs). Everything here raises
+`BadClip` with a reason instead of crashing, so preparing a dataset can skip and count the
+file; what can be repaired (resampling, mixdown, padding) is repaired and noted, so the
+manifest can say how much of the data needed it.
+
+int16 <-> float uses soundfile's convention (x / 32768), so a 16-bit clip survives the trip
+bit for bit; the common 16 kHz mono 16-bit case skips floats altogether.
 """
 
 from __future__ import annotations
 
+import os
+import stat
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -15,36 +23,104 @@ import soxr
 
 SAMPLE_RATE = 16_000
 CLIP_SAMPLES = 16_000
+CLIP_BYTES = 2 * CLIP_SAMPLES  # int16
 AUDIO_SUFFIXES = {".wav", ".flac"}
+_READ_MARGIN = 1.1  # read a little past one second so the resampler has its right context
 
 
 class BadClip(Exception):
     """A file that cannot become a clip; the message says why in a few words."""
 
 
-def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Any-length mono float32 in [-1, 1] at `sample_rate`, resampled with soxr if needed."""
-    path = Path(path)
+def _check_file(path: Path) -> None:
+    """Reasons that need no decoder: missing, not a file, empty, unreadable."""
     try:
-        if path.stat().st_size == 0:
-            raise BadClip("empty file (0 bytes)")
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except BadClip:
-        raise
-    except (sf.LibsndfileError, RuntimeError, ValueError, OSError) as e:
-        raise BadClip(f"unreadable audio ({str(e).splitlines()[0][:120]})") from None
+        st = path.stat()
+    except FileNotFoundError:
+        raise BadClip("broken symlink" if path.is_symlink() else "file disappeared") from None
+    except OSError as e:
+        raise BadClip(f"cannot stat file ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise BadClip("not a regular file (a folder or device named like audio)")
+    if st.st_size == 0:
+        raise BadClip("empty file (0 bytes)")
+    if not os.access(path, os.R_OK):
+        raise BadClip("permission denied")
+
+
+def _wav_truncated(path: Path) -> str | None:
+    """For RIFF WAV: the data chunk's declared size against what the file really holds.
+
+    libsndfile quietly decodes whatever is there; a half-downloaded clip would then train on
+    half a word under a full word's label, so we call it out instead.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            size = os.fstat(f.fileno()).st_size
+            while True:
+                hdr = f.read(8)
+                if len(hdr) < 8:
+                    return None
+                cid, n = hdr[:4], struct.unpack("<I", hdr[4:])[0]
+                if cid == b"data":
+                    have = size - f.tell()
+                    # 0 and 0xFFFFFFFF mean "length unknown" (streamed writers): not truncated
+                    if n not in (0, 0xFFFFFFFF) and have < n:
+                        return f"truncated WAV ({have} of {n} data bytes)"
+                    return None
+                f.seek(n + (n & 1), 1)
+    except OSError:
+        return None
+
+
+def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None,
+               notes: list[str] | None = None) -> np.ndarray:
+    """Mono float32 in [-1, 1] at `sample_rate` (soxr resampling); at most `max_seconds` of it.
+
+    Appends to `notes` what had to be repaired (resampled, mixed down, converted, clipped).
+    """
+    path = Path(path)
+    _check_file(path)
+    if path.suffix.lower() == ".wav" and (why := _wav_truncated(path)):
+        raise BadClip(why)
+    notes = notes if notes is not None else []
+    try:
+        with sf.SoundFile(str(path)) as f:
+            sr, channels, subtype = f.samplerate, f.channels, f.subtype
+            frames = -1 if max_seconds is None else int(np.ceil(max_seconds * sr * _READ_MARGIN))
+            data = f.read(frames, dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError, ValueError, OSError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = msg.replace(f"Error opening {str(path)!r}: ", "")
+        raise BadClip(f"not readable as audio ({msg[:100]})") from None
     if data.shape[0] == 0:
         raise BadClip("no audio frames")
-    if not np.isfinite(data).all():
+    if subtype in ("FLOAT", "DOUBLE") and not np.isfinite(data).all():
         raise BadClip("NaN or infinite samples")
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if subtype != "PCM_16":
+        notes.append(f"converted from {subtype}")
+    if channels > 1:
+        data = data.mean(axis=1, keepdims=True)
+        notes.append(f"mixed down from {channels} channels")
+    mono = data[:, 0]
     if sr != sample_rate:
         mono = soxr.resample(mono, sr, sample_rate, quality="HQ").astype(np.float32)
-    return np.clip(mono, -1.0, 1.0)
+        notes.append(f"resampled from {sr} Hz")
+    if subtype in ("FLOAT", "DOUBLE") or sr != sample_rate:
+        if np.abs(mono).max() > 1.0:
+            notes.append("clipped to [-1, 1]")
+        mono = np.clip(mono, -1.0, 1.0)
+    if max_seconds is not None:
+        mono = mono[: int(round(max_seconds * sample_rate))]
+    return mono
 
 
 def to_int16(x: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16)
+    """float in [-1, 1] -> int16 with soundfile's scale, so 16-bit sources come back exactly."""
+    return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
 
 
 def fit_length(x: np.ndarray, n: int = CLIP_SAMPLES) -> np.ndarray:
@@ -54,6 +130,44 @@ def fit_length(x: np.ndarray, n: int = CLIP_SAMPLES) -> np.ndarray:
     return np.pad(x, (0, n - len(x)))
 
 
+def decode_clip(path: str | Path) -> tuple[np.ndarray, list[str]]:
+    """One training clip (int16, 16 000 samples) and what had to be repaired to get it."""
+    path = Path(path)
+    notes: list[str] = []
+    pcm = None
+    if path.suffix.lower() == ".wav":
+        _check_file(path)
+        if why := _wav_truncated(path):
+            raise BadClip(why)
+        try:  # the common case: 16 kHz mono 16-bit, read as int16 without a float round trip
+            with sf.SoundFile(str(path)) as f:
+                if (f.samplerate, f.channels, f.subtype) == (SAMPLE_RATE, 1, "PCM_16"):
+                    pcm = f.read(CLIP_SAMPLES + 1, dtype="int16")
+                    n_total = f.frames
+        except (sf.SoundFileError, RuntimeError, ValueError, OSError):
+            pcm = None  # read_audio below reports it properly
+    if pcm is None:
+        mono = read_audio(path, max_seconds=(CLIP_SAMPLES + 1) / SAMPLE_RATE, notes=notes)
+        pcm = to_int16(mono)
+        n_total = len(pcm)
+    if len(pcm) == 0:
+        raise BadClip("no audio frames")
+    if n_total > CLIP_SAMPLES:
+        notes.append("cut to 1 s")
+    elif n_total < CLIP_SAMPLES:
+        notes.append("padded to 1 s")
+    return fit_length(pcm), notes
+
+
 def load_clip(path: str | Path) -> np.ndarray:
     """One training clip: int16, 16 000 samples."""
-    return to_int16(fit_length(read_audio(path)))
+    return decode_clip(path)[0]
+
+
+def decode_or_reason(path: str) -> tuple[bytes | None, list[str] | str]:
+    """For worker processes: (int16 bytes, notes) or (None, reason). Never raises for bad audio."""
+    try:
+        pcm, notes = decode_clip(path)
+        return pcm.astype("<i2", copy=False).tobytes(), notes
+    except BadClip as e:
+        return None, str(e)

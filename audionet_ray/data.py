@@ -9,45 +9,55 @@ train_ratio of a search reads the same shards.
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import warnings
 from pathlib import Path
 
+import functools
+
 import numpy as np
 import pyarrow as pa
-import torch
-from ray.data.collate_fn import ArrowBatchCollateFn
 
-from .audio import CLIP_SAMPLES
+from .audio import CLIP_BYTES
 from .discover import DatasetError
-from .prepare import MANIFEST, NOISE_FILE, PrepareOptions, load_manifest, prepare, summary_line
+from .prepare import MANIFEST, NOISE_FILE, PrepareOptions, load_manifest, pcm_from_binary, prepare, summary_line
+from .storage import is_uri, local_cache, location, publish
 
 
 def split_datasets(prepared: str | Path, train_ratio: float, splits=("train", "val"),
                    shuffle_files: bool = True) -> dict:
-    """Ray Datasets for the named splits: speakers with bucket < train_ratio train.
+    """Ray Datasets for the named splits ("train", "val", "test"): rows of `pcm` and `label`.
 
-    `shuffle_files=False` keeps the shard order fixed, for runs that must be repeatable.
+    Speakers with bucket < train_ratio train, the rest validate; "test" is the fixed test set,
+    which lives in its own shards, so training never reads it. Training shards are read in a
+    new random file order every epoch (`shuffle_files=False` keeps the shard order fixed, for
+    runs that must be repeatable); pair with `torch_batches(..., shuffle_seed=...)`.
     """
     import ray.data
     from ray.data.expressions import col
 
     if not 0.0 < train_ratio < 1.0:
         raise DatasetError(f"train_ratio must be between 0 and 1 (exclusive), got {train_ratio}")
-    m = load_manifest(prepared)
-    files = [str(Path(prepared).expanduser() / s) for s in m["shards"]]
-    trainval = col("split") == "trainval"
-    predicates = {
-        "train": trainval & (col("bucket") < train_ratio),
-        "val": trainval & (col("bucket") >= train_ratio),
-        "test": col("split") == "test",
-    }
+    unknown = [s for s in splits if s not in ("train", "val", "test")]
+    if unknown:
+        raise DatasetError(f"unknown split {unknown[0]!r}: choose from train, val, test")
+    root = location(prepared)  # a local folder or a URI (s3://...): read_parquet takes both
+    m = load_manifest(root)
+    predicates = {"train": col("bucket") < train_ratio, "val": col("bucket") >= train_ratio}
     out = {}
     for name in splits:
-        ds = ray.data.read_parquet(files, columns=["pcm", "label", "split", "bucket"],
-                                   shuffle="files" if name == "train" and shuffle_files else None)
-        out[name] = ds.filter(expr=predicates[name]).select_columns(["pcm", "label"])
+        part = "test" if name == "test" else "trainval"
+        files = [str(root / s) for s in m["split_shards"][part]]
+        if not files:
+            out[name] = _empty(name)
+            continue
+        ds = ray.data.read_parquet(files, shuffle="files" if name == "train" and shuffle_files else None)
+        ds = ds.select_columns(["pcm", "label", "bucket"])  # pushed down into the reader
+        if name in predicates:
+            ds = ds.filter(expr=predicates[name])
+        out[name] = ds.select_columns(["pcm", "label"])
     return out
 
 
@@ -59,6 +69,9 @@ def ensure_prepared(data: str | Path, cache_dir: str | Path | None = None, progr
     """
     import hashlib
 
+    if is_uri(data):  # shared storage on a cluster: it must already hold a prepared dataset
+        load_manifest(data)
+        return location(data)
     data = Path(data).expanduser()
     if (data / MANIFEST).exists():
         return data
@@ -69,28 +82,61 @@ def ensure_prepared(data: str | Path, cache_dir: str | Path | None = None, progr
     return out
 
 
+def _empty(name: str):
+    """A dataset with the right schema and no rows (e.g. no test clips in a tiny dataset)."""
+    import ray.data
+
+    table = pa.table({"pcm": pa.array([], pa.binary(CLIP_BYTES)), "label": pa.array([], pa.int32())})
+    return ray.data.from_arrow(table)
+
+
 def load_noise(prepared: str | Path) -> np.ndarray:
-    path = Path(prepared).expanduser() / NOISE_FILE
-    return np.load(path, allow_pickle=False) if path.exists() else np.zeros(0, np.int16)
+    """Background noise as one int16 array (empty when the dataset has none)."""
+    path = location(prepared) / NOISE_FILE
+    return np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) if path.exists() else np.zeros(0, np.int16)
 
 
-class PcmCollate(ArrowBatchCollateFn):
-    """Arrow batch -> (int16 clips (B, 16000), int64 labels) without a per-row Python loop."""
+@functools.cache
+def _pcm_collate_class() -> type:
+    """PcmCollate, built on first use: torch and Ray Data stay out of `python -m audionet_ray.data
+    prepare` (and out of its decoding processes), which then starts in a fraction of a second."""
+    import torch
+    from ray.data.collate_fn import ArrowBatchCollateFn
 
-    def __call__(self, batch: pa.Table) -> tuple[torch.Tensor, torch.Tensor]:
-        pcm = batch.column("pcm").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        labels = batch.column("label").to_numpy().astype(np.int64)
-        with warnings.catch_warnings():  # Arrow memory is read-only; nothing writes to it in place
-            warnings.simplefilter("ignore", UserWarning)
-            clips = torch.from_numpy(pcm.reshape(-1, CLIP_SAMPLES))
-        return clips, torch.from_numpy(labels)
+    class PcmCollate(ArrowBatchCollateFn):
+        """Arrow batch -> (int16 clips (B, 16000), int64 labels) without a per-row Python loop.
+
+        The clips tensor shares Arrow's read-only memory (no copy): move or convert it (`.to`,
+        `.float()`, `augment`, `standardise`) before changing it in place.
+        """
+
+        def __call__(self, batch: pa.Table):
+            pcm = pcm_from_binary(batch.column("pcm"))
+            labels = batch.column("label").to_numpy().astype(np.int64)
+            with warnings.catch_warnings():  # Arrow memory is read-only; see the docstring
+                warnings.simplefilter("ignore", UserWarning)
+                clips = torch.from_numpy(pcm)
+            return clips, torch.from_numpy(labels)
+
+    PcmCollate.__module__, PcmCollate.__qualname__ = __name__, "PcmCollate"  # pickles by reference
+    return PcmCollate
+
+
+def __getattr__(name: str):
+    if name == "PcmCollate":  # `from audionet_ray.data import PcmCollate` works as before
+        return _pcm_collate_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def torch_batches(shard, batch_size: int, shuffle_seed: int | None = None, pin_memory: bool = False):
-    """Iterate a worker's shard as (int16 clips, labels); a shuffle buffer when training."""
+    """Iterate a worker's shard (a Dataset or DataIterator) as (int16 clips, int64 labels).
+
+    With `shuffle_seed` rows pass through a local shuffle buffer (on top of the per-epoch file
+    order shuffle of the training split); use a different seed each epoch.
+    """
     return shard.iter_torch_batches(
         batch_size=batch_size,
-        collate_fn=PcmCollate(),
+        collate_fn=_pcm_collate_class()(),
         local_shuffle_buffer_size=4 * batch_size if shuffle_seed is not None else None,
         local_shuffle_seed=shuffle_seed,
         prefetch_batches=2,
@@ -111,16 +157,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPUs, max 8)")
     args = ap.parse_args(argv)
     words = [w.strip() for w in args.words.split(",") if w.strip()] if args.words else None
-    if (args.unknown) and not words:
-        ap.error("--unknown needs --words")
     try:
-        m = prepare(args.root, args.out, PrepareOptions(words, args.unknown, args.silence, args.strict),
+        if args.unknown and not words:
+            raise DatasetError("--unknown needs --words (the words that stay classes of their own)")
+        if args.workers is not None and args.workers < 1:
+            raise DatasetError(f"--workers must be at least 1, got {args.workers}")
+        out = local_cache(args.out, "prepared") if is_uri(args.out) else args.out  # a bucket: prepared here first
+        m = prepare(args.root, out, PrepareOptions(words, args.unknown, args.silence, args.strict),
                     workers=args.workers)
+        if is_uri(args.out):
+            publish(out, args.out)
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. OUT on a read-only or full disk
+        print(f"error: {e.filename or args.out}: {e.strerror or e} (check that OUT is writable)", file=sys.stderr)
+        return 2
     print(summary_line(m))
-    print(f"manifest: {Path(args.out) / 'manifest.json'}")
+    print(f"manifest: {location(args.out) / 'manifest.json'}")
     return 0
 
 

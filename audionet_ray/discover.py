@@ -38,7 +38,8 @@ class Discovery:
     classes: list[str]
     items: list[Item]
     noise_files: list[str]
-    empty_classes: list[str] = field(default_factory=list)
+    empty_classes: list[str] = field(default_factory=list)  # class folders without clips: not classes
+    held_out: list[str] = field(default_factory=list)  # clips of test speakers not in testing_list.txt
 
 
 def speaker_of(filename: str) -> str:
@@ -59,9 +60,20 @@ def is_train(bucket: float, train_ratio: float) -> bool:
 
 def _read_list(root: Path, name: str) -> set[str] | None:
     f = root / name
-    if not f.exists():
+    if not f.is_file():
         return None
-    return {ln.strip() for ln in f.read_text().splitlines() if ln.strip()}
+    try:
+        text = f.read_text(errors="replace")
+    except OSError as e:
+        raise DatasetError(f"cannot read {f}: {e.strerror}") from None
+    return {ln.strip().replace("\\", "/") for ln in text.splitlines() if ln.strip()}
+
+
+def _listdir(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError as e:
+        raise DatasetError(f"cannot list {folder}: {e.strerror}") from None
 
 
 def discover(
@@ -70,37 +82,50 @@ def discover(
     unknown: bool = False,
     silence: bool = False,
 ) -> Discovery:
-    """All clips of the chosen classes, each with its speaker and fixed split."""
+    """All clips of the chosen classes, each with its speaker and fixed split.
+
+    `words` may itself name `_unknown_` and `_silence_` (the standard 12-class list), which is
+    the same as passing unknown=True / silence=True.
+    """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DatasetError(f"dataset root {root} does not exist or is not a folder")
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    folders = [p.name for p in _listdir(root) if p.is_dir() and not p.name.startswith((".", "_"))]
     if not folders:
         raise DatasetError(
             f"dataset root {root} has no class folders: expected one sub-folder of clips per word"
         )
+    files = {f: [p for p in _listdir(root / f) if p.suffix.lower() in AUDIO_SUFFIXES] for f in folders}
+    empty = [f for f in folders if not files[f]]
+    if words:
+        words = list(dict.fromkeys(w for w in words if w))  # drop repeats, keep order
+        unknown = unknown or UNKNOWN in words
+        silence = silence or SILENCE in words
+        words = [w for w in words if w not in (UNKNOWN, SILENCE)]
     if words:
         missing = [w for w in words if w not in folders]
         if missing:
             raise DatasetError(f"--words: no folder for {', '.join(missing)} in {root}")
+        no_clips = [w for w in words if w in empty]
+        if no_clips:
+            raise DatasetError(f"--words: the folder for {', '.join(no_clips)} in {root} has no .wav or .flac clips")
         classes = sorted(words) + ([UNKNOWN] if unknown else []) + ([SILENCE] if silence else [])
     else:
-        classes = list(folders)
-        if silence:
-            classes.append(SILENCE)
+        unknown = False  # "all other words" means nothing when every word is a class
+        classes = [f for f in folders if f not in empty] + ([SILENCE] if silence else [])
     index = {c: i for i, c in enumerate(classes)}
 
     noise_dir = root / NOISE_DIR
-    noise_files = sorted(
-        str(p.relative_to(root).as_posix())
-        for p in (noise_dir.iterdir() if noise_dir.is_dir() else [])
+    noise_files = [
+        p.relative_to(root).as_posix()
+        for p in (_listdir(noise_dir) if noise_dir.is_dir() else [])
         if p.suffix.lower() in AUDIO_SUFFIXES
-    )
+    ]
     if silence and not noise_files:
         raise DatasetError(f"_silence_ needs background noise files in {noise_dir}")
 
     test_list = _read_list(root, "testing_list.txt")
-    items, empty = [], []
+    items: list[Item] = []
     for folder in folders:
         if folder in index:
             label = index[folder]
@@ -108,10 +133,7 @@ def discover(
             label = index[UNKNOWN]
         else:
             continue
-        files = sorted(p for p in (root / folder).iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
-        if not files:
-            empty.append(folder)
-        for p in files:
+        for p in files[folder]:
             rel = p.relative_to(root).as_posix()
             spk = speaker_of(p.name)
             if test_list is not None:
@@ -121,4 +143,12 @@ def discover(
             items.append(Item(rel, label, spk, split))
     if not items:
         raise DatasetError(f"dataset root {root} has class folders but no .wav or .flac clips in them")
-    return Discovery(str(root), classes, items, noise_files, empty)
+
+    # testing_list.txt is the fixed test set; a speaker it names only partly (a hand-made list,
+    # clips added later) must not leak into train/val, so their other clips are held out.
+    test_speakers = {it.speaker for it in items if it.split == "test"}
+    held_out = [it.path for it in items if it.split == "trainval" and it.speaker in test_speakers]
+    if held_out:
+        items = [it for it in items if it.split == "test" or it.speaker not in test_speakers]
+    relevant_empty = [f for f in empty if not words or unknown or f in words]
+    return Discovery(str(root), classes, items, noise_files, relevant_empty, held_out)

@@ -3,15 +3,28 @@
 Per small file Ray Data costs ~0.7 ms; a search reads its dataset dozens of times. Decoding
 once (in parallel) into int16 shards turns every later epoch into sequential reads, and keeps
 bad files out of the search for good: each is skipped here, with its reason in manifest.json.
+
+Layout choices, each measured (benchmarks/bench_data.py, docs/performance_data.md):
+- PCM is one `fixed_size_binary(32000)` value per clip (little-endian int16). As
+  `list<int16>` Parquet stores a repetition level per sample, which made writing ~7x and
+  reading ~30x slower.
+- Rows are shuffled (seeded) before they are written, so every shard mixes classes and
+  speakers and a file-level shuffle plus a small local buffer is enough in training.
+- Test clips get their own shards: training and validation never read them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
+import sys
+import threading
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,14 +33,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from .audio import CLIP_SAMPLES, SAMPLE_RATE, BadClip, load_clip, read_audio, to_int16
+from .audio import CLIP_BYTES, CLIP_SAMPLES, SAMPLE_RATE, BadClip, decode_or_reason, read_audio, to_int16
 from .discover import SILENCE, DatasetError, Discovery, discover, speaker_bucket
+from .storage import location
 
-FORMAT_VERSION = 1
-ROWS_PER_SHARD = 2048
-ROW_GROUP = 256
+FORMAT_VERSION = 2
+ROWS_PER_SHARD = 2048  # 64 MiB of PCM: large sequential reads, still many files to shuffle
+ROW_GROUP = 256  # 8 MiB: the unit pyarrow decodes; small enough to keep reader memory flat
 MANIFEST = "manifest.json"
 NOISE_FILE = "noise.npy"
+SERIAL_BELOW = 256  # fewer clips than this: decoding in-process beats starting a pool
+SPLIT_PARTS = ("trainval", "test")
 
 
 @dataclass
@@ -39,31 +55,45 @@ class PrepareOptions:
     seed: int = 0
 
 
-SCHEMA = pa.schema([
-    ("pcm", pa.list_(pa.int16(), CLIP_SAMPLES)),
-    ("label", pa.int32()),
-    ("speaker", pa.string()),
-    ("path", pa.string()),
-    ("split", pa.string()),
-    ("bucket", pa.float64()),
-])
+SCHEMA = pa.schema(
+    [
+        ("pcm", pa.binary(CLIP_BYTES)),  # int16 little-endian, CLIP_SAMPLES samples
+        ("label", pa.int32()),
+        ("speaker", pa.string()),
+        ("path", pa.string()),
+        ("split", pa.string()),
+        ("bucket", pa.float64()),
+    ],
+    metadata={"pcm": f"int16 little-endian, {CLIP_SAMPLES} samples at {SAMPLE_RATE} Hz"},
+)
+
+
+def pcm_from_binary(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A `pcm` column -> int16 (rows, CLIP_SAMPLES), zero-copy when it is one chunk."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
+    if len(arr) == 0:
+        return np.zeros((0, CLIP_SAMPLES), np.int16)
+    flat = np.frombuffer(arr.buffers()[1], dtype="<i2", count=len(arr) * CLIP_SAMPLES,
+                         offset=arr.offset * CLIP_BYTES)
+    return flat.reshape(len(arr), CLIP_SAMPLES)
+
+
+def _stat_line(path: Path) -> str:
+    try:
+        st = path.stat()
+        return f"{st.st_size}\0{st.st_mtime_ns}"
+    except OSError:
+        return "unreadable"  # a broken link: part of the key, skipped later with its reason
 
 
 def _cache_key(found: Discovery, opts: PrepareOptions) -> str:
     """Changes when any file, its size or mtime, or an option changes: then we prepare again."""
-    h = hashlib.sha256(json.dumps([FORMAT_VERSION, opts.words, opts.unknown, opts.silence, opts.seed]).encode())
+    h = hashlib.sha256(json.dumps([FORMAT_VERSION, found.classes, opts.unknown, opts.silence, opts.seed]).encode())
     root = Path(found.root)
-    for rel in [it.path for it in found.items] + found.noise_files:
-        st = (root / rel).stat()
-        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    for rel in [it.path for it in found.items] + found.noise_files + found.empty_classes + found.held_out:
+        h.update(f"{rel}\0{_stat_line(root / rel)}\n".encode())
     return h.hexdigest()
-
-
-def _decode(path: str) -> tuple[np.ndarray | None, str | None]:
-    try:
-        return load_clip(path), None
-    except BadClip as e:
-        return None, str(e)
 
 
 def _silence_clips(noise: np.ndarray, n: int, seed: int) -> list[np.ndarray]:
@@ -78,10 +108,12 @@ def _silence_clips(noise: np.ndarray, n: int, seed: int) -> list[np.ndarray]:
 
 
 class _ShardWriter:
-    def __init__(self, out: Path):
-        self.out, self.rows, self.shards = out, [], []
+    """Buffers rows of one split and writes them as numbered shards of ROWS_PER_SHARD."""
 
-    def add(self, pcm: np.ndarray, label: int, speaker: str, path: str, split: str) -> None:
+    def __init__(self, out: Path, prefix: str):
+        self.out, self.prefix, self.rows, self.shards = out, prefix, [], []
+
+    def add(self, pcm: bytes, label: int, speaker: str, path: str, split: str) -> None:
         self.rows.append((pcm, label, speaker, path, split))
         if len(self.rows) >= ROWS_PER_SHARD:
             self.flush()
@@ -90,20 +122,48 @@ class _ShardWriter:
         if not self.rows:
             return
         pcm, label, speaker, path, split = zip(*self.rows)
-        flat = pa.array(np.stack(pcm).ravel(), pa.int16())
         table = pa.table({
-            "pcm": pa.FixedSizeListArray.from_arrays(flat, CLIP_SAMPLES),
+            "pcm": pa.FixedSizeBinaryArray.from_buffers(pa.binary(CLIP_BYTES), len(pcm), [None, pa.py_buffer(b"".join(pcm))]),
             "label": pa.array(label, pa.int32()),
             "speaker": pa.array(speaker, pa.string()),
             "path": pa.array(path, pa.string()),
             "split": pa.array(split, pa.string()),
             "bucket": pa.array([speaker_bucket(s) for s in speaker], pa.float64()),
         }, schema=SCHEMA)
-        name = f"part-{len(self.shards):05d}.parquet"
-        pq.write_table(table, self.out / name, row_group_size=ROW_GROUP,
-                       use_dictionary=["speaker", "split"], compression="zstd", compression_level=1)
+        name = f"{self.prefix}-{len(self.shards):05d}.parquet"
+        pq.write_table(table, self.out / name, row_group_size=ROW_GROUP, compression="zstd",
+                       compression_level=1, use_dictionary=["speaker", "split"],
+                       write_statistics=["label", "split", "bucket"])
         self.shards.append(name)
         self.rows = []
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """fork when it is safe (Linux, no other threads yet), else forkserver.
+
+    fork starts workers in milliseconds. forkserver is safe next to threads (a Ray driver, a
+    test session) but re-imports the caller's __main__ in every worker, which costs seconds
+    when that is `python -m audionet_ray.data` (torch, ray).
+    """
+    safe = sys.platform == "linux" and threading.active_count() == 1
+    return multiprocessing.get_context("fork" if safe else "forkserver")
+
+
+def _decoded(paths: list[str], workers: int, ctx: multiprocessing.context.BaseContext):
+    """(bytes, notes) or (None, reason) per path, in order; a pool only when it pays off."""
+    if workers <= 1 or len(paths) < SERIAL_BELOW:
+        yield from map(decode_or_reason, paths)
+        return
+    pool = ProcessPoolExecutor(workers, mp_context=ctx)
+    try:
+        yield from pool.map(decode_or_reason, paths, chunksize=64)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _fail_strict(opts: PrepareOptions, path: Path | str, reason: str) -> None:
+    if opts.strict:
+        raise DatasetError(f"{path}: {reason} (--strict turns every skip into an error; fix or remove the file)")
 
 
 def prepare(
@@ -113,62 +173,86 @@ def prepare(
     workers: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """Prepare `root` into `out` unless `out` already holds the same data; returns the manifest."""
+    """Prepare `root` into `out` unless `out` already holds the same data; returns the manifest.
+
+    The manifest's `cached` says whether this call reused an earlier run. Bad clips are
+    skipped and listed (`skipped`), repairs are counted (`repaired`); with `opts.strict` the
+    first skip raises `DatasetError` instead.
+    """
     opts = opts or PrepareOptions()
     out = Path(out).expanduser()
-    found = discover(root, opts.words, opts.unknown, opts.silence)
+    rootp = Path(root).expanduser()
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"output {out} exists and is not a folder")
+    if rootp.is_dir() and out.resolve().is_relative_to(rootp.resolve()):
+        raise DatasetError(f"output {out} is inside the dataset root {rootp}: choose a folder outside it")
+    found = discover(rootp, opts.words, opts.unknown, opts.silence)
     key = _cache_key(found, opts)
     manifest_path = out / MANIFEST
     if manifest_path.exists():
-        old = json.loads(manifest_path.read_text())
-        if old.get("cache_key") == key:
+        try:
+            old = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            old = {}
+        if old.get("cache_key") == key and all((out / s).is_file() for s in old.get("shards", [])):
+            if old["skipped"]:
+                _fail_strict(opts, rootp / old["skipped"][0]["path"], old["skipped"][0]["reason"])
             old["cached"] = True
             return old
-    t0 = time.time()
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("part-*.parquet"):
-        stale.unlink()
-    manifest_path.unlink(missing_ok=True)
 
-    rootp = Path(found.root)
+    t0 = time.time()
+    for s in found.empty_classes:
+        _fail_strict(opts, rootp / s, "empty class folder")
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path.unlink(missing_ok=True)  # its absence marks the folder incomplete until the end
+    for stale in [*out.glob("part-*.parquet"), *out.glob("trainval-*.parquet"), *out.glob("test-*.parquet")]:
+        stale.unlink()
+
     skipped: list[dict] = [{"path": f"{c}/", "reason": "empty class folder"} for c in found.empty_classes]
+    repaired: Counter = Counter()
     noise_parts = []
     for rel in found.noise_files:
         try:
             noise_parts.append(to_int16(read_audio(rootp / rel)))
         except BadClip as e:
+            _fail_strict(opts, rootp / rel, str(e))
             skipped.append({"path": rel, "reason": str(e)})
     noise = np.concatenate(noise_parts) if noise_parts else np.zeros(0, np.int16)
     np.save(out / NOISE_FILE, noise, allow_pickle=False)
 
-    writer = _ShardWriter(out)
-    counts: dict[str, dict[str, int]] = {"trainval": {}, "test": {}}
-    paths = [str(rootp / it.path) for it in found.items]
+    # Shuffled once, deterministically: every shard then mixes classes and speakers.
+    order = np.random.default_rng(opts.seed).permutation(len(found.items))
+    items = [found.items[i] for i in order]
+    writers = {part: _ShardWriter(out, part) for part in SPLIT_PARTS}
+    counts: dict[str, dict[str, int]] = {part: {} for part in SPLIT_PARTS}
     workers = workers or min(8, os.cpu_count() or 1)
-    bar = tqdm(total=len(paths), desc="decoding clips", unit="clip", disable=not progress)
-    with ProcessPoolExecutor(workers) as pool:
-        for it, (pcm, reason) in zip(found.items, pool.map(_decode, paths, chunksize=64)):
+    decoded = _decoded([str(rootp / it.path) for it in items], workers, _pool_context())  # before tqdm's thread
+    with closing(decoded), tqdm(total=len(items), desc="decoding clips", unit="clip",
+                                disable=None if progress else True) as bar:
+        for it, (pcm, notes) in zip(items, decoded):
             bar.update()
             if pcm is None:
-                skipped.append({"path": it.path, "reason": reason})
-                if opts.strict:
-                    bar.close()
-                    raise DatasetError(f"{rootp / it.path}: {reason} (--strict turns skips into errors)")
+                _fail_strict(opts, rootp / it.path, notes)
+                skipped.append({"path": it.path, "reason": notes})
                 continue
-            writer.add(pcm, it.label, it.speaker, it.path, it.split)
+            repaired.update(notes)
+            writers[it.split].add(pcm, it.label, it.speaker, it.path, it.split)
             c = counts[it.split]
             c[found.classes[it.label]] = c.get(found.classes[it.label], 0) + 1
-    bar.close()
     if opts.silence:
         n = max(1, sum(counts["trainval"].values()) // max(1, len(found.classes) - 1))
         for i, pcm in enumerate(_silence_clips(noise, n, opts.seed)):
             spk = f"silence{i:05d}"
             split = "test" if speaker_bucket(spk, "test:") < 0.1 else "trainval"
-            writer.add(pcm, found.classes.index(SILENCE), spk, f"{SILENCE}/{i}", split)
+            writers[split].add(pcm.astype("<i2").tobytes(), found.classes.index(SILENCE), spk, f"{SILENCE}/{i}", split)
             counts[split][SILENCE] = counts[split].get(SILENCE, 0) + 1
-    writer.flush()
-    if not writer.shards:
-        raise DatasetError(f"{root}: no clip could be read ({len(skipped)} skipped); see the reasons with --strict")
+    for w in writers.values():
+        w.flush()
+    split_shards = {part: writers[part].shards for part in SPLIT_PARTS}
+    if not any(split_shards.values()):
+        reasons = Counter(s["reason"].split(" (")[0] for s in skipped).most_common(3)
+        raise DatasetError(f"{rootp}: no clip could be read ({len(skipped)} skipped: "
+                           + "; ".join(f"{r}: {n}" for r, n in reasons) + ")")
 
     manifest = {
         "format": FORMAT_VERSION,
@@ -180,9 +264,12 @@ def prepare(
         "counts": counts,
         "n_clips": sum(sum(c.values()) for c in counts.values()),
         "noise_samples": int(len(noise)),
-        "shards": writer.shards,
+        "shards": split_shards["trainval"] + split_shards["test"],
+        "split_shards": split_shards,
         "skipped": skipped,
-        "options": {"words": opts.words, "unknown": opts.unknown, "silence": opts.silence},
+        "repaired": dict(sorted(repaired.items())),
+        "held_out": found.held_out,
+        "options": {"words": opts.words, "unknown": opts.unknown, "silence": opts.silence, "seed": opts.seed},
         "seconds": round(time.time() - t0, 2),
     }
     tmp = manifest_path.with_suffix(".tmp")
@@ -193,19 +280,34 @@ def prepare(
 
 
 def load_manifest(prepared: str | Path) -> dict:
-    path = Path(prepared).expanduser() / MANIFEST
+    path = location(prepared) / MANIFEST  # a local folder or a URI (s3://...) on a cluster
     if not path.exists():
         raise DatasetError(f"{path.parent} is not a prepared dataset (no {MANIFEST}): run `python -m audionet_ray.data prepare DATA_ROOT OUT` first")
-    return json.loads(path.read_text())
+    m = json.loads(path.read_text())
+    if m.get("format") != FORMAT_VERSION:
+        raise DatasetError(f"{path.parent} was prepared by another version (format {m.get('format')}, need {FORMAT_VERSION}): run prepare again")
+    return m
+
+
+def _grouped(reasons: list[str]) -> str:
+    """'empty file (0 bytes)', 'truncated WAV (10 of 32000 data bytes)' -> 'empty file: 1; truncated WAV: 1'."""
+    return "; ".join(f"{k}: {v}" for k, v in sorted(Counter(r.split(" (")[0] for r in reasons).items()))
 
 
 def summary_line(m: dict) -> str:
-    n_skip = len(m["skipped"])
-    why = {}
-    for s in m["skipped"]:
-        why[s["reason"].split(" (")[0]] = why.get(s["reason"].split(" (")[0], 0) + 1
-    reasons = "; ".join(f"{k}: {v}" for k, v in sorted(why.items()))
+    """One line for the end of `prepare`: what is there, what was skipped and repaired, and why."""
+    skipped = [s["reason"] for s in m["skipped"]]
+    repaired = m.get("repaired", {})
+    parts = [
+        f"prepared {m['n_clips']} clips in {len(m['classes'])} classes "
+        f"({sum(m['counts']['trainval'].values())} train/val, {sum(m['counts']['test'].values())} test)",
+        f"skipped {len(skipped)}" + (f" ({_grouped(skipped)})" if skipped else ""),
+    ]
+    if repaired:
+        parts.append("repaired " + "; ".join(f"{k}: {v}" for k, v in repaired.items()))
+    if m.get("held_out"):
+        parts.append(f"held out {len(m['held_out'])} clips of test speakers missing from testing_list.txt")
+    if len(m["classes"]) < 2:
+        parts.append("warning: only one class, nothing to tell apart")
     state = "cached, nothing to do" if m.get("cached") else f"{m['seconds']} s"
-    return (f"prepared {m['n_clips']} clips in {len(m['classes'])} classes "
-            f"({sum(m['counts']['trainval'].values())} train/val, {sum(m['counts']['test'].values())} test), "
-            f"skipped {n_skip}{' (' + reasons + ')' if n_skip else ''} [{state}]")
+    return ", ".join(parts) + f" [{state}]"

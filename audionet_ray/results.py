@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from .config import ConfigError
+from .storage import location
 
 TRAIN_RUNS = "train_runs"
 SPEC_FILE = "search.json"
@@ -17,7 +18,7 @@ SPEC_FILE = "search.json"
 
 def checkpoints(exp_dir: str | Path) -> list[tuple[str, Path, dict]]:
     """(trial_id, checkpoint folder, meta) for every checkpoint kept in the experiment."""
-    root = Path(exp_dir).expanduser() / TRAIN_RUNS
+    root = location(exp_dir) / TRAIN_RUNS  # a local folder or a URI (s3://...)
     out = []
     for meta_file in sorted(root.glob("*/checkpoint_*/meta.json")):
         try:
@@ -37,7 +38,7 @@ def best_checkpoint(exp_dir: str | Path, metric: str = "val_accuracy", mode: str
 
 
 def load_spec_json(exp_dir: str | Path) -> dict:
-    path = Path(exp_dir).expanduser() / SPEC_FILE
+    path = location(exp_dir) / SPEC_FILE
     if not path.exists():
         raise ConfigError(f"{exp_dir}: not an audionet-ray experiment folder (no {SPEC_FILE})")
     return json.loads(path.read_text())

@@ -26,6 +26,7 @@ from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, R
 from ray.train.torch import TorchTrainer
 from ray.train.v2.api.callback import UserCallback
 
+from .audio import CLIP_BYTES, CLIP_SAMPLES
 from .augment import augment, epoch_generator, standardise
 from .config import ConfigError, RunSettings, TrainConfig
 from .data import load_noise, split_datasets, torch_batches
@@ -33,6 +34,7 @@ from .discover import DatasetError
 from .model import AudioNet, ModelConfig
 from .prepare import load_manifest
 
+MEMORY_ENV = "AUDIONET_MEMORY_MB"  # a worker keeps its data in memory up to this size (0: always stream)
 MODEL_FILE = "model.pt"  # state_dict only: loads with weights_only=True
 STATE_FILE = "train_state.pt"  # optimizer, epoch, RNG states
 META_FILE = "meta.json"  # classes, model and train config, metrics
@@ -53,15 +55,23 @@ def save_checkpoint(d: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
 
 
 def load_checkpoint(d: Path, model: torch.nn.Module, opt: torch.optim.Optimizer | None = None) -> dict:
-    """Restore weights (and optimizer and RNG when given); returns meta.json's content."""
+    """Restore weights (and the optimizer when given); returns meta.json's content, plus the
+    saved RNG states under "rng" for `restore_rng` right before training continues."""
     model.load_state_dict(torch.load(d / MODEL_FILE, map_location="cpu", weights_only=True))
+    meta = json.loads((d / META_FILE).read_text())
     if opt is not None:
         state = torch.load(d / STATE_FILE, map_location="cpu", weights_only=True)
         opt.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng"])
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
-    return json.loads((d / META_FILE).read_text())
+        meta["rng"] = {k: state[k] for k in ("torch_rng", "cuda_rng") if k in state}
+    return meta
+
+
+def restore_rng(rng: dict) -> None:
+    """Dropout's random stream, as it was when the checkpoint was written."""
+    if "torch_rng" in rng:
+        torch.set_rng_state(rng["torch_rng"])
+    if "cuda_rng" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda_rng"])
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -76,6 +86,36 @@ def _step_stats(logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> to
     """[loss sum, correct, count] kept on the device: no .item() sync per batch."""
     n = y.new_tensor(y.numel(), dtype=torch.float32)
     return torch.stack([loss.detach().float() * n, (logits.argmax(1) == y).sum().float(), n])
+
+
+def _fits_in_memory(manifest: dict, world: int) -> bool:
+    """Whether a worker keeps its shard in memory. Decided from the manifest, so that every worker
+    decides alike (one streaming while another does not would stall Ray Data's split)."""
+    budget_mb = float(os.environ.get(MEMORY_ENV, "1024"))
+    return budget_mb > 0 and manifest.get("n_clips", float("inf")) * CLIP_BYTES / world <= budget_mb * 2**20
+
+
+def _read_shard(shard, batch_size: int, device: torch.device, pin_memory: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """A worker's whole shard, once through Ray Data, as int16 clips and labels on `device`."""
+    clips, labels = [], []
+    for pcm, y in torch_batches(shard, batch_size, pin_memory=pin_memory):
+        clips.append(pcm.to(device, non_blocking=True))
+        labels.append(y.to(device, non_blocking=True))
+    if not clips:
+        return torch.zeros(0, CLIP_SAMPLES, dtype=torch.int16, device=device), torch.zeros(0, dtype=torch.int64,
+                                                                                          device=device)
+    return torch.cat(clips), torch.cat(labels)  # copies: nothing keeps Ray's buffers alive
+
+
+def _memory_batches(data: tuple[torch.Tensor, torch.Tensor], batch_size: int, shuffle_seed: int | None = None):
+    """Batches of an in-memory shard, in a fresh random order per `shuffle_seed` (or in order)."""
+    pcm, y = data
+    order = None
+    if shuffle_seed is not None:
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(shuffle_seed)).to(pcm.device)
+    for i in range(0, len(y), batch_size):
+        idx = slice(i, i + batch_size) if order is None else order[i:i + batch_size]
+        yield pcm[idx], y[idx]
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -97,12 +137,12 @@ def train_loop_per_worker(config: dict) -> None:
     opt = torch.optim.NAdam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                             weight_decay=cfg.weight_decay)
 
-    start_epoch = 1
+    start_epoch, rng = 1, {}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
             meta = load_checkpoint(Path(d), model, opt)
-        start_epoch = meta["epoch"] + 1
+        start_epoch, rng = meta["epoch"] + 1, meta["rng"]
     model = ray.train.torch.prepare_model(model)  # to the device; DDP when world > 1
     bare = model.module if hasattr(model, "module") else model
     for state in opt.state.values():  # optimizer state follows the weights to the device
@@ -115,14 +155,23 @@ def train_loop_per_worker(config: dict) -> None:
     val_shard = ray.train.get_dataset_shard("val")
     per_worker_batch = max(1, cfg.batch_size // world)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu and cfg.bf16)
+    # Small data (the demo, a search on a subset) is read through Ray Data once and then served from
+    # memory (on the GPU when training there): a Ray Data pipeline start costs ~1 s per epoch and
+    # split, more than a whole epoch of a small model (benchmarks/bench_train.py). Larger data streams.
+    in_memory = _fits_in_memory(manifest, world)
+    if in_memory:
+        train_data = _read_shard(train_shard, per_worker_batch, device, on_gpu)
+        val_data = _read_shard(val_shard, max(per_worker_batch, 256), device, on_gpu)
 
+    restore_rng(rng)  # last, so that nothing above draws from the restored stream
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.perf_counter()
         model.train()
         gen = epoch_generator(cfg.seed, epoch, rank, device)
         train_stats = torch.zeros(3, device=device)
-        for pcm, y in torch_batches(train_shard, per_worker_batch, shuffle_seed=cfg.seed * 100_003 + epoch,
-                                    pin_memory=on_gpu):
+        shuffle_seed = cfg.seed * 100_003 + epoch
+        for pcm, y in (_memory_batches(train_data, per_worker_batch, shuffle_seed) if in_memory else
+                       torch_batches(train_shard, per_worker_batch, shuffle_seed=shuffle_seed, pin_memory=on_gpu)):
             pcm, y = pcm.to(device, non_blocking=True), y.to(device, non_blocking=True)
             x = augment(pcm, gen, cfg.augment, noise)
             with autocast:
@@ -137,7 +186,8 @@ def train_loop_per_worker(config: dict) -> None:
         model.eval()
         val_stats = torch.zeros(3, device=device)
         with torch.no_grad(), autocast:
-            for pcm, y in torch_batches(val_shard, max(per_worker_batch, 256), pin_memory=on_gpu):
+            for pcm, y in (_memory_batches(val_data, max(per_worker_batch, 256)) if in_memory else
+                           torch_batches(val_shard, max(per_worker_batch, 256), pin_memory=on_gpu)):
                 pcm, y = pcm.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 logits = model(standardise(pcm)).float()
                 val_stats += _step_stats(logits, y, F.cross_entropy(logits, y))

@@ -87,32 +87,49 @@ def plan_resources(spec: SearchSpec, cluster: dict) -> tuple[float, int, str]:
 # ----------------------------------------------------------------------------- the search
 
 def build_tuner(spec: SearchSpec, data: str, exp_dir: Path, gpus_per_worker: float, concurrent: int,
-                driver_resources: dict, resume: bool = False, quiet: bool = False):
+                driver_resources: dict, resume: bool = False, verbosity: int = 1, optuna_storage: str | None = None):
+    """verbosity: 0 final table only, 1 progress table and a line per trial, 2 also every result."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.optuna import OptunaSearch
+
+    from .monitor import EpochTBXLogger, StudySearch, open_storage, progress_reporter
 
     t = spec.tune
+    max_epochs = int(spec.fixed.get("epochs", TrainConfig.epochs))
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec.to_dict(), data=data, exp_dir=str(exp_dir),
                              gpus_per_worker=gpus_per_worker),
         driver_resources,
     )
-    callbacks = [TrialLines(t.metric)] if not quiet else []
+    output = dict(  # TensorBoard files always; the terminal as asked
+        callbacks=[EpochTBXLogger()] + ([TrialLines(t.metric, max_epochs)] if verbosity else []),
+        progress_reporter=progress_reporter(t.metric, list(spec.search), verbosity),
+        verbose=verbosity,
+    )
     if resume:
         from ray.tune import Tuner
 
-        return Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=True)
+        tuner = Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=True)
+        # The restored RunConfig is the first run's; this run's --quiet/--verbose apply instead.
+        run_config = tuner._local_tuner.get_run_config()
+        for k, v in output.items():
+            setattr(run_config, k, v)
+        return tuner
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
     if t.searcher == "optuna":
         import optuna
 
-        searcher = OptunaSearch(metric=t.metric, mode=t.mode, sampler=optuna.samplers.TPESampler(seed=t.seed))
+        # The study lives in an RDB (optuna-dashboard reads it live); Tune pickles this searcher,
+        # storage URL included, with the experiment, so a resumed search adds to the same study.
+        searcher = StudySearch(metric=t.metric, mode=t.mode, sampler=optuna.samplers.TPESampler(seed=t.seed),
+                               storage=open_storage(optuna_storage) if optuna_storage else None,
+                               study_name=exp_dir.name)
     else:
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
         searcher = BasicVariantGenerator(random_state=t.seed)
     if t.scheduler == "asha":
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=int(spec.fixed.get("epochs", TrainConfig.epochs)),
+        scheduler = ASHAScheduler(time_attr="epoch", max_t=max_epochs,
                                   grace_period=t.grace_period, reduction_factor=t.reduction_factor)
     else:
         scheduler = FIFOScheduler()
@@ -125,7 +142,7 @@ def build_tuner(spec: SearchSpec, data: str, exp_dir: Path, gpus_per_worker: flo
             name=exp_dir.name,
             storage_path=str(exp_dir.parent),
             failure_config=tune.FailureConfig(max_failures=t.max_failures),
-            callbacks=callbacks,
+            **output,
         ),
     )
 
@@ -134,22 +151,31 @@ def _trial_lines_class():
     from ray.tune import Callback
 
     class TrialLinesImpl(Callback):
-        """One line per finished trial, so a long search reads as a log."""
+        """One line per finished or failed trial, so a long search reads as a log."""
 
-        def __init__(self, metric: str):
+        def __init__(self, metric: str, max_epochs: int):
             self.metric = metric
+            self.max_epochs = max_epochs
 
-        def on_trial_complete(self, iteration, trials, trial, **info):
+        def _print(self, trial, verb: str, extra: str = "") -> None:
             r = trial.last_result or {}
             params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted((trial.config or {}).items()))
-            print(f"trial {trial.trial_id} done after epoch {r.get('epoch', '?')}: "
-                  f"{self.metric} {_fmt(r.get(self.metric))} ({params})", flush=True)
+            print(f"trial {trial.trial_id} {verb} at epoch {r.get('epoch', 0)}/{self.max_epochs}: "
+                  f"{self.metric} {_fmt(r.get(self.metric))}, val_loss {_fmt(r.get('val_loss'))} ({params}){extra}",
+                  flush=True)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            done = (trial.last_result or {}).get("epoch", 0) >= self.max_epochs
+            self._print(trial, "finished" if done else "stopped early")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._print(trial, "failed", f"; see {trial.error_file}")
 
     return TrialLinesImpl
 
 
-def TrialLines(metric: str):  # noqa: N802 - a factory so that importing this module needs no Ray
-    return _trial_lines_class()(metric)
+def TrialLines(metric: str, max_epochs: int):  # noqa: N802 - a factory so that importing this module needs no Ray
+    return _trial_lines_class()(metric, max_epochs)
 
 
 def _fmt(v) -> str:
@@ -216,7 +242,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="attach to a running Ray cluster ('auto')")
     ap.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
     ap.add_argument("--no-export", action="store_true", help="do not export the best trial at the end")
-    ap.add_argument("--quiet", action="store_true", help="only the final table")
+    ap.add_argument("--optuna-storage", metavar="URL",
+                    help="SQLAlchemy URL of the Optuna study (default: sqlite:///EXPERIMENT_DIR/optuna.db); "
+                         "watch it with optuna-dashboard URL")
+    out = ap.add_mutually_exclusive_group()
+    out.add_argument("--quiet", action="store_true", help="only the final table")
+    out.add_argument("--verbose", action="store_true", help="also every epoch of every trial and the workers' logs")
     return ap
 
 
@@ -267,7 +298,14 @@ def prepare_search(args: argparse.Namespace) -> tuple[SearchSpec, str, Path]:
     if (exp_dir / SPEC_FILE).exists():
         raise ConfigError(f"{exp_dir} already holds a search: --resume {exp_dir} to continue it, or pick another --name")
     exp_dir.mkdir(parents=True, exist_ok=True)
-    (exp_dir / SPEC_FILE).write_text(json.dumps({"spec": spec.to_dict(), "data": str(data)}, indent=1))
+    saved = {"spec": spec.to_dict(), "data": str(data)}
+    if spec.tune.searcher == "optuna":
+        from .monitor import study_storage
+
+        saved["optuna_storage"] = study_storage(args.optuna_storage, exp_dir)  # checked before Ray starts
+    elif args.optuna_storage:
+        raise ConfigError(f"--optuna-storage: only --searcher optuna keeps an Optuna study; this search uses {spec.tune.searcher}")
+    (exp_dir / SPEC_FILE).write_text(json.dumps(saved, indent=1))
     return spec, str(data), exp_dir
 
 
@@ -276,7 +314,7 @@ def start_ray(args: argparse.Namespace) -> dict:
     from .ray_setup import init_ray, trial_driver_resources
 
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")  # search state on disk at most 5 s old
-    init_ray(args.address, args.num_cpus, log_to_driver=not args.quiet)
+    init_ray(args.address, args.num_cpus, log_to_driver=args.verbose)  # workers' logs drown the table
     return trial_driver_resources()
 
 
@@ -297,10 +335,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"search {exp_dir.name}: {spec.tune.num_samples} trials, {spec.tune.searcher} + {spec.tune.scheduler}, "
           f"space {spec.source or 'saved'}; {why}", flush=True)
+    study_url = load_spec_json(exp_dir).get("optuna_storage")
+    if not args.quiet:
+        print(f"watch it: tensorboard --logdir {exp_dir}" + (f"  |  optuna-dashboard {study_url}" if study_url else ""))
     tuner = build_tuner(spec, data, exp_dir, gpus_per_worker, concurrent, driver_resources,
-                        resume=bool(args.resume), quiet=args.quiet)
+                        resume=bool(args.resume), verbosity=0 if args.quiet else 2 if args.verbose else 1,
+                        optuna_storage=study_url)
     results = tuner.fit()
     rows = write_results(results, exp_dir, spec.tune.metric, spec.tune.mode)
+    finished = len(results) >= spec.tune.num_samples and all(r.error or (r.metrics or {}).get("done") for r in results)
+    if study_url and finished:
+        from .monitor import close_orphans
+
+        close_orphans(study_url, exp_dir.name)
     print()
     print_table(rows, spec.tune.metric)
     errors = sum(1 for r in results if r.error)
@@ -316,8 +363,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {errors} trial(s) failed; see {exp_dir}", file=sys.stderr)
     if not args.no_export:
         export_best(exp_dir, spec.tune.metric)
+    if not is_uri(exp_dir):
+        report_or_warn(exp_dir)
     print(f"experiment: {exp_dir}  (results.csv; resume with --resume {exp_dir})")
     return 0
+
+
+def report_or_warn(exp_dir: Path) -> None:
+    from .report import write_report
+
+    try:
+        print(f"report: {write_report(exp_dir)}")
+    except Exception as e:  # noqa: BLE001 - the search is done and saved; a failed plot must not fail it
+        print(f"warning: no report ({type(e).__name__}: {e}); try python -m audionet_ray.report {exp_dir}",
+              file=sys.stderr)
 
 
 def export_best(exp_dir: Path, metric: str) -> None:

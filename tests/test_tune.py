@@ -220,3 +220,19 @@ def test_resume_after_driver_sigkill_twice(ray_session, prepared_demo, tmp_path)
         # a trial that had a checkpoint never reported epoch 1 again
         assert history[tid].count(1) <= 1, (tid, history[tid])
     assert set(ckpt_at_kill1) <= ids
+    _assert_live_views_survive_resume(exp, ids)
+
+
+def _assert_live_views_survive_resume(exp: Path, ids: set[str]) -> None:
+    """After two kills: one finished Optuna trial per Tune trial in the same study, TensorBoard by epoch."""
+    import optuna
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    study = optuna.load_study(study_name=exp.name, storage=f"sqlite:///{exp / 'optuna.db'}")
+    done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert {t.user_attrs["tune_trial_id"] for t in done} == ids and len(done) == 4, study.trials
+    assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    for d in (d for d in exp.iterdir() if (d / "params.json").exists()):
+        events = EventAccumulator(str(d))
+        events.Reload()  # a resumed trial's steps go on from its checkpoint's epoch, not from 1
+        assert [s.step for s in events.Scalars("ray/tune/val_accuracy")] == [1, 2, 3, 4, 5, 6], d.name

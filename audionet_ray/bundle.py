@@ -1,0 +1,229 @@
+"""An exported model, checked on load: weights, config and ONNX graph in one folder.
+
+A bundle is what leaves the experiment directory (see export.py): `model.safetensors` (plain
+tensors, no pickle), `config.json` (model shape, class names, preprocessing, provenance, and a
+sha256 of every file and of itself) and `model.onnx`. `load()` refuses a bundle whose files do
+not match their checksums, or one written by a newer format than this package reads, with one
+line saying what to do; what it returns knows how to turn waveforms into what AudioNet saw in
+training (int16-scale samples, one second, standardised per clip).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .audio import CLIP_SAMPLES, SAMPLE_RATE, fit_length, to_int16
+from .augment import standardise
+from .discover import SILENCE, UNKNOWN
+from .model import AudioNet
+
+KIND = "audionet-ray-bundle"
+FORMAT = 1  # bump when a reader of the old format could misread a new bundle
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+ONNX_FILE = "model.onnx"
+NOT_KEYWORDS = (SILENCE, UNKNOWN)  # classes that are never reported as detected keywords
+STANDARDISE_EPS = 1e-5  # as in augment.standardise, used in training and validation
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used; the message is one line that says why and what to do."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def config_digest(config: dict) -> str:
+    """sha256 of config.json's content without its own checksum field (canonical JSON)."""
+    body = {k: v for k, v in config.items() if k != "config_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def preprocessing_config() -> dict:
+    """What a bundle's config.json says about its input; mirrors the training data path."""
+    return {
+        "sample_rate": SAMPLE_RATE,
+        "clip_samples": CLIP_SAMPLES,
+        "channels": "mono: channels are averaged",
+        "resample": "soxr HQ to sample_rate",
+        "sample_scale": "int16 units: float audio in [-1, 1] times 32768, rounded",
+        "fit": "shorter clips zero-padded at the end, longer ones cut (predict scans long audio instead)",
+        "standardise": {"per_clip": True, "formula": "(x - mean(x)) / (std(x) + eps)", "std": "unbiased (n - 1)",
+                        "eps": STANDARDISE_EPS},
+    }
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the model (torch, or an onnxruntime session) plus its preprocessing."""
+
+    path: Path
+    config: dict
+    classes: list[str]
+    sample_rate: int
+    clip_samples: int
+    backend: str = "torch"  # or "onnx"
+    model: AudioNet | None = None  # eval mode; None with the onnx backend
+    session: object | None = None  # onnxruntime.InferenceSession with the onnx backend
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    def preprocess(self, clips: np.ndarray) -> torch.Tensor:
+        """Waveforms -> standardised float32 (B, clip_samples), exactly as training saw them.
+
+        `clips` is one clip (N,) or a batch (B, N); int16 is taken as is, float audio in [-1, 1]
+        is scaled to int16 units first (like prepared data). Other lengths are padded or cut.
+        """
+        x = np.asarray(clips)
+        if x.ndim == 1:
+            x = x[None]
+        if x.ndim != 2:
+            raise ValueError(f"expected one clip (N,) or a batch (B, N), got shape {x.shape}")
+        if x.shape[1] != self.clip_samples:
+            x = np.stack([fit_length(row, self.clip_samples) for row in x]) if len(x) else x[:, :0]
+        if x.dtype != np.int16:
+            x = to_int16(x.astype(np.float32))
+        return standardise(torch.from_numpy(np.ascontiguousarray(x)))
+
+    @torch.no_grad()
+    def predict_logits(self, clips: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Logits (B, n_classes) as float32 numpy for raw clips (see `preprocess`)."""
+        x = self.preprocess(clips)
+        out = []
+        for i in range(0, len(x), batch_size):
+            part = x[i:i + batch_size]
+            if self.backend == "onnx":
+                out.append(self.session.run(None, {self.config["onnx"]["input"]: part.numpy()})[0])
+            else:
+                out.append(self.model(part.to(self.device)).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, len(self.classes)), np.float32)
+
+    def predict_proba(self, clips: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        logits = self.predict_logits(clips, batch_size)
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def read_config(path: str | Path) -> dict:
+    """config.json of a bundle folder, checked: kind, format version and its own checksum."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise BundleError(f"{path}: no such bundle folder (export one with `python -m audionet_ray.export EXPERIMENT_DIR OUT_DIR`)")
+    cfg_file = path / CONFIG_FILE
+    if not cfg_file.is_file():
+        raise BundleError(f"{path}: not a bundle (no {CONFIG_FILE}); export one with `python -m audionet_ray.export EXPERIMENT_DIR OUT_DIR`")
+    try:
+        config = json.loads(cfg_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{cfg_file}: unreadable ({type(e).__name__}): broken bundle, export it again") from None
+    if not isinstance(config, dict) or config.get("kind") != KIND:
+        raise BundleError(f"{cfg_file}: not an audionet-ray bundle config (kind is not {KIND!r})")
+    fmt = config.get("format")
+    if not isinstance(fmt, int) or fmt < 1:
+        raise BundleError(f"{cfg_file}: bad format version {fmt!r}: broken bundle, export it again")
+    if fmt > FORMAT:
+        raise BundleError(f"{path}: bundle format {fmt} was written by a newer audionet-ray "
+                          f"({config.get('package_version', '?')}); this is {__version__}, which reads format {FORMAT}: "
+                          f"upgrade audionet-ray (pip install -U audionet-ray)")
+    if config.get("config_sha256") != config_digest(config):
+        raise BundleError(f"{cfg_file}: changed after export (checksum mismatch): broken or tampered bundle, export it again")
+    return config
+
+
+def verify_files(path: Path, config: dict) -> None:
+    """Every file the config lists is there and has its recorded sha256."""
+    files = config.get("files")
+    if not isinstance(files, dict) or WEIGHTS_FILE not in files:
+        raise BundleError(f"{path / CONFIG_FILE}: lists no {WEIGHTS_FILE}: broken bundle, export it again")
+    for name, digest in files.items():
+        f = path / name
+        if "/" in name or name.startswith("."):
+            raise BundleError(f"{path / CONFIG_FILE}: bad file name {name!r} in its file list: broken bundle")
+        if not f.is_file():
+            raise BundleError(f"{f}: missing from the bundle: export it again")
+        if sha256_file(f) != digest:
+            raise BundleError(f"{f}: does not match its sha256 in {CONFIG_FILE} (file changed or corrupt): "
+                              f"broken or tampered bundle, export it again")
+
+
+def _torch_model(path: Path, config: dict, device: torch.device) -> AudioNet:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        model = AudioNet.from_config(config["model"]["config"])
+        state = load_file(str(path / WEIGHTS_FILE), device="cpu")
+        model.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as e:
+        msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise BundleError(f"{path / WEIGHTS_FILE}: does not fit the model in {CONFIG_FILE} ({msg}): broken bundle") from None
+    return model.to(device).eval()
+
+
+def _onnx_session(path: Path, config: dict):
+    if not config.get("onnx") or ONNX_FILE not in config.get("files", {}):
+        raise BundleError(f"{path}: this bundle has no {ONNX_FILE} (exported without the onnx package): "
+                          f"install it (pip install 'audionet-ray[onnx]') and export again, or run with torch")
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise BundleError("the onnx backend needs onnxruntime: pip install 'audionet-ray[onnx]'") from None
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path / ONNX_FILE), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for invalid graphs
+        raise BundleError(f"{path / ONNX_FILE}: onnxruntime cannot load it ({str(e).splitlines()[0][:160]})") from None
+
+
+def load(path: str | Path, backend: str = "torch", device: str | torch.device = "cpu") -> Bundle:
+    """A checked, ready-to-run bundle. Raises `BundleError` (one line) for anything wrong.
+
+    backend "torch" gives `bundle.model`, an AudioNet in eval mode on `device`; "onnx" runs
+    model.onnx with onnxruntime on the CPU instead.
+    """
+    if backend not in ("torch", "onnx"):
+        raise BundleError(f"unknown backend {backend!r}: choose torch or onnx")
+    path = Path(path).expanduser()
+    config = read_config(path)
+    verify_files(path, config)
+    pre = config.get("preprocessing", {})
+    classes = config.get("classes")
+    if not isinstance(classes, list) or not classes or pre.get("sample_rate") != SAMPLE_RATE \
+            or pre.get("clip_samples") != CLIP_SAMPLES:
+        raise BundleError(f"{path / CONFIG_FILE}: classes or preprocessing missing or unsupported: broken bundle")
+    device = torch.device(device)
+    bundle = Bundle(path=path, config=config, classes=list(classes), sample_rate=pre["sample_rate"],
+                    clip_samples=pre["clip_samples"], backend=backend, device=device)
+    if backend == "torch":
+        bundle.model = _torch_model(path, config, device)
+        if bundle.model.config.n_classes != len(classes):
+            raise BundleError(f"{path / CONFIG_FILE}: {len(classes)} class names for a model with "
+                              f"{bundle.model.config.n_classes} outputs: broken bundle")
+    else:
+        bundle.session = _onnx_session(path, config)
+    return bundle
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> the GPU when torch sees one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise BundleError(f"--device {name}: not a torch device (cpu, cuda, cuda:1, auto)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BundleError(f"--device {name}: torch sees no GPU here; use --device cpu")
+    return device

@@ -1,0 +1,133 @@
+"""Watching a search while it runs: Tune's progress table, TensorBoard, the Optuna study.
+
+Everything here plugs into the Tuner that tune.py builds:
+- `progress_reporter`: Tune's own progress table, with the columns that matter (val_accuracy,
+  val_loss, epoch, clips/s) instead of the ones Ray guesses. Ray 2.60's new output engine picks
+  its columns itself (the first four metrics reported) and ignores a reporter, so the search
+  asks for the classic engine (`RAY_AIR_NEW_OUTPUT=0`), whose `CLIReporter` takes columns.
+- `EpochTBXLogger`: Tune's TensorBoard logger, stepped by epoch. Tune steps by
+  `training_iteration`, which restarts at 1 when a search is resumed; epochs do not.
+- `StudySearch`: OptunaSearch that stores the study in an RDB (SQLite in the experiment folder
+  by default), so that optuna-dashboard shows the search live; each Optuna trial carries its
+  Tune trial id, and intermediate values are stepped by epoch for the same reason as above.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ray.tune import CLIReporter
+from ray.tune.logger import TBXLoggerCallback
+from ray.tune.result import TRAINING_ITERATION
+from ray.tune.search.optuna import OptunaSearch
+
+from .config import ConfigError
+
+OPTUNA_DB = "optuna.db"
+TRIAL_ID_ATTR = "tune_trial_id"  # user attribute of each Optuna trial: its Tune trial id
+METRIC_COLUMNS = {"epoch": "epoch", "val_accuracy": "val_acc", "val_loss": "val_loss", "clips_per_s": "clips/s"}
+TABLE_EVERY_S = {1: 30, 2: 10}  # verbosity -> seconds between progress tables
+
+
+# ----------------------------------------------------------------------------- terminal
+
+class ProgressTable(CLIReporter):
+    """CLIReporter without its "Result logdir" line: that is Tune's staging folder under /tmp/ray,
+    not the experiment folder that TensorBoard and the report read."""
+
+    def _print(self, msg: str):
+        super()._print("\n".join(ln for ln in msg.splitlines() if not ln.startswith("Result logdir:")))
+
+
+def progress_reporter(metric: str, params: list[str], verbosity: int) -> CLIReporter:
+    """Tune's table: trial, status, sampled parameters, metrics; best trials first."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the new engine ignores reporters (see above)
+    columns = {metric: METRIC_COLUMNS.get(metric, metric), **{k: v for k, v in METRIC_COLUMNS.items() if k != metric}}
+    return ProgressTable(metric_columns=columns, parameter_columns=params, sort_by_metric=True,  # metric: from Tune
+                         print_intermediate_tables=True, max_report_frequency=TABLE_EVERY_S.get(verbosity, 30))
+
+
+# ----------------------------------------------------------------------------- TensorBoard
+
+class EpochTBXLogger(TBXLoggerCallback):
+    """Scalars per epoch in each trial folder (events.out.tfevents.*), as Tune writes them."""
+
+    def log_trial_result(self, iteration, trial, result):
+        if "epoch" in result:
+            result = {**result, TRAINING_ITERATION: result["epoch"]}  # Tune's step, not logged itself
+        super().log_trial_result(iteration, trial, result)
+
+
+# ----------------------------------------------------------------------------- Optuna
+
+def study_storage(url: str | None, exp_dir) -> str | None:
+    """The URL a new search keeps its study at: `url`, or SQLite in a local experiment folder.
+
+    Checked now, so a mistyped URL is one line before Ray starts; None (a study in memory) for
+    an experiment on a URI such as s3://, where a SQLite file cannot live.
+    """
+    import optuna
+
+    if url is None:
+        if "://" in str(exp_dir):
+            return None
+        url = f"sqlite:///{Path(exp_dir).resolve() / OPTUNA_DB}"
+    storage = open_storage(url)
+    name = Path(str(exp_dir)).name
+    if name in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+        raise ConfigError(f"--optuna-storage {url} already holds a study named {name!r}: pick another --name")
+    return url
+
+
+def open_storage(url: str):
+    """An Optuna RDBStorage, or one clear line saying why the URL does not work."""
+    import optuna
+
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as e:  # sqlalchemy: bad URL, missing driver, unreachable server, ...
+        raise ConfigError(f"--optuna-storage {url}: cannot open it as an Optuna storage "
+                          f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
+
+
+class StudySearch(OptunaSearch):
+    """OptunaSearch whose Optuna trials name their Tune trial and count intermediate values by epoch.
+
+    The study itself lives in the storage given to OptunaSearch; the searcher's own state
+    (pickled by Tune with the experiment) points to the same storage and study, so a resumed
+    search keeps adding to it.
+    """
+
+    def suggest(self, trial_id: str):
+        params = super().suggest(trial_id)
+        if trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr(TRIAL_ID_ATTR, trial_id)
+        return params
+
+    def on_trial_result(self, trial_id: str, result: dict):
+        if "epoch" in result:
+            result = {**result, TRAINING_ITERATION: result["epoch"]}
+        super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        # Tune hands a trial's last result to on_trial_complete only: record it as an epoch too.
+        if result and not error and self.metric in result and trial_id not in self._completed_trials:
+            self.on_trial_result(trial_id, result)
+        super().on_trial_complete(trial_id, result, error)
+
+
+def close_orphans(url: str, study_name: str) -> int:
+    """After a finished search, mark the Optuna trials still RUNNING as FAIL; returns how many.
+
+    A driver killed between asking Optuna for a trial and saving Tune's state leaves such a
+    trial behind: the resumed search never runs it, and the dashboard would show it running
+    forever. (Only once nothing is left to resume: an interrupted trial must stay RUNNING.)
+    """
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=open_storage(url))
+    orphans = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for t in orphans:
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+    return len(orphans)

@@ -1,0 +1,134 @@
+"""The report's figures, drawn with matplotlib's object API (no pyplot state, no display needed).
+
+Each function draws one PNG from plain data and returns its path; report.py gathers the data.
+A trial is a `report.Trial`: its id, sampled parameters, per-epoch history and how it ended.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+DPI = 100
+END_MARKERS = {"finished": ("o", "ran every epoch"), "stopped": ("x", "stopped early by the scheduler"),
+               "failed": ("X", "failed"), "unfinished": (">", "not finished (interrupted or running)")}
+LOG_DISTRIBUTIONS = {"loguniform", "qloguniform"}
+
+
+def _colors(n: int):
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "viridis"]
+    return [cmap(i if n <= 10 else i / max(1, n - 1)) for i in range(n)]
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", format="png")
+    return path
+
+
+def learning_curves(trials: list, metric: str, max_epochs: int, best_id: str | None, path: Path) -> Path:
+    """val_accuracy and val_loss per epoch, one line per trial; the marker at its end says how it ended."""
+    fig = Figure(figsize=(12, 4.6), layout="constrained")
+    axes = fig.subplots(1, 2)
+    panels = [metric] + [m for m in ("val_accuracy", "val_loss") if m != metric][:1]
+    for ax, name in zip(axes, panels):
+        for trial, color in zip(trials, _colors(len(trials))):
+            pts = [(r["epoch"], r[name]) for r in trial.history if name in r]
+            if not pts:
+                continue
+            x, y = zip(*pts)
+            best = trial.trial_id == best_id
+            ax.plot(x, y, color=color, lw=2.8 if best else 1.3, alpha=1 if best else 0.8,
+                    label=f"{trial.trial_id} (best)" if best else None)
+            marker = END_MARKERS[trial.ending(max_epochs)][0]
+            ax.plot(x[-1], y[-1], marker=marker, color=color, ms=10 if marker in "xX" else 6, mew=2.2, ls="none")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.set_xlim(0.8, max_epochs + 0.2)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    endings = {t.ending(max_epochs) for t in trials if t.history}
+    handles = [Line2D([], [], color="0.3", marker=m, ls="none", ms=8, mew=2, label=label)
+               for e, (m, label) in END_MARKERS.items() if e in endings]
+    handles += axes[0].get_legend_handles_labels()[0]
+    axes[0].legend(handles=handles, fontsize=8, loc="best")
+    fig.suptitle(f"Learning curves of {len(trials)} trials")
+    return _save(fig, path)
+
+
+def params_vs_metric(trials: list, search: dict, metric: str, mode: str, max_epochs: int,
+                     best_id: str | None, path: Path) -> Path:
+    """Each sampled hyperparameter against the trial's best metric (log axis where sampled on one)."""
+    names = list(search)
+    cols = min(3, max(1, len(names)))
+    rows = math.ceil(len(names) / cols)
+    fig = Figure(figsize=(4.4 * cols, 3.6 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, name in zip(axes, names):
+        dist = next(iter(search[name]))
+        choices = [str(c) for c in search[name][dist]] if dist == "choice" else None
+        for trial in trials:
+            value = trial.best(metric, mode)
+            if value is None or name not in trial.config:
+                continue
+            x = trial.config[name]
+            if choices is not None:
+                x = choices.index(str(x)) if str(x) in choices else len(choices)
+            marker = END_MARKERS[trial.ending(max_epochs)][0]
+            best = trial.trial_id == best_id
+            ax.plot(x, value, marker="*" if best else marker, ms=16 if best else 8, mew=2, ls="none",
+                    color="tab:red" if best else "tab:blue", alpha=0.9)
+        if choices is not None:
+            ax.set_xticks(range(len(choices)), choices)
+            ax.set_xlim(-0.5, len(choices) - 0.5)
+        elif dist in LOG_DISTRIBUTIONS:
+            ax.set_xscale("log")
+        ax.set_xlabel(f"{name} ({dist})")
+        ax.set_ylabel(f"best {metric}")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
+    fig.suptitle(f"Hyperparameters against {metric} (red star: best trial; x: stopped early)")
+    return _save(fig, path)
+
+
+def importances(values: dict[str, float], evaluator: str, n_complete: int, path: Path) -> Path:
+    """Horizontal bars, most important on top."""
+    names = list(values)[::-1]
+    fig = Figure(figsize=(7, 0.55 * len(names) + 1.6), layout="constrained")
+    ax = fig.subplots()
+    bars = ax.barh(names, [values[n] for n in names], color="tab:blue")
+    ax.bar_label(bars, fmt="%.2f", padding=3)
+    ax.set_xlim(0, max(1.0, max(values.values()) * 1.15))
+    ax.set_xlabel("importance (sums to 1)")
+    ax.set_title(f"Hyperparameter importances ({evaluator}, {n_complete} completed trials)")
+    return _save(fig, path)
+
+
+def confusion_matrix(cm: np.ndarray, classes: list[str], title: str, path: Path) -> Path:
+    """Counts per (true, predicted) class; colour is the share of the true class's clips."""
+    n = len(classes)
+    share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    size = max(4.5, 0.45 * n + 2)
+    fig = Figure(figsize=(size + 1, size), layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    ax.set_xticks(range(n), classes, rotation=60, ha="right", fontsize=8 if n > 12 else 10)
+    ax.set_yticks(range(n), classes, fontsize=8 if n > 12 else 10)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if n <= 40:
+        for i in range(n):
+            for j in range(n):
+                if cm[i, j]:
+                    ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7 if n > 12 else 9,
+                            color="white" if share[i, j] > 0.5 else "black")
+    ax.set_title(title)
+    return _save(fig, path)

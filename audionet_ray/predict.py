@@ -1,0 +1,201 @@
+"""`python -m audionet_ray.predict BUNDLE FILE_OR_DIR...`: keywords in audio files.
+
+Any sample rate (resampled with soxr), any channel count (mixed down), any length. A clip of
+about a second gets its top-k labels with probabilities. Longer audio is scanned like a
+streaming keyword spotter: a one-second window every --stride-ms; consecutive windows that
+agree on a keyword above --threshold become one detection, printed with its time. _silence_
+and _unknown_ are never reported as keywords, nor are windows quieter than -60 dBFS (digital
+silence has no shape to classify). A bad file gets one error line; the others still run, and
+the exit status is 1 if any file failed (2 for a bad bundle or option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .audio import BadClip, read_audio
+from .bundle import NOT_KEYWORDS, Bundle, BundleError, load, resolve_device
+
+SCAN_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}  # what a folder argument is searched for
+ONE_CLIP_SLACK = 0.01  # up to 1.01 s counts as one clip (resampling can add a sample or two)
+QUIET_DBFS = -60.0  # windows below this RMS level are silence, whatever the model says
+
+
+@dataclass
+class Detection:
+    label: str
+    time_s: float  # centre of the most confident window: where the word is
+    start_s: float  # from the first window that found it ...
+    end_s: float  # ... to the end of the last one
+    prob: float  # the most confident window's probability
+
+
+def window_starts(n: int, win: int, stride: int) -> list[int]:
+    """Window offsets every `stride` samples, plus one flush with the end so the tail is seen."""
+    starts = list(range(0, n - win + 1, stride))
+    if starts[-1] + win < n:
+        starts.append(n - win)
+    return starts
+
+
+def rms_dbfs(windows: np.ndarray) -> np.ndarray:
+    """RMS level of each window of float audio in [-1, 1], in dB relative to full scale."""
+    rms = np.sqrt(np.mean(np.square(windows, dtype=np.float64), axis=1))
+    return 20 * np.log10(np.maximum(rms, 1e-12))
+
+
+def smooth(probs: np.ndarray, radius: int) -> np.ndarray:
+    """Each window's probabilities averaged with `radius` neighbours either side (fewer at the ends).
+
+    A word is whole in a few consecutive windows and cut in the others; a cut word can look like
+    another word to the model for one window, rarely for several in a row.
+    """
+    if radius <= 0 or len(probs) < 2:
+        return probs
+    csum = np.concatenate([np.zeros((1, probs.shape[1])), np.cumsum(probs, axis=0)])
+    idx = np.arange(len(probs))
+    lo, hi = np.maximum(idx - radius, 0), np.minimum(idx + radius + 1, len(probs))
+    return (csum[hi] - csum[lo]) / (hi - lo)[:, None]
+
+
+def detections(labels: list[str], probs: np.ndarray, starts_s: list[float], loud: np.ndarray,
+               threshold: float, win_s: float, suppress_s: float = 0.0) -> list[Detection]:
+    """Runs of consecutive windows whose top label is the same keyword above threshold, one
+    detection each; then, strongest first, a detection within `suppress_s` of a stronger one is
+    dropped (one word, read as two labels by windows that cut it differently)."""
+    runs: list[Detection] = []
+    run: Detection | None = None
+    prev = -2
+    for i, (label, p, t, is_loud) in enumerate(zip(labels, probs, starts_s, loud)):
+        if label in NOT_KEYWORDS or p < threshold or not is_loud:
+            continue
+        if run is not None and run.label == label and prev == i - 1:
+            run.end_s = t + win_s
+            if p > run.prob:
+                run.prob, run.time_s = float(p), t + win_s / 2
+        else:
+            run = Detection(label, t + win_s / 2, t, t + win_s, float(p))
+            runs.append(run)
+        prev = i
+    kept: list[Detection] = []
+    for d in sorted(runs, key=lambda d: -d.prob):
+        if all(abs(d.time_s - k.time_s) >= suppress_s for k in kept):
+            kept.append(d)
+    return sorted(kept, key=lambda d: d.time_s)
+
+
+def predict_file(bundle: Bundle, path: Path, top_k: int = 3, stride_ms: float = 250.0, threshold: float = 0.6,
+                 average_ms: float = 500.0, suppress_ms: float = 1000.0) -> dict:
+    """One file's result as a dict (raises BadClip for audio that cannot be read)."""
+    audio = read_audio(path, bundle.sample_rate)
+    sr, win = bundle.sample_rate, bundle.clip_samples
+    result: dict = {"path": str(path), "duration_s": round(len(audio) / sr, 3)}
+    if len(audio) <= win * (1 + ONE_CLIP_SLACK):
+        probs = bundle.predict_proba(audio)[0]
+        order = np.argsort(-probs)[:top_k]
+        result["top_k"] = [{"label": bundle.classes[i], "prob": float(probs[i])} for i in order]
+        return result
+    stride = max(1, int(round(stride_ms * sr / 1000)))
+    starts = window_starts(len(audio), win, stride)
+    windows = np.lib.stride_tricks.sliding_window_view(audio, win)[starts]
+    probs = smooth(bundle.predict_proba(windows), int(average_ms / 2 // (stride / sr * 1000)))
+    top = probs.argmax(axis=1)
+    labels = [bundle.classes[i] for i in top]
+    best = probs[np.arange(len(top)), top]
+    starts_s = [s / sr for s in starts]
+    loud = rms_dbfs(windows) >= QUIET_DBFS
+    found = detections(labels, best, starts_s, loud, threshold, win / sr, suppress_ms / 1000)
+    result["windows"] = [{"start_s": round(t, 4), "label": lab, "prob": float(p), "quiet": not bool(q)}
+                         for t, lab, p, q in zip(starts_s, labels, best, loud)]
+    result["detections"] = [asdict(d) for d in found]
+    return result
+
+
+def expand(inputs: list[str]) -> list[tuple[Path, str | None]]:
+    """Files to predict, folders searched recursively; (path, error) for what cannot be used."""
+    out: list[tuple[Path, str | None]] = []
+    for arg in inputs:
+        p = Path(arg).expanduser()
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.suffix.lower() in SCAN_SUFFIXES and f.is_file())
+            out += [(f, None) for f in files] or [(p, f"no audio files ({', '.join(sorted(SCAN_SUFFIXES))}) in this folder")]
+        else:
+            out.append((p, None if p.exists() or p.is_symlink() else "no such file"))
+    return out
+
+
+def text_lines(r: dict, threshold: float, stride_ms: float) -> list[str]:
+    if "top_k" in r:
+        return [f"{r['path']}: " + ", ".join(f"{t['label']} {t['prob']:.3f}" for t in r["top_k"])]
+    dets = r["detections"]
+    head = (f"{r['path']}: {r['duration_s']:.2f} s, {len(r['windows'])} windows of 1 s every {stride_ms:g} ms: "
+            + (f"{len(dets)} keyword(s)" if dets else f"no keyword above {threshold:g}"))
+    return [head] + [f"  {d['time_s']:7.2f} s  {d['label']:<10} {d['prob']:.3f}  ({d['start_s']:.2f}-{d['end_s']:.2f} s)"
+                     for d in dets]
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m audionet_ray.predict", description=__doc__.splitlines()[0])
+    ap.add_argument("bundle", metavar="BUNDLE", help="a bundle folder from export (or the end of a search)")
+    ap.add_argument("inputs", metavar="FILE_OR_DIR", nargs="+", help="audio files, or folders searched for them")
+    ap.add_argument("--top-k", type=int, default=3, help="labels shown per one-second clip (default: 3)")
+    ap.add_argument("--stride-ms", type=float, default=250.0, help="window step for longer audio (default: 250)")
+    ap.add_argument("--threshold", type=float, default=0.6, help="probability a window needs to count (default: 0.6)")
+    ap.add_argument("--average-ms", type=float, default=500.0,
+                    help="average each window's probabilities with its neighbours within +-half this span (default: 500; 0: off)")
+    ap.add_argument("--suppress-ms", type=float, default=1000.0,
+                    help="drop a detection this close to a stronger one (default: 1000; 0: off)")
+    ap.add_argument("--format", choices=["text", "json"], default="text", help="json: one document on stdout")
+    ap.add_argument("--onnx", action="store_true", help="run model.onnx with onnxruntime instead of torch")
+    ap.add_argument("--device", default="cpu", help="torch device: cpu, cuda, auto (default: cpu)")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    problems = [(args.top_k >= 1, f"--top-k must be at least 1, got {args.top_k}"),
+                (0 < args.stride_ms <= 1000, f"--stride-ms must be in (0, 1000], got {args.stride_ms:g}"),
+                (0 < args.threshold <= 1, f"--threshold must be in (0, 1], got {args.threshold:g}"),
+                (args.average_ms >= 0, f"--average-ms must be >= 0, got {args.average_ms:g}"),
+                (args.suppress_ms >= 0, f"--suppress-ms must be >= 0, got {args.suppress_ms:g}")]
+    for ok, msg in problems:
+        if not ok:
+            print(f"error: {msg}", file=sys.stderr)
+            return 2
+    try:
+        bundle = load(args.bundle, backend="onnx" if args.onnx else "torch",
+                      device=resolve_device(args.device) if not args.onnx else "cpu")
+    except (BundleError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    results, failed = [], 0
+    for path, problem in expand(args.inputs):
+        try:
+            if problem:
+                raise BadClip(problem)
+            r = predict_file(bundle, path, min(args.top_k, len(bundle.classes)), args.stride_ms, args.threshold,
+                             args.average_ms, args.suppress_ms)
+        except BadClip as e:
+            failed += 1
+            print(f"error: {path}: {e}", file=sys.stderr)
+            results.append({"path": str(path), "error": str(e)})
+            continue
+        results.append(r)
+        if args.format == "text":
+            print("\n".join(text_lines(r, args.threshold, args.stride_ms)), flush=True)
+    if args.format == "json":
+        doc = {"bundle": str(bundle.path), "backend": bundle.backend, "classes": bundle.classes,
+               "threshold": args.threshold, "stride_ms": args.stride_ms, "average_ms": args.average_ms,
+               "suppress_ms": args.suppress_ms, "files": results}
+        print(json.dumps(doc, indent=1))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

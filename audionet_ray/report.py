@@ -1,0 +1,313 @@
+"""A search at a glance: `python -m audionet_ray.report EXPERIMENT_DIR` writes report.html.
+
+The page has learning curves of every trial (trials the scheduler stopped early end in an x),
+each hyperparameter against val_accuracy, Optuna's hyperparameter importances, the best trial's
+confusion matrix on the test split, and a table of trials. Plots are PNG files in `plots/` next
+to the page, referenced relatively: the folder can be copied, opened offline, and needs no CDN.
+
+Read from the experiment folder only, without Ray: Tune's experiment state (which trials exist
+and how they ended) and each trial's result.json (one result per epoch), the Optuna study (the
+SQLite file, or the storage named in search.json), the best checkpoint and the prepared test
+shards. A search writes its report at the end; run this for a search that is still running,
+was interrupted, or ran elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import ConfigError, TrainConfig
+from .discover import DatasetError
+from .results import best_checkpoint, load_spec_json
+
+REPORT = "report.html"
+PLOTS = "plots"
+
+
+# ----------------------------------------------------------------------------- the trials
+
+@dataclass
+class Trial:
+    trial_id: str
+    config: dict
+    status: str  # Tune's: TERMINATED, ERROR, RUNNING, PENDING, PAUSED
+    history: list[dict] = field(default_factory=list)  # one result per epoch, by epoch
+
+    def ending(self, max_epochs: int) -> str:
+        """finished | stopped (by the scheduler, before max_epochs) | failed | unfinished."""
+        if self.status == "ERROR":
+            return "failed"
+        if self.status != "TERMINATED":
+            return "unfinished"
+        return "finished" if self.history and self.history[-1]["epoch"] >= max_epochs else "stopped"
+
+    def best(self, metric: str, mode: str) -> float | None:
+        values = [r[metric] for r in self.history if r.get(metric) is not None]
+        if not values:
+            return None
+        return max(values) if mode == "max" else min(values)
+
+    @property
+    def last(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+def _latest_state(exp_dir: Path) -> dict:
+    states = sorted(exp_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
+    if not states:
+        raise ConfigError(f"{exp_dir}: no Tune experiment state (experiment_state-*.json) yet: has the search started?")
+    return json.loads(states[-1].read_text())
+
+
+def _history(trial_dir: Path) -> list[dict]:
+    """Tune's result.json, one line per report; after a resume an epoch may come twice: keep the last."""
+    by_epoch = {}
+    path = trial_dir / "result.json"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a crash
+            continue
+        if "epoch" in r:
+            by_epoch[r["epoch"]] = r
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def load_trials(exp_dir: Path) -> list[Trial]:
+    """Every trial Tune knows, in the order it created them."""
+    trials = []
+    for entry in _latest_state(exp_dir)["trial_data"]:
+        t = json.loads(entry[0] if isinstance(entry, list) else entry)
+        trials.append(Trial(t["trial_id"], t.get("config") or {}, t.get("status", "?"),
+                            _history(exp_dir / t.get("relative_logdir", ""))))
+    return trials
+
+
+# ----------------------------------------------------------------------------- Optuna
+
+def load_study(exp_dir: Path, saved: dict):
+    """The search's Optuna study from its storage, or None (random search, study in memory, gone)."""
+    import optuna
+
+    url = saved.get("optuna_storage")
+    if not url:
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=exp_dir.name, storage=url)
+    except Exception:  # noqa: BLE001 - a missing file or server: importances come from the trials instead
+        return None
+
+
+def study_from_trials(trials: list[Trial], spec: dict, metric: str, mode: str):
+    """An in-memory study with each ended trial's last metric, as Tune told its searcher."""
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    from .search_space import to_tune_space
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = OptunaSearch.convert_search_space(to_tune_space(spec["search"]))
+    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    for t in trials:
+        if t.status == "TERMINATED" and t.last.get(metric) is not None:
+            study.add_trial(optuna.trial.create_trial(
+                params={k: t.config[k] for k in space}, distributions=space, value=t.last[metric]))
+    return study
+
+
+def importances(study) -> tuple[dict[str, float] | None, int, str]:
+    """Optuna's importances (its default evaluator, PED-ANOVA), completed trials, and why not if None."""
+    import optuna
+
+    n = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+    if n < 2:
+        return None, n, f"Importances need at least 2 completed trials; this search has {n}."
+    try:
+        values = optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError) as e:
+        return None, n, f"Optuna could not compute importances: {e}"
+    if not values or not all(np.isfinite(v) for v in values.values()):
+        return None, n, "Optuna could not compute importances (every completed trial has the same value?)."
+    return values, n, ""
+
+
+# ----------------------------------------------------------------------------- the test split
+
+def confusion_matrix(checkpoint: Path, prepared: str, batch_size: int = 256) -> tuple[np.ndarray, list[str]]:
+    """Counts of (true, predicted) class over the prepared test shards, read with pyarrow (no Ray)."""
+    import pyarrow.parquet as pq
+    import torch
+
+    from .augment import standardise
+    from .model import AudioNet
+    from .prepare import load_manifest, pcm_from_binary
+    from .train import load_checkpoint
+
+    manifest = load_manifest(prepared)
+    meta = json.loads((checkpoint / "meta.json").read_text())
+    classes = meta["classes"]
+    if classes != manifest["classes"]:
+        raise DatasetError(f"{prepared}: its classes are not the ones {checkpoint} was trained on")
+    model = AudioNet.from_config(meta["model"])
+    load_checkpoint(checkpoint, model)
+    model.eval()
+    cm = np.zeros((len(classes), len(classes)), np.int64)
+    for shard in manifest["split_shards"]["test"]:
+        for batch in pq.ParquetFile(f"{str(prepared).rstrip('/')}/{shard}").iter_batches(batch_size, columns=["pcm", "label"]):
+            clips = torch.from_numpy(pcm_from_binary(batch.column("pcm")).copy())
+            with torch.no_grad():
+                pred = model(standardise(clips)).argmax(1).numpy()
+            np.add.at(cm, (batch.column("label").to_numpy(), pred), 1)
+    return cm, classes
+
+
+# ----------------------------------------------------------------------------- the page
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def _esc(v) -> str:
+    return html.escape(_fmt(v))
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }
+h1 { margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
+.muted { color: #666; } .note { background: #fff7e0; padding: 0.6em 1em; border-left: 4px solid #e0b000; }
+img { max-width: 100%; border: 1px solid #eee; }
+table { border-collapse: collapse; font-size: 0.9em; } th, td { padding: 0.3em 0.7em; border-bottom: 1px solid #e4e4e4; }
+th { background: #f4f4f4; text-align: left; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr.best { background: #e8f5e9; font-weight: 600; }
+"""
+
+
+def _figure(title: str, img: Path | None, note: str, out_dir: Path) -> str:
+    body = (f'<img src="{html.escape(img.relative_to(out_dir).as_posix())}" alt="{html.escape(title)}">'
+            if img else "")
+    return f"<h2>{html.escape(title)}</h2>\n{body}\n" + (f'<p class="muted">{html.escape(note)}</p>\n' if note else "")
+
+
+def _trial_table(trials: list[Trial], search: list[str], metric: str, mode: str, max_epochs: int,
+                 best_id: str | None) -> str:
+    ending = {"finished": "finished", "stopped": "stopped early", "failed": "failed", "unfinished": "not finished"}
+    head = ["trial", "ended", "epochs", f"best {metric}", f"last {metric}", "last val_loss", *search, "clips/s"]
+    sign = -1 if mode == "max" else 1
+    order = sorted(trials, key=lambda t: (t.best(metric, mode) is None, sign * (t.best(metric, mode) or 0)))
+    rows = []
+    for t in order:
+        cells = [t.trial_id, ending[t.ending(max_epochs)], t.last.get("epoch", 0), t.best(metric, mode),
+                 t.last.get(metric), t.last.get("val_loss"), *(t.config.get(k) for k in search),
+                 t.last.get("clips_per_s")]
+        tds = "".join(f'<td class="num">{_esc(c)}</td>' if isinstance(c, (int, float)) else f"<td>{_esc(c)}</td>"
+                      for c in cells)
+        rows.append(f'<tr{" class=best" if t.trial_id == best_id else ""}>{tds}</tr>')
+    return ("<table>\n<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>\n"
+            + "\n".join(rows) + "\n</table>\n")
+
+
+def write_report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write report.html (and plots/*.png beside it) for an experiment folder; returns its path."""
+    from . import plots
+
+    exp_dir = Path(exp_dir).expanduser().resolve()
+    saved = load_spec_json(exp_dir)
+    spec = saved["spec"]
+    metric, mode = spec["tune"]["metric"], spec["tune"]["mode"]
+    max_epochs = int(spec["fixed"].get("epochs", TrainConfig.epochs))
+    search = list(spec["search"])
+    out = Path(out).expanduser().resolve() if out else exp_dir / REPORT
+    img_dir = out.parent / PLOTS
+    trials = load_trials(exp_dir)
+    ranked = [t for t in trials if t.best(metric, mode) is not None]
+    if not ranked:
+        raise ConfigError(f"{exp_dir}: no trial has reported {metric} yet: nothing to plot")
+    best_trial = (max if mode == "max" else min)(ranked, key=lambda t: t.best(metric, mode))
+
+    parts = []
+    curves = plots.learning_curves(trials, metric, max_epochs, best_trial.trial_id, img_dir / "learning_curves.png")
+    parts.append(_figure("Learning curves", curves, "One line per trial. o: ran every epoch; x: stopped early by "
+                         "the scheduler (ASHA) at its last epoch; the thick line is the best trial.", out.parent))
+    pvm = plots.params_vs_metric(trials, spec["search"], metric, mode, max_epochs, best_trial.trial_id,
+                                 img_dir / "params_vs_metric.png")
+    parts.append(_figure(f"Hyperparameters against {metric}", pvm, "Each trial's best epoch.", out.parent))
+
+    study = load_study(exp_dir, saved)
+    source = "the search's Optuna study"
+    if study is None:
+        study, source = study_from_trials(trials, spec, metric, mode), "a study rebuilt from Tune's results"
+    values, n_complete, why = importances(study)
+    img = plots.importances(values, "PED-ANOVA", n_complete, img_dir / "importances.png") if values else None
+    note = (f"From {source} ({n_complete} completed trials), with Optuna's default evaluator, PED-ANOVA. "
+            "With few trials, read them as a hint." if values else why)
+    parts.append(_figure("Hyperparameter importances", img, note, out.parent))
+
+    summary_test = ""
+    try:
+        trial_id, ckpt, meta = best_checkpoint(exp_dir, metric, mode)
+        cm, classes = confusion_matrix(ckpt, saved["data"])
+        n = int(cm.sum())
+        if n == 0:
+            raise DatasetError(f"{saved['data']} has no test clips")
+        acc = float(np.trace(cm)) / n
+        title = f"trial {trial_id}, epoch {meta['epoch']}: test accuracy {acc:.3f} on {n} clips"
+        img = plots.confusion_matrix(cm, classes, title, img_dir / "confusion_matrix.png")
+        parts.append(_figure("Best checkpoint on the test split", img,
+                             f"Checkpoint {ckpt}; rows: true class, columns: predicted.", out.parent))
+        summary_test = f" Its best checkpoint (trial {trial_id}, epoch {meta['epoch']}) scores {acc:.3f} on the {n} test clips."
+    except (ConfigError, DatasetError, OSError) as e:
+        parts.append(_figure("Best checkpoint on the test split", None, f"No confusion matrix: {e}", out.parent))
+
+    endings = [t.ending(max_epochs) for t in trials]
+    counts = ", ".join(f"{endings.count(k)} {label}" for k, label in
+                       [("finished", "ran every epoch"), ("stopped", "stopped early"), ("failed", "failed"),
+                        ("unfinished", "not finished")] if endings.count(k))
+    params = ", ".join(f"{k}={_fmt(best_trial.config.get(k))}" for k in search)
+    summary = (f"{len(trials)} trials of {spec['tune']['num_samples']} asked ({counts}); {spec['tune']['searcher']} "
+               f"+ {spec['tune']['scheduler']}, up to {max_epochs} epochs each. Best: trial {best_trial.trial_id}, "
+               f"{metric} {_fmt(best_trial.best(metric, mode))} ({params}).{summary_test}")
+    live = "tensorboard --logdir " + str(exp_dir)
+    if saved.get("optuna_storage"):
+        live += "  |  optuna-dashboard " + saved["optuna_storage"]
+    page = (f"<!doctype html>\n<html lang=en><head><meta charset=utf-8>\n<title>Search {html.escape(exp_dir.name)}</title>\n"
+            f"<style>{STYLE}</style></head><body>\n<h1>Search {html.escape(exp_dir.name)}</h1>\n"
+            f'<p class="muted">{html.escape(str(exp_dir))} &middot; written {time.strftime("%Y-%m-%d %H:%M")}</p>\n'
+            f"<p>{html.escape(summary)}</p>\n" + "".join(parts)
+            + "<h2>Trials</h2>\n" + _trial_table(trials, search, metric, mode, max_epochs, best_trial.trial_id)
+            + f'<p class="muted">Live views: <code>{html.escape(live)}</code></p>\n</body></html>\n')
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m audionet_ray.report", description=__doc__.splitlines()[0])
+    ap.add_argument("experiment", help="an experiment folder (<storage>/<name>, with search.json)")
+    ap.add_argument("--out", help=f"where the page goes (default: EXPERIMENT/{REPORT}; plots/ beside it)")
+    args = ap.parse_args(argv)
+    if "://" in args.experiment:
+        print(f"error: {args.experiment}: the report reads a local experiment folder; copy it here first",
+              file=sys.stderr)
+        return 2
+    try:
+        path = write_report(args.experiment, args.out)
+    except (ConfigError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""What the benchmarks share: the machine line, a demo dataset, small tables, JSON output.
+
+Every benchmark measures its baseline and its candidate side by side in one process run and
+prints ratios, because this machine is shared and absolute figures drift with its load: the
+machine line records the load average next to the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+CACHE = Path(os.environ.get("AUDIONET_CACHE", "~/.cache/audionet_ray")).expanduser()
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def machine() -> dict:
+    """CPU model, core count, library versions and the load average right now."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "load_average": load_average(),
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+    try:
+        import ray
+
+        info["ray"] = ray.__version__
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def machine_line(info: dict | None = None) -> str:
+    m = info or machine()
+    gpu = f", {m['gpu']}" if m.get("gpu") else ", no GPU"
+    return (f"{m['cpu']}, {m['cores']} cores{gpu}; torch {m['torch']}"
+            + (f", ray {m['ray']}" if m.get("ray") else "") + f"; load average {m['load_average']} ({m['date']})")
+
+
+def demo_prepared(speakers: int = 24, clips_per_speaker: int = 3) -> Path:
+    """The demo dataset (the CLI's default is 24 speakers x 3 clips), generated and prepared once."""
+    from audionet_ray.data import ensure_prepared
+    from audionet_ray.demo_data import generate
+
+    root = CACHE / "bench" / f"demo-{speakers}x{clips_per_speaker}"
+    if not (root / "testing_list.txt").exists():
+        generate(root, speakers=speakers, clips_per_speaker=clips_per_speaker)
+    return ensure_prepared(root, cache_dir=CACHE, progress=False)
+
+
+def print_table(rows: list[dict], cols: list[str] | None = None) -> None:
+    """A plain aligned table; floats with 3-4 significant figures."""
+    if not rows:
+        return
+    cols = cols or list(dict.fromkeys(k for r in rows for k in r))
+
+    def fmt(v) -> str:
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+        return "" if v is None else str(v)
+
+    cells = [[fmt(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def write_json(path: str | None, obj: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(obj, indent=1, default=str))
+        print(f"figures written to {path}")
+
+
+def median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    if not xs:
+        return float("nan")
+    mid = len(xs) // 2
+    return xs[mid] if len(xs) % 2 else 0.5 * (xs[mid - 1] + xs[mid])

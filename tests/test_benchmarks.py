@@ -1,0 +1,93 @@
+"""Every benchmark runs: each one in its tiny `--quick` mode, as a user runs it, in a subprocess.
+
+The figures themselves are noise at this size; these tests check that each benchmark runs end to
+end, measures both sides and writes figures that make sense (positive rates, every phase timed,
+a plot), so that the benchmarks in docs/performance.md can always be re-run.
+Each benchmark gets its own demo-data cache, so nothing is written to the user's home.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("bench_cache")
+
+
+def run_bench(script: str, tmp_path: Path, cache: Path, *args: str, timeout: float = 600) -> dict:
+    out = tmp_path / f"{Path(script).stem}.json"
+    env = {**os.environ, "AUDIONET_CACHE": str(cache)}
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--quick", "--json", str(out), *args],
+                          env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert "load average" in proc.stdout, "every benchmark prints the machine and its load"
+    return json.loads(out.read_text())
+
+
+def test_bench_gpu_quick_on_cpu(tmp_path, bench_cache):
+    from audionet_ray.model import ModelConfig, flops_per_clip
+
+    fig = run_bench("bench_gpu.py", tmp_path, bench_cache, "--device", "cpu")
+    assert fig["device"] == "cpu"
+    assert fig["flops_per_clip"] == pytest.approx(flops_per_clip(ModelConfig(10, 8, 32)))
+    assert fig["matmul_flop_s"]["bf16"] > 0 and fig["matmul_flop_s"]["fp32"] > 0
+    measured = [r for r in fig["rows"] if r.get("clips_per_s")]
+    assert {r["setting"].split()[0] for r in measured} == {"fp32", "bf16"}
+    assert {r["batch"] for r in measured} >= {8, 16}
+    assert any(r["h2d"] for r in measured), "the host-to-device row ran"
+    for r in measured:
+        assert r["clips_per_s"] > 0 and 0 < r["of_bf16_matmul"] < 10
+
+
+def test_bench_train_quick(tmp_path, bench_cache):
+    fig = run_bench("bench_train.py", tmp_path, bench_cache)
+    (rnd,) = fig["rounds"]
+    runs = rnd["runs"]
+    assert set(runs) == {"ray", "ray-stream", "bare"}
+    for name, run in runs.items():
+        assert len(run["epochs"]) == 3, name
+        for key in ("steady_clips_s", "epoch_clips_s", "run_clips_s"):
+            assert run["figures"][key] > 0, (name, key)
+    # every variant trained on the same rows
+    assert len({e["clips"] for run in runs.values() for e in run["epochs"]}) == 1
+    assert runs["ray"]["threads"] == runs["ray-stream"]["threads"] == 1, "Ray gave the 1-CPU worker one thread"
+    assert runs["ray"]["fill_s"] > 0, "the small demo data was read into memory once"
+    assert runs["ray-stream"]["fill_s"] == 0, "AUDIONET_MEMORY_MB=0 streamed every epoch"
+    assert set(fig["ratios"]) == {"ray", "ray-stream"}
+
+
+def test_bench_startup_quick(tmp_path, bench_cache):
+    fig = run_bench("bench_startup.py", tmp_path, bench_cache)
+    (run,) = fig["runs"]
+    phases = dict((name, s) for name, s in run["phases"])
+    total = phases["total: launch to first step done"]
+    assert 0 < total < 600
+    main = [s for name, s in run["phases"] if not name.startswith(" ") and not name.startswith("total")]
+    assert all(s == s and s >= 0 for s in main), "every phase was seen, in order"
+    assert sum(main) == pytest.approx(total, rel=1e-6)
+
+
+def test_bench_search_quick(tmp_path, bench_cache):
+    png = tmp_path / "search.png"
+    fig = run_bench("bench_search.py", tmp_path, bench_cache, "--plot", str(png))
+    assert png.stat().st_size > 1000
+    assert {r["method"] for r in fig["rows"]} == {"random + FIFO", "TPE + ASHA"}
+    for method, curves in fig["curves"].items():
+        (ys,) = curves
+        assert len(ys) == fig["budget"]
+        assert ys == sorted(ys) and 0 <= ys[-1] <= 1, method  # best-so-far never falls
+    fifo = next(r for r in fig["rows"] if r["method"] == "random + FIFO")
+    assert fifo["trial_epochs"] == fig["budget"], "random + FIFO runs every trial to the end"

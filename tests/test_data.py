@@ -1,0 +1,298 @@
+"""Discovery, speaker splits, and the Ray Data stream into a real Ray Train worker.
+
+Preparation itself (round trip, bad files, cache, CLI) is in test_prepare.py; augmentation in
+test_augment.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+
+from audionet_ray.demo_data import CLASSES as DEMO_WORDS
+from audionet_ray.discover import SILENCE, UNKNOWN, DatasetError, discover, speaker_bucket, speaker_of
+from audionet_ray.prepare import load_manifest, pcm_from_binary, prepare
+
+RATIOS = np.round(np.linspace(0.01, 0.99, 99), 2)
+
+
+def write_wav(path: Path, seconds: float = 0.05, seed: int = 0, sr: int = 16_000) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = (np.random.default_rng(seed).standard_normal(int(seconds * sr)) * 2000).astype(np.int16)
+    sf.write(path, x, sr, subtype="PCM_16")
+    return path
+
+
+def rows(prepared: Path, columns=("speaker", "split", "bucket", "path", "label")) -> dict[str, list]:
+    """Every prepared row (all shards) as plain lists."""
+    tables = [pq.read_table(prepared / s, columns=list(columns)) for s in load_manifest(prepared)["shards"]]
+    return {c: list(itertools.chain.from_iterable(t.column(c).to_pylist() for t in tables)) for c in columns}
+
+
+def speaker_sets(r: dict[str, list], train_ratio: float) -> dict[str, set[str]]:
+    """Speakers per split, by the rule split_datasets filters with."""
+    out = {"train": set(), "val": set(), "test": set()}
+    for spk, split, bucket in zip(r["speaker"], r["split"], r["bucket"]):
+        out["test" if split == "test" else "train" if bucket < train_ratio else "val"].add(spk)
+    return out
+
+
+@pytest.fixture(scope="module")
+def many_speakers(tmp_path_factory) -> Path:
+    """300 speakers x 2 words x 2 clips, no testing_list.txt (the hash decides the test set); prepared."""
+    root = tmp_path_factory.mktemp("many") / "data"
+    for s, word, k in itertools.product(range(300), ("go", "stop"), range(2)):
+        write_wav(root / word / f"spk{s:03d}_nohash_{k}.wav", seed=s * 10 + k)
+    out = root.parent / "prepared"
+    prepare(root, out, workers=1, progress=False)
+    return out
+
+
+# ----------------------------------------------------------------------------- discovery
+
+def test_classes_are_sorted_folders_and_underscore_folders_are_never_classes(tmp_path):
+    for folder in ("zeta", "alpha", "mid", "_background_noise_", "_unknown_", "_mine", ".hidden"):
+        write_wav(tmp_path / folder / "abc_nohash_0.wav")
+    (tmp_path / "alpha" / "notes.txt").write_text("not audio by name: ignored")
+    (tmp_path / "README.txt").write_text("a file at the top is not a class")
+    found = discover(tmp_path)
+    assert found.classes == ["alpha", "mid", "zeta"]
+    assert found.noise_files == ["_background_noise_/abc_nohash_0.wav"]
+    assert sorted((it.path, it.label) for it in found.items) == [
+        ("alpha/abc_nohash_0.wav", 0), ("mid/abc_nohash_0.wav", 1), ("zeta/abc_nohash_0.wav", 2)]
+
+
+def test_speaker_is_the_part_before_nohash():
+    assert speaker_of("0a2b400e_nohash_3.wav") == "0a2b400e"
+    assert speaker_of("lonely.wav") == "lonely"  # no pattern: its own speaker
+
+
+def test_demo_data_discovery(demo_root):
+    found = discover(demo_root)
+    assert found.classes == sorted(DEMO_WORDS)
+    assert len(found.noise_files) == 4 and all(f.startswith("_background_noise_/") for f in found.noise_files)
+    assert len(found.items) == len(list(demo_root.glob("[!_]*/*.wav")))
+    assert all(it.speaker == it.path.split("/")[1].split("_nohash_")[0] for it in found.items)
+
+
+def test_words_with_unknown_and_silence_is_the_standard_setup(demo_root):
+    found = discover(demo_root, ["yes", "no", "up"], unknown=True, silence=True)
+    assert found.classes == ["no", "up", "yes", UNKNOWN, SILENCE]
+    by_word = {it.path.split("/")[0]: found.classes[it.label] for it in found.items}
+    assert by_word["yes"] == "yes" and by_word["left"] == UNKNOWN and by_word["stop"] == UNKNOWN
+    assert len(found.items) == len(discover(demo_root).items)  # every clip is used
+    # the 12-class list can name the special classes directly
+    same = discover(demo_root, ["yes", "no", "up", UNKNOWN, SILENCE])
+    assert same.classes == found.classes
+    # without _unknown_ the other words are left out
+    only = discover(demo_root, ["yes", "no"])
+    assert only.classes == ["no", "yes"]
+    assert {it.path.split("/")[0] for it in only.items} == {"yes", "no"}
+
+
+def test_words_errors_are_one_line(demo_root, tmp_path):
+    with pytest.raises(DatasetError, match="--words: no folder for maybe"):
+        discover(demo_root, ["yes", "maybe"])
+    write_wav(tmp_path / "yes" / "a_nohash_0.wav")
+    with pytest.raises(DatasetError, match="_silence_ needs background noise"):
+        discover(tmp_path, silence=True)
+
+
+def test_empty_class_folder_is_not_a_class(tmp_path):
+    write_wav(tmp_path / "yes" / "a_nohash_0.wav")
+    write_wav(tmp_path / "no" / "a_nohash_0.wav")
+    (tmp_path / "maybe").mkdir()
+    found = discover(tmp_path)
+    assert found.classes == ["no", "yes"] and found.empty_classes == ["maybe"]
+    with pytest.raises(DatasetError, match="maybe.*no .wav or .flac clips"):
+        discover(tmp_path, ["yes", "maybe"])
+
+
+@pytest.mark.parametrize("layout", ["missing", "empty", "only_noise", "no_clips", "a_file"])
+def test_unusable_roots_are_one_line_errors(tmp_path, layout):
+    root = tmp_path / "root"
+    if layout == "empty":
+        root.mkdir()
+    elif layout == "only_noise":
+        write_wav(root / "_background_noise_" / "n.wav")
+    elif layout == "no_clips":
+        (root / "yes").mkdir(parents=True)
+        (root / "yes" / "readme.txt").write_text("no audio")
+    elif layout == "a_file":
+        root.write_text("not a folder")
+    with pytest.raises(DatasetError) as e:
+        discover(root)
+    assert "\n" not in str(e.value) and str(root) in str(e.value)
+
+
+# ----------------------------------------------------------------------------- splits
+
+def test_each_speaker_has_one_bucket_and_one_fixed_split(many_speakers, prepared_demo):
+    for prepared in (many_speakers, prepared_demo):
+        r = rows(prepared)
+        per_speaker = {}
+        for spk, split, bucket in zip(r["speaker"], r["split"], r["bucket"]):
+            per_speaker.setdefault(spk, set()).add((split, bucket))
+        assert all(len(v) == 1 for v in per_speaker.values())
+
+
+@pytest.mark.parametrize("name", ["many_speakers", "prepared_demo"])
+def test_no_speaker_in_two_splits_for_any_train_ratio(name, request):
+    r = rows(request.getfixturevalue(name))
+    everyone = set(r["speaker"])
+    for ratio in RATIOS:
+        s = speaker_sets(r, ratio)
+        assert not (s["train"] & s["val"]) and not (s["train"] & s["test"]) and not (s["val"] & s["test"]), ratio
+        assert s["train"] | s["val"] | s["test"] == everyone
+
+
+def test_growing_train_ratio_only_moves_speakers_from_val_to_train(many_speakers):
+    r = rows(many_speakers)
+    for lo, hi in zip(RATIOS, RATIOS[1:]):
+        a, b = speaker_sets(r, lo), speaker_sets(r, hi)
+        assert a["train"] <= b["train"] and b["val"] <= a["val"] and a["test"] == b["test"]
+        assert b["train"] - a["train"] == a["val"] - b["val"]  # what train gained, val lost
+    # and the ratio means what it says, over speakers
+    s = speaker_sets(r, 0.8)
+    assert 0.7 < len(s["train"]) / (len(s["train"]) + len(s["val"])) < 0.9
+
+
+def test_testing_list_is_honoured(demo_root, prepared_demo):
+    listed = set((demo_root / "testing_list.txt").read_text().split())
+    r = rows(prepared_demo)
+    assert {p for p, split in zip(r["path"], r["split"]) if split == "test"} == listed
+    m = load_manifest(prepared_demo)
+    assert all(s.startswith("test-") for s in m["split_shards"]["test"])
+    for shard in m["split_shards"]["test"]:
+        assert set(pq.read_table(prepared_demo / shard, columns=["split"]).column("split").to_pylist()) == {"test"}
+
+
+def test_hash_decides_the_test_set_without_testing_list(many_speakers):
+    r = rows(many_speakers)
+    test = {s for s, split in zip(r["speaker"], r["split"]) if split == "test"}
+    assert test == {s for s in set(r["speaker"]) if speaker_bucket(s, "test:") < 0.1}
+    assert 0.05 < len(test) / 300 < 0.15
+
+
+def test_splits_are_deterministic():
+    # pinned: a change to the hash would silently reshuffle every user's split
+    assert speaker_bucket("0a2b400e") == 0.5387451925930983
+    assert speaker_bucket("0a2b400e", "test:") == 0.9831614789867903
+
+
+def test_same_data_prepared_twice_gives_the_same_rows_in_the_same_shards(demo_root, prepared_demo, tmp_path):
+    again = prepare(demo_root, tmp_path / "again", workers=1, progress=False)
+    assert again["shards"] == load_manifest(prepared_demo)["shards"]
+    for shard in again["shards"]:
+        assert pq.read_table(tmp_path / "again" / shard).equals(pq.read_table(prepared_demo / shard))
+
+
+def test_a_partly_listed_test_speaker_never_leaks_into_train_or_val(tmp_path):
+    for s, k in itertools.product(("amy", "bob", "cat"), range(2)):
+        write_wav(tmp_path / "yes" / f"{s}_nohash_{k}.wav", seed=k)
+    (tmp_path / "testing_list.txt").write_text("yes/amy_nohash_0.wav\n")  # amy's clip 1 is not listed
+    found = discover(tmp_path)
+    assert found.held_out == ["yes/amy_nohash_1.wav"]
+    assert {it.path for it in found.items if it.split == "test"} == {"yes/amy_nohash_0.wav"}
+    assert "amy" not in {it.speaker for it in found.items if it.split == "trainval"}
+
+
+# ----------------------------------------------------------------------------- Ray Data
+
+def _hashes_of_clips(batches) -> list[str]:
+    out = []
+    for clips, labels in batches:
+        assert clips.dtype.is_floating_point is False and clips.shape[1] == 16_000
+        out += [hashlib.sha1(c.numpy().tobytes()).hexdigest() for c in clips]
+    return out
+
+
+def test_split_datasets_stream_exactly_the_split_rows_bit_exact(ray_session, demo_root, prepared_demo):
+    """Ray Data -> torch_batches gives each split's clips, bit for bit as soundfile reads the WAVs."""
+    from audionet_ray.data import split_datasets, torch_batches
+
+    r = rows(prepared_demo)
+    wav_hash = {p: hashlib.sha1(sf.read(demo_root / p, dtype="int16")[0].tobytes()).hexdigest() for p in r["path"]}
+    for ratio in (0.8,):
+        expected = {"train": [], "val": [], "test": []}
+        for p, split, bucket in zip(r["path"], r["split"], r["bucket"]):
+            expected["test" if split == "test" else "train" if bucket < ratio else "val"].append(wav_hash[p])
+        ds = split_datasets(prepared_demo, ratio, ("train", "val", "test"))
+        for name, d in ds.items():
+            got = _hashes_of_clips(torch_batches(d, 16, shuffle_seed=1 if name == "train" else None))
+            assert sorted(got) == sorted(expected[name]), (ratio, name)
+            assert len(got) > 0
+
+
+def test_split_datasets_errors(prepared_demo, tmp_path):
+    from audionet_ray.data import split_datasets
+
+    with pytest.raises(DatasetError, match="train_ratio"):
+        split_datasets(prepared_demo, 1.0)
+    with pytest.raises(DatasetError, match="unknown split"):
+        split_datasets(prepared_demo, 0.8, ("train", "holdout"))
+    with pytest.raises(DatasetError, match="not a prepared dataset"):
+        split_datasets(tmp_path, 0.8)
+
+
+def _count_rows_loop(config):
+    """Train worker: read this worker's shard as torch batches; report rows, labels and dtypes."""
+    import ray.train
+    import torch
+
+    from audionet_ray.augment import AugmentConfig, augment, epoch_generator
+    from audionet_ray.data import torch_batches
+
+    shard = ray.train.get_dataset_shard("train")
+    n, labels, dtypes, finite = 0, set(), set(), True
+    gen = epoch_generator(0, 0, ray.train.get_context().get_world_rank(), torch.device("cpu"))
+    for clips, y in torch_batches(shard, config["batch_size"], shuffle_seed=0):
+        n += len(y)
+        labels |= set(y.tolist())
+        dtypes.add(f"{clips.dtype} {list(clips.shape[1:])} {y.dtype}")
+        finite &= bool(torch.isfinite(augment(clips, gen, AugmentConfig())).all())
+    # Train V2 keeps metrics only with a checkpoint (Result.metrics is the latest checkpoint's)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        ray.train.report({"rows": n, "labels": sorted(labels), "dtypes": sorted(dtypes), "finite": finite},
+                         checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def test_a_real_train_worker_reads_its_shard(ray_session, prepared_demo, tmp_path):
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from audionet_ray.data import split_datasets
+
+    ratio = 0.8
+    r = rows(prepared_demo)
+    train_rows = [lab for split, bucket, lab in zip(r["split"], r["bucket"], r["label"])
+                  if split == "trainval" and bucket < ratio]
+    trainer = TorchTrainer(
+        _count_rows_loop,
+        train_loop_config={"batch_size": 32},
+        datasets={"train": split_datasets(prepared_demo, ratio, ("train",))["train"]},
+        scaling_config=ScalingConfig(num_workers=1, use_gpu=False, resources_per_worker={"CPU": 1}),
+        run_config=RunConfig(name="stream", storage_path=str(tmp_path)),
+    )
+    import ray.cloudpickle
+
+    # the loop lives in this test module, which the worker cannot import: send it by value
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        result = trainer.fit()
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert result.error is None
+    assert result.metrics["rows"] == len(train_rows)
+    assert result.metrics["labels"] == sorted(set(train_rows))
+    assert result.metrics["dtypes"] == ["torch.int16 [16000] torch.int64"]
+    assert result.metrics["finite"]

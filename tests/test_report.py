@@ -1,0 +1,121 @@
+"""Seeing a search: the report, the Optuna study, TensorBoard files and the terminal, on a real search."""
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from audionet_ray.report import PLOTS, REPORT, importances, load_trials
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+FIGURES = ["learning_curves", "params_vs_metric", "importances", "confusion_matrix"]
+
+
+@pytest.fixture(scope="module")
+def search(ray_session, prepared_demo, tmp_path_factory):
+    """One real smoke search (3 trials, ASHA), attached to the session's Ray: (experiment, stdout)."""
+    storage = tmp_path_factory.mktemp("report")
+    address = ray_session.get_runtime_context().gcs_address
+    p = subprocess.run([sys.executable, "-m", "audionet_ray.tune", "--search-space", "smoke",
+                        "--data", str(prepared_demo), "--storage", str(storage), "--name", "x",
+                        "--address", address, "--no-export"], capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return storage / "x", p.stdout
+
+
+@pytest.mark.slow
+def test_report_has_every_plot_as_a_png_and_works_offline(search):
+    from matplotlib.image import imread
+
+    exp, stdout = search
+    assert f"report: {exp / REPORT}" in stdout  # written by the search itself
+    page = (exp / REPORT).read_text()
+    assert "http://" not in page and "https://" not in page and "<script" not in page  # offline
+    for name in FIGURES:
+        rel = f"{PLOTS}/{name}.png"
+        assert f'src="{rel}"' in page, name
+        png = exp / rel
+        assert png.read_bytes()[:8] == PNG_SIGNATURE, name
+        img = imread(png)
+        assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 300 and img.shape[2] in (3, 4), (name, img.shape)
+        assert np.ptp(img[..., :3]) > 0.5, f"{name} is blank"
+    trials = load_trials(exp)
+    assert len(trials) == 3
+    for t in trials:  # the table: one row per trial, saying how it ended
+        ended = "finished" if t.last["epoch"] == 4 else "stopped early"
+        assert re.search(rf"<td>{t.trial_id}</td><td>{ended}</td>", page), (t.trial_id, ended)
+
+
+@pytest.mark.slow
+def test_optuna_study_has_one_trial_per_tune_trial_with_the_same_parameters(search):
+    import optuna
+
+    exp, _ = search
+    assert json.loads((exp / "search.json").read_text())["optuna_storage"] == f"sqlite:///{exp / 'optuna.db'}"
+    study = optuna.load_study(study_name="x", storage=f"sqlite:///{exp / 'optuna.db'}")
+    by_tune_id = {t.user_attrs["tune_trial_id"]: t for t in study.trials}
+    trials = load_trials(exp)
+    assert len(study.trials) == len(trials) == 3
+    assert set(by_tune_id) == {t.trial_id for t in trials}
+    for t in trials:
+        ot = by_tune_id[t.trial_id]
+        assert ot.state == optuna.trial.TrialState.COMPLETE
+        assert ot.params == t.config
+        assert ot.value == pytest.approx(t.last["val_accuracy"])
+        # every epoch an intermediate value, the last one included
+        assert ot.intermediate_values == pytest.approx({r["epoch"]: r["val_accuracy"] for r in t.history})
+
+
+@pytest.mark.slow
+def test_tensorboard_scalars_per_epoch_in_every_trial_folder(search):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    exp, _ = search
+    trial_dirs = [d for d in exp.iterdir() if (d / "params.json").exists()]
+    assert len(trial_dirs) == 3
+    for d in trial_dirs:
+        assert list(d.glob("events.out.tfevents.*")), d
+        events = EventAccumulator(str(d))
+        events.Reload()
+        history = [json.loads(line) for line in (d / "result.json").read_text().splitlines()]
+        scalars = events.Scalars("ray/tune/val_accuracy")
+        assert [s.step for s in scalars] == [r["epoch"] for r in history]  # stepped by epoch
+        assert [s.value for s in scalars] == pytest.approx([r["val_accuracy"] for r in history])
+
+
+@pytest.mark.slow
+def test_terminal_shows_the_progress_table_and_a_line_per_trial(search):
+    exp, stdout = search
+    header = [line for line in stdout.splitlines() if "Trial name" in line][-1]  # the first has no results yet
+    columns = {cell.strip() for cell in header.split("|")}
+    assert {"lr", "batch_size", "train_ratio", "val_acc", "epoch", "val_loss", "clips/s"} <= columns, header
+    assert "Result logdir" not in stdout  # Tune's staging folder, not the experiment
+    assert f"tensorboard --logdir {exp}" in stdout and f"optuna-dashboard sqlite:///{exp / 'optuna.db'}" in stdout
+    for t in load_trials(exp):
+        assert re.search(rf"^trial {t.trial_id} (finished|stopped early) at epoch {t.last['epoch']}/4: val_accuracy ",
+                         stdout, re.M), t.trial_id
+
+
+def test_importances_need_two_completed_trials():
+    import optuna
+    from optuna.distributions import FloatDistribution
+
+    study = optuna.create_study(direction="maximize")
+    space = {"lr": FloatDistribution(1e-4, 1e-2, log=True), "train_ratio": FloatDistribution(0.6, 0.9)}
+    study.add_trial(optuna.trial.create_trial(params={"lr": 1e-3, "train_ratio": 0.8}, distributions=space, value=0.5))
+    values, n, why = importances(study)
+    assert values is None and n == 1 and "at least 2 completed trials" in why
+    study.add_trial(optuna.trial.create_trial(params={"lr": 3e-3, "train_ratio": 0.7}, distributions=space, value=0.7))
+    values, n, _ = importances(study)
+    assert n == 2 and set(values) == {"lr", "train_ratio"} and sum(values.values()) == pytest.approx(1.0)
+
+
+def test_report_cli_refuses_a_folder_that_is_not_an_experiment(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "audionet_ray.report", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2
+    assert p.stderr.startswith("error: ") and str(tmp_path) in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
