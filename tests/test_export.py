@@ -1,0 +1,356 @@
+"""Export, bundle loading, predict and evaluate, on a small AudioNet that really learned the demo words.
+
+The word model is trained here with plain PyTorch (the same augmentation and optimizer as
+train.py) on four demo words plus _silence_, and saved with train.save_checkpoint, so the
+single-checkpoint export path is the one under test; the experiment-folder path gets a real
+Ray Train run below.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import torch
+import torch.nn.functional as F
+
+from audionet_ray import bundle as bundle_mod
+from audionet_ray.augment import AugmentConfig, augment, standardise
+from audionet_ray.bundle import FORMAT, BundleError, config_digest, load
+from audionet_ray.config import TrainConfig
+from audionet_ray.export import export
+from audionet_ray.model import AudioNet, ModelConfig
+from audionet_ray.prepare import PrepareOptions, pcm_from_binary, prepare
+from audionet_ray.train import MODEL_FILE, save_checkpoint
+
+WORDS = ["yes", "stop", "down", "left"]  # acoustically distinct, so a tiny model learns them fast
+SR = 16_000
+
+
+def _split(prepared: Path, part: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    m = json.loads((prepared / "manifest.json").read_text())
+    xs, ys, paths = [], [], []
+    for name in m["split_shards"][part]:
+        t = pq.read_table(prepared / name, columns=["pcm", "label", "path"])
+        xs.append(pcm_from_binary(t.column("pcm")).copy())
+        ys.append(t.column("label").to_numpy())
+        paths += t.column("path").to_pylist()
+    return np.concatenate(xs), np.concatenate(ys).astype(np.int64), paths
+
+
+def _run(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout)
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def word_data(demo_root, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("words") / "prepared"
+    prepare(demo_root, out, PrepareOptions(words=WORDS, silence=True), workers=1, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def word_checkpoint(word_data, tmp_path_factory) -> Path:
+    """A checkpoint folder (model.pt + meta.json) of a small AudioNet trained on the four words."""
+    classes = json.loads((word_data / "manifest.json").read_text())["classes"]
+    x, y, _ = _split(word_data, "trainval")
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    cfg = TrainConfig(data=str(word_data), epochs=40, batch_size=8, lr=1e-3, width=16, dense=64, seed=0,
+                      augment=AugmentConfig(background_prob=0.0))
+    model_cfg = ModelConfig(len(classes), cfg.width, cfg.dense, cfg.dropout)
+    torch.manual_seed(cfg.seed)
+    model = AudioNet.from_config(model_cfg)
+    opt = torch.optim.NAdam(model.parameters(), lr=cfg.lr)
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        gen = torch.Generator().manual_seed(epoch)
+        order = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), cfg.batch_size):
+            idx = order[i:i + cfg.batch_size]
+            loss = F.cross_entropy(model(augment(x[idx], gen, cfg.augment)), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        acc = (model(standardise(x)).argmax(1) == y).float().mean().item()
+    ckpt = tmp_path_factory.mktemp("ckpt") / "checkpoint_000040"
+    ckpt.mkdir()
+    save_checkpoint(ckpt, model, opt, cfg.epochs, cfg, model_cfg, classes, {"val_accuracy": acc, "train_accuracy": acc})
+    return ckpt
+
+
+@pytest.fixture(scope="module")
+def word_bundle(word_checkpoint, tmp_path_factory) -> Path:
+    return export(word_checkpoint, tmp_path_factory.mktemp("export") / "bundle")
+
+
+def _confident_clips(bundle_dir: Path, word_data: Path, n_words: int = 2) -> list[tuple[str, np.ndarray]]:
+    """(word, int16 clip) of clips the model gets right with probability > 0.9, one per word,
+    for `n_words` different words; held-out test clips first."""
+    b = load(bundle_dir)
+    (xt, yt, _), (xv, yv, _) = _split(word_data, "test"), _split(word_data, "trainval")
+    x, y = np.concatenate([xt, xv]), np.concatenate([yt, yv])
+    probs = b.predict_proba(x)
+    picked: dict[str, np.ndarray] = {}
+    for i in range(len(x)):
+        word = b.classes[y[i]]
+        if probs[i].argmax() == y[i] and probs[i, y[i]] > 0.9 and word in WORDS and word not in picked:
+            picked[word] = x[i]
+    assert len(picked) >= n_words, f"the word model learned too little: confident on {sorted(picked)} only"
+    return list(picked.items())[:n_words]
+
+
+# ----------------------------------------------------------------------------- export and load
+
+def test_bundle_loads_with_the_checkpoints_logits(word_checkpoint, word_bundle, word_data):
+    meta = json.loads((word_checkpoint / "meta.json").read_text())
+    ref = AudioNet.from_config(meta["model"])
+    ref.load_state_dict(torch.load(word_checkpoint / MODEL_FILE, weights_only=True))
+    ref.eval()
+    b = load(word_bundle)
+    assert not b.model.training
+    x, _, _ = _split(word_data, "test")
+    with torch.no_grad():
+        want = ref(standardise(torch.from_numpy(x))).numpy()
+    got = b.predict_logits(x)
+    assert got.shape == (len(x), len(meta["classes"]))
+    assert np.abs(got - want).max() < 1e-6
+    # float audio as read from a file goes through the same int16-scale path as prepared data
+    assert np.abs(b.predict_logits(x.astype(np.float32) / 32768) - want).max() < 1e-4
+
+    config = json.loads((word_bundle / "config.json").read_text())
+    assert b.classes == config["classes"] == meta["classes"]
+    assert config["classes"][-1] == "_silence_"
+    assert config["preprocessing"]["sample_rate"] == SR and config["preprocessing"]["clip_samples"] == SR
+    assert config["model"]["config"] == meta["model"]
+    assert config["training"]["hyperparameters"]["lr"] == 1e-3
+    assert config["source"]["checkpoint"] == str(word_checkpoint.resolve())
+    assert set(config["files"]) == {"model.safetensors", "model.onnx"}
+    assert config["onnx"]["max_abs_diff_vs_torch"] < 1e-4
+    assert not any(p.name.startswith(".") for p in word_bundle.parent.iterdir())  # no temp folders left
+
+
+def test_onnx_and_torch_agree_on_real_clips(word_bundle, word_data):
+    x_test, _, _ = _split(word_data, "test")
+    x_train, _, _ = _split(word_data, "trainval")
+    x = np.concatenate([x_test, x_train[:40]])
+    t = load(word_bundle).predict_logits(x)
+    o = load(word_bundle, backend="onnx").predict_logits(x)
+    assert o.shape == t.shape
+    assert np.abs(o - t).max() < 1e-4
+    assert (o.argmax(1) == t.argmax(1)).all()
+
+
+def _tamper(bundle_dir: Path, how: str) -> None:
+    cfg_file = bundle_dir / "config.json"
+    if how == "weights":
+        data = bytearray((bundle_dir / "model.safetensors").read_bytes())
+        data[-100] ^= 0xFF  # one weight changed
+        (bundle_dir / "model.safetensors").write_bytes(bytes(data))
+    elif how == "onnx missing":
+        (bundle_dir / "model.onnx").unlink()
+    elif how == "classes edited":
+        cfg = json.loads(cfg_file.read_text())
+        cfg["classes"][0], cfg["classes"][1] = cfg["classes"][1], cfg["classes"][0]
+        cfg_file.write_text(json.dumps(cfg))
+    elif how == "newer format":
+        cfg = json.loads(cfg_file.read_text())
+        cfg["format"] = FORMAT + 1
+        cfg["config_sha256"] = config_digest(cfg)  # a genuine bundle of a later version
+        cfg_file.write_text(json.dumps(cfg))
+    elif how == "config cut short":
+        cfg_file.write_text(cfg_file.read_text()[:200])
+
+
+TAMPERED = {
+    "weights": "model.safetensors: does not match its sha256",
+    "onnx missing": "model.onnx: missing from the bundle",
+    "classes edited": "changed after export (checksum mismatch)",
+    "newer format": f"bundle format {FORMAT + 1} was written by a newer audionet-ray",
+    "config cut short": "unreadable (JSONDecodeError)",
+}
+
+
+@pytest.mark.parametrize("how", sorted(TAMPERED))
+def test_tampered_or_newer_bundle_is_refused(word_bundle, tmp_path, how):
+    b = tmp_path / "bundle"
+    shutil.copytree(word_bundle, b)
+    load(b)  # the copy itself is fine
+    _tamper(b, how)
+    with pytest.raises(BundleError) as e:
+        load(b)
+    assert TAMPERED[how] in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_predict_cli_refuses_a_tampered_bundle_in_one_line(word_bundle, tmp_path):
+    b = tmp_path / "bundle"
+    shutil.copytree(word_bundle, b)
+    _tamper(b, "weights")
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, np.zeros(SR, np.int16), SR)
+    p = _run("audionet_ray.predict", str(b), str(clip))
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "sha256" in lines[0], p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_export_refuses_a_folder_that_is_not_a_bundle(word_checkpoint, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    p = _run("audionet_ray.export", str(word_checkpoint), str(tmp_path))
+    assert p.returncode == 2 and "is not a bundle folder" in p.stderr and "Traceback" not in p.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+# ----------------------------------------------------------------------------- predict
+
+def test_predict_8khz_stereo_file(word_bundle, word_data, tmp_path):
+    (word, clip), = _confident_clips(word_bundle, word_data, 1)
+    import soxr
+
+    x = clip.astype(np.float32) / 32768
+    low = soxr.resample(x, SR, 8_000)
+    stereo = np.stack([low * 1.25, low * 0.75], axis=1)  # mixes down to `low`
+    f = tmp_path / "clip_8k_stereo.wav"
+    sf.write(f, stereo, 8_000, subtype="PCM_16")
+    assert sf.info(f).samplerate == 8_000 and sf.info(f).channels == 2
+
+    for extra in ([], ["--onnx"]):
+        p = _run("audionet_ray.predict", str(word_bundle), str(f), "--format", "json", "--top-k", "3", *extra)
+        assert p.returncode == 0, p.stderr
+        (r,) = json.loads(p.stdout)["files"]
+        assert r["duration_s"] == pytest.approx(1.0, abs=1e-3)
+        probs = [t["prob"] for t in r["top_k"]]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+        assert r["top_k"][0]["label"] == word, (word, r["top_k"])
+    text = _run("audionet_ray.predict", str(word_bundle), str(f))
+    assert text.returncode == 0 and text.stdout.startswith(f"{f}: {word} ")
+
+
+def test_predict_finds_two_keywords_in_a_five_second_file(word_bundle, word_data, demo_root, tmp_path):
+    (w1, c1), (w2, c2) = _confident_clips(word_bundle, word_data, 2)
+    noise, _ = sf.read(demo_root / "_background_noise_" / "pink_noise.wav", dtype="float32")
+    audio = noise[: 5 * SR] * 0.02  # quiet room noise between the words
+    audio[int(0.5 * SR):int(1.5 * SR)] += c1 / 32768  # word 1 in 0.5-1.5 s
+    audio[int(3.0 * SR):int(4.0 * SR)] += c2 / 32768  # word 2 in 3.0-4.0 s
+    f = tmp_path / "two_words.wav"
+    sf.write(f, audio, SR, subtype="PCM_16")
+
+    p = _run("audionet_ray.predict", str(word_bundle), str(f), "--format", "json", "--stride-ms", "250")
+    assert p.returncode == 0, p.stderr
+    (r,) = json.loads(p.stdout)["files"]
+    assert r["duration_s"] == pytest.approx(5.0)
+    assert len(r["windows"]) == 17
+    found = [(d["label"], d["time_s"]) for d in r["detections"]]
+    assert [lab for lab, _ in found] == [w1, w2], found
+    assert 0.5 <= found[0][1] <= 1.5 and 3.0 <= found[1][1] <= 4.0, found
+    text = _run("audionet_ray.predict", str(word_bundle), str(f))
+    assert "2 keyword(s)" in text.stdout and w1 in text.stdout and w2 in text.stdout, text.stdout
+
+
+def test_predict_reports_bad_files_and_goes_on(word_bundle, word_data, tmp_path):
+    x, _, _ = _split(word_data, "test")
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    sf.write(folder / "good.wav", x[0], SR)
+    (folder / "empty.wav").write_bytes(b"")
+    (folder / "text.wav").write_text("not audio at all")
+    p = _run("audionet_ray.predict", str(word_bundle), str(folder), str(tmp_path / "missing.wav"))
+    assert p.returncode == 1
+    errors = p.stderr.strip().splitlines()
+    assert len(errors) == 3 and all(e.startswith("error: ") for e in errors), p.stderr
+    assert any("empty.wav: empty file" in e for e in errors) and any("missing.wav: no such file" in e for e in errors)
+    assert "Traceback" not in p.stderr
+    assert p.stdout.startswith(f"{folder / 'good.wav'}: ")
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+def test_evaluate_writes_confusion_png_and_metrics(word_bundle, word_data, tmp_path):
+    out = tmp_path / "eval"
+    p = _run("audionet_ray.evaluate", str(word_bundle), "--data", str(word_data), "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    png = out / "confusion_matrix.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 0
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    img = plt.imread(png)
+    assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+
+    metrics = json.loads((out / "test_metrics.json").read_text())
+    x, y, _ = _split(word_data, "test")
+    pred = load(word_bundle).predict_logits(x).argmax(1)
+    assert metrics["n_clips"] == len(y)
+    assert metrics["accuracy"] == pytest.approx(float((pred == y).mean()))
+    cm = np.array(metrics["confusion_matrix"])
+    assert cm.sum() == len(y) and np.trace(cm) == (pred == y).sum()
+    for c in metrics["classes"]:
+        assert c in p.stdout  # one table row per class
+    assert "precision" in p.stdout and "recall" in p.stdout and "test accuracy" in p.stdout
+    assert not (word_bundle / "confusion_matrix.png").exists()  # --out was honoured
+
+
+# ----------------------------------------------------------------------------- a real experiment folder
+
+@pytest.mark.slow
+def test_export_picks_the_best_checkpoint_of_an_experiment(ray_session, prepared_demo, tmp_path):
+    """A real Train run laid out as a search's trial (train_runs/<trial_id>/), plus search.json."""
+    from audionet_ray.config import RunSettings
+    from audionet_ray.results import best_checkpoint
+    from audionet_ray.train import build_trainer
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "search.json").write_text(json.dumps({"spec": {"search": {"lr": {"loguniform": [1e-4, 1e-2]}},
+                                                          "tune": {"metric": "val_accuracy", "mode": "max"}},
+                                                 "data": str(prepared_demo)}))
+    cfg = TrainConfig(data=str(prepared_demo), epochs=4, width=8, dense=32, batch_size=32, lr=2e-3, checkpoint_every=2)
+    result = build_trainer(cfg, RunSettings(storage=str(exp / "train_runs"), name="abc_00001", keep_checkpoints=5)).fit()
+    assert result.error is None
+    assert len(list((exp / "train_runs" / "abc_00001").glob("checkpoint_*/meta.json"))) == 2
+
+    p = _run("audionet_ray.export", str(exp), str(exp / "bundle"))
+    assert p.returncode == 0, p.stderr
+    assert f"bundle: {exp / 'bundle'}" in p.stdout
+    config = json.loads((exp / "bundle" / "config.json").read_text())
+    trial, ckpt, meta = best_checkpoint(exp, "val_accuracy", "max")
+    assert config["source"]["trial_id"] == trial == "abc_00001"
+    assert config["source"]["checkpoint"] == str(ckpt.resolve())
+    assert config["training"]["searched"] == {"lr": 2e-3}
+    assert config["selection"] == {"metric": "val_accuracy", "mode": "max",
+                                   "value": meta["metrics"]["val_accuracy"], "candidates": 2}
+
+    ref = AudioNet.from_config(meta["model"])
+    ref.load_state_dict(torch.load(ckpt / MODEL_FILE, weights_only=True))
+    ref.eval()
+    clips = np.random.default_rng(0).integers(-3000, 3000, (4, SR)).astype(np.int16)
+    with torch.no_grad():
+        want = ref(standardise(torch.from_numpy(clips))).numpy()
+    assert np.abs(load(exp / "bundle").predict_logits(clips) - want).max() < 1e-6
+
+    # by val_loss (lower is better) from the Train run folder itself, as a `train` user would
+    losses = {json.loads(m.read_text())["metrics"]["val_loss"]: m.parent
+              for m in (exp / "train_runs" / "abc_00001").glob("checkpoint_*/meta.json")}
+    bundle2 = export(exp / "train_runs" / "abc_00001", tmp_path / "b2", metric="val_loss")
+    config2 = json.loads((bundle2 / "config.json").read_text())
+    assert config2["selection"]["mode"] == "min"
+    assert config2["source"]["checkpoint"] == str(losses[min(losses)].resolve())
+
+    # re-exporting over an existing bundle replaces it whole
+    export(exp, exp / "bundle", metric="val_loss")
+    assert json.loads((exp / "bundle" / "config.json").read_text())["selection"]["metric"] == "val_loss"
+    bundle_mod.load(exp / "bundle")
