@@ -50,7 +50,9 @@ def save_checkpoint(d: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
     torch.save(state, d / STATE_FILE)
     meta = {"epoch": epoch, "classes": classes, "model": model_cfg.to_dict(),
-            "train_config": cfg.to_dict(), "metrics": metrics}
+            "train_config": cfg.to_dict(), "metrics": metrics,
+            # sizes tell a whole checkpoint from one whose upload a crash cut short
+            "files": {f: (d / f).stat().st_size for f in (MODEL_FILE, STATE_FILE)}}
     (d / META_FILE).write_text(json.dumps(meta, indent=1))
 
 
@@ -64,6 +66,41 @@ def load_checkpoint(d: Path, model: torch.nn.Module, opt: torch.optim.Optimizer 
         opt.load_state_dict(state["optimizer"])
         meta["rng"] = {k: state[k] for k in ("torch_rng", "cuda_rng") if k in state}
     return meta
+
+
+def _complete_epoch(fs, path: str) -> int:
+    """The epoch of the checkpoint at `path` on `fs` if all its files are there in full, else -1."""
+    import pyarrow.fs as pafs
+
+    try:
+        with fs.open_input_stream(f"{path}/{META_FILE}") as f:
+            meta = json.loads(f.read())
+        infos = fs.get_file_info([f"{path}/{name}" for name in meta.get("files", {})])
+    except (OSError, ValueError):
+        return -1
+    whole = all(i.type == pafs.FileType.File and i.size == meta["files"][i.base_name] for i in infos)
+    return int(meta["epoch"]) if whole and meta.get("files") else -1
+
+
+def resume_checkpoint() -> Checkpoint | None:
+    """Train's latest checkpoint, or a newer whole one in this run's folder that Train never recorded.
+
+    A driver killed after a checkpoint's upload but before Train wrote down that it exists leaves
+    a complete checkpoint that `ray.train.get_checkpoint()` does not know; without this look the
+    run would start again from epoch 1 and its last epochs of training would be lost.
+    """
+    import pyarrow.fs as pafs
+
+    found = ray.train.get_checkpoint()
+    best = _complete_epoch(found.filesystem, found.path) if found else -1
+    storage = ray.train.get_context().get_storage()  # DeveloperAPI: the run folder on its filesystem
+    fs, run_dir = storage.storage_filesystem, storage.experiment_fs_path
+    for info in fs.get_file_info(pafs.FileSelector(run_dir, allow_not_found=True)):
+        if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"):
+            epoch = _complete_epoch(fs, info.path)
+            if epoch > best:
+                best, found = epoch, Checkpoint(path=info.path, filesystem=fs)
+    return found
 
 
 def restore_rng(rng: dict) -> None:
@@ -138,7 +175,7 @@ def train_loop_per_worker(config: dict) -> None:
                             weight_decay=cfg.weight_decay)
 
     start_epoch, rng = 1, {}
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = resume_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
             meta = load_checkpoint(Path(d), model, opt)

@@ -92,7 +92,28 @@ def test_resume_after_killed_driver_matches_uninterrupted_run(ray_session, prepa
     assert epochs[-2:] == [3, 4] and epochs.count(1) == 1, epochs  # continued, not restarted from epoch 0
     assert resumed.metrics["resumed_from"] >= 2
 
-    a, b = _final_weights(tmp_path / "straight"), _final_weights(tmp_path / "killed")
+    _assert_same_weights(_final_weights(tmp_path / "straight"), _final_weights(tmp_path / "killed"))
+
+    # A driver killed between a checkpoint's upload and Train's record of it leaves a checkpoint
+    # Train does not know: a run folder holding only checkpoint files, no Train state. The whole
+    # epoch-2 checkpoint is used; an epoch-4 one whose weights were cut short is not.
+    import shutil
+
+    by_epoch = {json.loads(p.read_text())["epoch"]: p.parent for p in (tmp_path / "straight").glob("checkpoint_*/meta.json")}
+    orphan = tmp_path / "orphan"
+    shutil.copytree(by_epoch[2], orphan / by_epoch[2].name)
+    cut = shutil.copytree(by_epoch[4], orphan / by_epoch[4].name)
+    (cut / MODEL_FILE).write_bytes((cut / MODEL_FILE).read_bytes()[:1000])
+    cut.rename(cut.with_name("checkpoint_9999-12-31_23-59-59.999999"))  # newest by name, too
+    resumed = build_trainer(cfg, RunSettings(storage=str(tmp_path), name="orphan", keep_checkpoints=5)).fit()
+    assert resumed.error is None
+    assert [m["epoch"] for m in read_metrics(orphan)] == [3, 4]
+    assert resumed.metrics["resumed_from"] == 2
+    final = torch.load(Path(resumed.checkpoint.path) / MODEL_FILE, weights_only=True)
+    _assert_same_weights(_final_weights(tmp_path / "straight"), final)
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"
