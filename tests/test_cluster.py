@@ -144,7 +144,13 @@ def _history(exp: Path) -> dict[str, list[dict]]:
     """Each trial's reports in order (epoch, node_id, resumed_from, ...), from Tune's result.json."""
     out = {}
     for f in exp.glob("run_trial_*/result.json"):
-        out[f.parent.name.split("_")[2]] = [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()]
+        reports = []
+        for ln in f.read_text().splitlines():
+            try:
+                reports.append(json.loads(ln))
+            except json.JSONDecodeError:
+                break  # a line Tune is still writing
+        out[f.parent.name.split("_")[2]] = reports
     return out
 
 
@@ -226,18 +232,20 @@ def test_search_spreads_trials_over_nodes_with_one_shared_storage(cluster, prepa
 @pytest.mark.slow
 def test_search_survives_losing_a_worker_node(cluster, prepared_demo, tmp_path):
     """Kill the node of a trial that has a checkpoint: it resumes on another node from there."""
+    epochs = 6
     exp = tmp_path / "lossy"
-    search = _tune(cluster.address, str(prepared_demo), str(tmp_path), "lossy", "--epochs", "4", env=_env(),
+    search = _tune(cluster.address, str(prepared_demo), str(tmp_path), "lossy", "--epochs", str(epochs), env=_env(),
                    stdout=open(tmp_path / "search.log", "w"), stderr=subprocess.STDOUT)
     victim = killed_at = None
     try:
         deadline = time.time() + 600
         while victim is None and time.time() < deadline and search.poll() is None:
-            time.sleep(0.5)
+            time.sleep(0.2)
             history = _history(exp)
             for tid in _checkpoints(exp):
                 reports = history.get(tid, [])
-                if reports and reports[-1]["epoch"] == 2:  # checkpointed, epochs 3 and 4 still to run
+                # checkpointed, and at least two epochs still to run (an epoch here takes ~1 s)
+                if reports and reports[-1]["epoch"] <= epochs - 2:
                     victim, node = tid, reports[-1]["node_id"]
                     cluster.remove(node)
                     killed_at = time.time()
@@ -252,13 +260,15 @@ def test_search_survives_losing_a_worker_node(cluster, prepared_demo, tmp_path):
     log = (tmp_path / "search.log").read_text()
     assert rc == 0, log[-4000:]
     rows = _rows(exp)
-    assert len(rows) == 2 and all(r["status"] == "done" and int(float(r["epochs_run"])) == 4 for r in rows), rows
+    assert len(rows) == 2 and all(r["status"] == "done" and int(float(r["epochs_run"])) == epochs for r in rows), rows
     reports = _history(exp)[victim]
     before = [r for r in reports if r["node_id"] == node]
     after = [r for r in reports if r["node_id"] != node]
     assert [r["epoch"] for r in before][:2] == [1, 2], reports
-    # the rest ran elsewhere, continuing from the epoch-2 checkpoint rather than from scratch
-    assert after and after[-1]["epoch"] == 4 and {r["resumed_from"] for r in after} == {2}, reports
+    # the rest ran elsewhere, continuing from a checkpoint (epoch 2 or later) rather than from scratch
+    assert after and after[-1]["epoch"] == epochs, reports
+    (resumed_from,) = {r["resumed_from"] for r in after}
+    assert resumed_from >= 2 and after[0]["epoch"] == resumed_from + 1, reports
     assert all(r["node_id"] in cluster.workers for r in after)
     assert [r["epoch"] for r in reports].count(1) == 1, reports
     assert time.time() - killed_at < 600

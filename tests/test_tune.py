@@ -235,4 +235,11 @@ def _assert_live_views_survive_resume(exp: Path, ids: set[str]) -> None:
     for d in (d for d in exp.iterdir() if (d / "params.json").exists()):
         events = EventAccumulator(str(d))
         events.Reload()  # a resumed trial's steps go on from its checkpoint's epoch, not from 1
-        assert [s.step for s in events.Scalars("ray/tune/val_accuracy")] == [1, 2, 3, 4, 5, 6], d.name
+        steps = [s.step for s in events.Scalars("ray/tune/val_accuracy")]
+        # A driver killed after a checkpoint was saved but before Tune recorded that epoch's result
+        # loses that one result: the trial goes on from the checkpoint, at the next epoch. Any other
+        # gap, a repeat or a step back is a fault.
+        results = [json.loads(ln) for ln in (d / "result.json").read_text().splitlines() if ln.strip()]
+        may_miss = {r["resumed_from"] for r in results}
+        assert steps == sorted(set(steps)) and steps[0] == 1 and steps[-1] == 6, (d.name, steps)
+        assert set(range(1, 7)) - set(steps) <= may_miss, (d.name, steps, may_miss)
