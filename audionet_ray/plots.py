@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
 from matplotlib.lines import Line2D
 
 DPI = 100
@@ -89,6 +90,9 @@ def params_vs_metric(trials: list, search: dict, metric: str, mode: str, max_epo
             ax.set_xlim(-0.5, len(choices) - 0.5)
         elif dist in LOG_DISTRIBUTIONS:
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 3.0)))  # 1e-4, 3e-4, 1e-3: a range of one decade
+            ax.xaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))
+            ax.xaxis.set_minor_formatter(NullFormatter())  # labels on minor ticks overlap within a decade
         ax.set_xlabel(f"{name} ({dist})")
         ax.set_ylabel(f"best {metric}")
         ax.grid(alpha=0.3)

@@ -7,10 +7,11 @@ Tune keeps each trial's metrics; the weights live in each trial's Train run unde
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from .config import ConfigError
-from .storage import location
+from .storage import UriPath, local_cache, location
 
 TRAIN_RUNS = "train_runs"
 SPEC_FILE = "search.json"
@@ -42,3 +43,22 @@ def load_spec_json(exp_dir: str | Path) -> dict:
     if not path.exists():
         raise ConfigError(f"{exp_dir}: not an audionet-ray experiment folder (no {SPEC_FILE})")
     return json.loads(path.read_text())
+
+
+def local_experiment(exp_dir: "str | os.PathLike", metric: str = "val_accuracy", mode: str = "max") -> Path:
+    """An experiment on a URI, reduced to what export needs, as a local folder.
+
+    search.json, results.csv and the best checkpoint are copied into a local cache with the
+    experiment's own layout (train_runs/<trial>/checkpoint_*); a local experiment is returned
+    as it is.
+    """
+    exp = location(exp_dir)
+    if not isinstance(exp, UriPath):
+        return exp
+    local = local_cache(exp, "experiments")
+    for name in (SPEC_FILE, "results.csv"):
+        if (exp / name).exists():
+            (exp / name).download(local / name)
+    trial_id, ckpt, _ = best_checkpoint(exp, metric, mode)
+    ckpt.download(local / TRAIN_RUNS / trial_id / ckpt.name)
+    return local

@@ -185,23 +185,3 @@ def publish(src: str | os.PathLike, dest: str | os.PathLike, last: str = "manife
             (target / rel).parent.mkdir(parents=True, exist_ok=True)
             (target / rel).write_bytes(f.read_bytes())
 
-
-def local_experiment(exp_dir: "str | os.PathLike", metric: str = "val_accuracy", mode: str = "max") -> Path:
-    """An experiment on a URI, reduced to what export needs, as a local folder.
-
-    search.json, results.csv and the best checkpoint are copied into a local cache with the
-    experiment's own layout (train_runs/<trial>/checkpoint_*); a local experiment is returned
-    as it is.
-    """
-    from .results import SPEC_FILE, TRAIN_RUNS, best_checkpoint
-
-    exp = location(exp_dir)
-    if not isinstance(exp, UriPath):
-        return exp
-    local = local_cache(exp, "experiments")
-    for name in (SPEC_FILE, "results.csv"):
-        if (exp / name).exists():
-            (exp / name).download(local / name)
-    trial_id, ckpt, _ = best_checkpoint(exp, metric, mode)
-    ckpt.download(local / TRAIN_RUNS / trial_id / ckpt.name)
-    return local

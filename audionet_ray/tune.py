@@ -24,8 +24,8 @@ from pathlib import Path
 from .cluster import cluster_capacity
 from .config import ConfigError, RunSettings, TrainConfig
 from .discover import DatasetError
-from .results import SPEC_FILE, TRAIN_RUNS, best_checkpoint, load_spec_json
-from .storage import is_uri, local_experiment, location
+from .results import SPEC_FILE, TRAIN_RUNS, best_checkpoint, load_spec_json, local_experiment
+from .storage import is_uri, location
 from .search_space import SearchSpec, check_settings, load_spec, to_tune_space
 
 # ----------------------------------------------------------------------------- one trial

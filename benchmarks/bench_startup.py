@@ -107,8 +107,7 @@ def _patch_train(T) -> None:
 
     @functools.wraps(real_batches)
     def torch_batches(*a, **kw):
-        import torch
-        import torch.optim.optimizer
+        from torch.optim.optimizer import register_optimizer_step_post_hook  # torch.optim hides the module
 
         first_call = not getattr(torch_batches, "called", False)
         torch_batches.called = True
@@ -119,7 +118,7 @@ def _patch_train(T) -> None:
                 emit("first_step_done")
                 handle.remove()
 
-            handle = torch.optim.optimizer.register_optimizer_step_post_hook(after_step)
+            handle = register_optimizer_step_post_hook(after_step)
         it = iter(real_batches(*a, **kw))
         if first_call:
             batch = next(it)
