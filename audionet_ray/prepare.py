@@ -4,7 +4,7 @@ Per small file Ray Data costs ~0.7 ms; a search reads its dataset dozens of time
 once (in parallel) into int16 shards turns every later epoch into sequential reads, and keeps
 bad files out of the search for good: each is skipped here, with its reason in manifest.json.
 
-Layout choices, each measured (benchmarks/bench_data.py, docs/performance_data.md):
+Layout choices, each measured (benchmarks/bench_data.py, docs/performance.md):
 - PCM is one `fixed_size_binary(32000)` value per clip (little-endian int16). As
   `list<int16>` Parquet stores a repetition level per sample, which made writing ~7x and
   reading ~30x slower.
