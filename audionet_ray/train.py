@@ -75,11 +75,12 @@ def _complete_epoch(fs, path: str) -> int:
     try:
         with fs.open_input_stream(f"{path}/{META_FILE}") as f:
             meta = json.loads(f.read())
-        infos = fs.get_file_info([f"{path}/{name}" for name in meta.get("files", {})])
-    except (OSError, ValueError):
+        files, epoch = dict(meta["files"]), int(meta["epoch"])
+        infos = fs.get_file_info([f"{path}/{name}" for name in files])
+    except (OSError, ValueError, KeyError, TypeError):  # unreadable, cut short, or not ours
         return -1
-    whole = all(i.type == pafs.FileType.File and i.size == meta["files"][i.base_name] for i in infos)
-    return int(meta["epoch"]) if whole and meta.get("files") else -1
+    whole = bool(files) and all(i.type == pafs.FileType.File and i.size == files[i.base_name] for i in infos)
+    return epoch if whole else -1
 
 
 def resume_checkpoint() -> Checkpoint | None:
