@@ -9,13 +9,13 @@ train_ratio of a search reads the same shards.
 from __future__ import annotations
 
 import argparse
+import functools
 import io
+import math
 import os
 import sys
 import warnings
 from pathlib import Path
-
-import functools
 
 import numpy as np
 import pyarrow as pa
@@ -45,6 +45,7 @@ def split_datasets(prepared: str | Path, train_ratio: float, splits=("train", "v
         raise DatasetError(f"unknown split {unknown[0]!r}: choose from train, val, test")
     root = location(prepared)  # a local folder or a URI (s3://...): read_parquet takes both
     m = load_manifest(root)
+    check_train_ratio(m, train_ratio, root, need_val="val" in splits)
     predicates = {"train": col("bucket") < train_ratio, "val": col("bucket") >= train_ratio}
     out = {}
     for name in splits:
@@ -59,6 +60,30 @@ def split_datasets(prepared: str | Path, train_ratio: float, splits=("train", "v
             ds = ds.filter(expr=predicates[name])
         out[name] = ds.select_columns(["pcm", "label"])
     return out
+
+
+def train_ratio_range(manifest: dict) -> tuple[float, float]:
+    """The train_ratios, to 2 decimals, that leave speakers on both sides of the split."""
+    buckets = [b for b, _ in manifest["trainval_buckets"]]
+    if not buckets:
+        return 1.0, 0.0
+    return math.floor(min(buckets) * 100 + 1) / 100, math.floor(max(buckets) * 100) / 100
+
+
+def check_train_ratio(manifest: dict, train_ratio: float, where, need_val: bool = True) -> None:
+    """Fail before training on a split with no speakers: an empty validation set would report
+    val_accuracy 0 every epoch, and a search would rank its trials by nothing."""
+    pairs = manifest["trainval_buckets"]
+    n_train = sum(n for b, n in pairs if b < train_ratio)
+    n_val = sum(n for b, n in pairs if b >= train_ratio)
+    if n_train and (n_val or not need_val):
+        return
+    side = "train on" if not n_train else "validate on"
+    lo, hi = train_ratio_range(manifest)
+    fix = (f"use a train_ratio from {lo:g} to {hi:g}" if lo <= hi else
+           "it has too few speakers to split by speaker; add speakers")
+    raise DatasetError(f"train_ratio {train_ratio:g} leaves no speaker to {side} in {where} "
+                       f"({len(pairs)} non-test speakers): {fix}")
 
 
 def ensure_prepared(data: str | Path, cache_dir: str | Path | None = None, progress: bool = True) -> Path:

@@ -37,7 +37,7 @@ from .audio import CLIP_BYTES, CLIP_SAMPLES, SAMPLE_RATE, BadClip, decode_or_rea
 from .discover import SILENCE, DatasetError, Discovery, discover, speaker_bucket
 from .storage import location
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: the manifest lists the buckets of trainval speakers
 ROWS_PER_SHARD = 2048  # 64 MiB of PCM: large sequential reads, still many files to shuffle
 ROW_GROUP = 256  # 8 MiB: the unit pyarrow decodes; small enough to keep reader memory flat
 MANIFEST = "manifest.json"
@@ -225,6 +225,7 @@ def prepare(
     items = [found.items[i] for i in order]
     writers = {part: _ShardWriter(out, part) for part in SPLIT_PARTS}
     counts: dict[str, dict[str, int]] = {part: {} for part in SPLIT_PARTS}
+    speakers: Counter = Counter()  # trainval clips per speaker: which train_ratio leaves both splits
     workers = workers or min(8, os.cpu_count() or 1)
     decoded = _decoded([str(rootp / it.path) for it in items], workers, _pool_context())  # before tqdm's thread
     with closing(decoded), tqdm(total=len(items), desc="decoding clips", unit="clip",
@@ -239,6 +240,8 @@ def prepare(
             writers[it.split].add(pcm, it.label, it.speaker, it.path, it.split)
             c = counts[it.split]
             c[found.classes[it.label]] = c.get(found.classes[it.label], 0) + 1
+            if it.split == "trainval":
+                speakers[it.speaker] += 1
     if opts.silence:
         n = max(1, sum(counts["trainval"].values()) // max(1, len(found.classes) - 1))
         for i, pcm in enumerate(_silence_clips(noise, n, opts.seed)):
@@ -246,6 +249,8 @@ def prepare(
             split = "test" if speaker_bucket(spk, "test:") < 0.1 else "trainval"
             writers[split].add(pcm.astype("<i2").tobytes(), found.classes.index(SILENCE), spk, f"{SILENCE}/{i}", split)
             counts[split][SILENCE] = counts[split].get(SILENCE, 0) + 1
+            if split == "trainval":
+                speakers[spk] += 1
     for w in writers.values():
         w.flush()
     split_shards = {part: writers[part].shards for part in SPLIT_PARTS}
@@ -264,6 +269,8 @@ def prepare(
         "counts": counts,
         "n_clips": sum(sum(c.values()) for c in counts.values()),
         "noise_samples": int(len(noise)),
+        # [bucket, clips] of each trainval speaker, by bucket: train_ratio r trains on those below r
+        "trainval_buckets": sorted([speaker_bucket(s), n] for s, n in speakers.items()),
         "shards": split_shards["trainval"] + split_shards["test"],
         "split_shards": split_shards,
         "skipped": skipped,

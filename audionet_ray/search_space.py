@@ -62,6 +62,14 @@ class SearchSpec:
     def from_dict(cls, d: dict) -> "SearchSpec":
         return cls(d["search"], d["fixed"], TuneSettings(**d["tune"]), Resources(**d["resources"]), d.get("source", ""))
 
+    def value_range(self, name: str) -> tuple[Any, Any]:
+        """The lowest and highest value any trial can get for a TrainConfig setting."""
+        if name in self.search:
+            (kind, args), = self.search[name].items()
+            return (min(args), max(args)) if kind == "choice" else (args[0], args[1])
+        value = self.fixed.get(name, getattr(TrainConfig(data=""), name))
+        return value, value
+
 
 def _dataclass_from(kind: type, raw: Any, where: str):
     if raw is None:

@@ -29,7 +29,7 @@ from ray.train.v2.api.callback import UserCallback
 from .audio import CLIP_BYTES, CLIP_SAMPLES
 from .augment import augment, epoch_generator, standardise
 from .config import ConfigError, RunSettings, TrainConfig
-from .data import load_noise, split_datasets, torch_batches
+from .data import check_train_ratio, load_noise, split_datasets, torch_batches
 from .discover import DatasetError
 from .model import AudioNet, ModelConfig
 from .prepare import load_manifest
@@ -240,6 +240,7 @@ def train_loop_per_worker(config: dict) -> None:
             "val_accuracy": va_ok / max(va_n, 1),
             "clips_per_s": tr_n / train_seconds,
             "train_clips": int(tr_n),
+            "val_clips": int(va_n),
             "epoch_seconds": time.perf_counter() - t0,
             "resumed_from": start_epoch - 1,  # 0: started fresh; k: continued from epoch k's checkpoint
             "node_id": ray.get_runtime_context().get_node_id(),  # where rank 0 ran: spread over a cluster
@@ -366,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
                           dense=args.dense, seed=args.seed, checkpoint_every=args.checkpoint_every,
                           deterministic=args.deterministic)
         cfg.validate()
+        check_train_ratio(load_manifest(prepared), cfg.train_ratio, prepared)
     except (ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

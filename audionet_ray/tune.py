@@ -293,6 +293,7 @@ def prepare_search(args: argparse.Namespace) -> tuple[SearchSpec, str, Path]:
         return SearchSpec.from_dict(saved["spec"]), saved["data"], exp_dir
     spec = apply_overrides(load_spec(args.search_space), args)
     data = ensure_prepared(args.data or demo_dataset())
+    check_space_fits_data(spec, data)
     name = args.name or time.strftime("search-%Y%m%d-%H%M%S")
     exp_dir = location(args.storage).resolve() / name
     if (exp_dir / SPEC_FILE).exists():
@@ -307,6 +308,21 @@ def prepare_search(args: argparse.Namespace) -> tuple[SearchSpec, str, Path]:
         raise ConfigError(f"--optuna-storage: only --searcher optuna keeps an Optuna study; this search uses {spec.tune.searcher}")
     (exp_dir / SPEC_FILE).write_text(json.dumps(saved, indent=1))
     return spec, str(data), exp_dir
+
+
+def check_space_fits_data(spec: SearchSpec, data: str | Path) -> None:
+    """Every train_ratio the space can sample must leave speakers to train and validate on;
+    otherwise some trials would fail, or rank by an empty validation set, hours in."""
+    from .data import check_train_ratio
+    from .prepare import load_manifest
+
+    manifest = load_manifest(data)
+    where = f"{spec.source or 'search space'}: " + ("search." if "train_ratio" in spec.search else "")
+    for ratio in sorted(set(spec.value_range("train_ratio"))):
+        try:
+            check_train_ratio(manifest, ratio, data)
+        except DatasetError as e:
+            raise ConfigError(f"{where}{e}") from None
 
 
 def start_ray(args: argparse.Namespace) -> dict:

@@ -242,6 +242,46 @@ def test_split_datasets_errors(prepared_demo, tmp_path):
         split_datasets(tmp_path, 0.8)
 
 
+def test_manifest_buckets_match_the_shards_and_bound_train_ratio(prepared_demo):
+    """The manifest's speaker buckets are the shards' own; a ratio outside them is refused."""
+    from collections import Counter
+
+    from audionet_ray.data import check_train_ratio, train_ratio_range
+
+    m = load_manifest(prepared_demo)
+    r = rows(prepared_demo, ("speaker", "split", "bucket"))
+    per_speaker = Counter((b, s) for s, b, sp in zip(r["speaker"], r["bucket"], r["split"]) if sp == "trainval")
+    assert sorted([b, n] for (b, _), n in per_speaker.items()) == m["trainval_buckets"]
+    lo, hi = train_ratio_range(m)
+    buckets = [b for b, _ in m["trainval_buckets"]]
+    assert min(buckets) < lo <= hi <= max(buckets)
+    for ratio in (lo, hi, round((lo + hi) / 2, 2)):
+        check_train_ratio(m, ratio, prepared_demo)  # both sides have speakers: no error
+
+    # one speaker left in trainval: no ratio can split it
+    lone = {**m, "trainval_buckets": [m["trainval_buckets"][0]]}
+    with pytest.raises(DatasetError, match="too few speakers"):
+        check_train_ratio(lone, 0.5, "x")
+
+
+def test_a_train_ratio_that_empties_a_split_is_one_clear_error(ray_session, prepared_demo):
+    """Above every speaker's bucket nothing validates; below all of them nothing trains."""
+    from audionet_ray.data import split_datasets, train_ratio_range
+
+    m = load_manifest(prepared_demo)
+    top = max(b for b, _ in m["trainval_buckets"])
+    bottom = min(b for b, _ in m["trainval_buckets"])
+    lo, hi = train_ratio_range(m)
+    with pytest.raises(DatasetError) as e:
+        split_datasets(prepared_demo, (top + 1) / 2)
+    msg = str(e.value)
+    assert "no speaker to validate on" in msg and str(prepared_demo) in msg and f"from {lo:g} to {hi:g}" in msg
+    assert "\n" not in msg
+    with pytest.raises(DatasetError, match="no speaker to train on"):
+        split_datasets(prepared_demo, bottom / 2)
+    split_datasets(prepared_demo, (top + 1) / 2, ("train",))  # training alone needs no validation speaker
+
+
 def _count_rows_loop(config):
     """Train worker: read this worker's shard as torch batches; report rows, labels and dtypes."""
     import ray.train

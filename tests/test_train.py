@@ -51,12 +51,25 @@ def test_metrics_every_epoch_and_checkpoints_every_two(ray_session, prepared_dem
     for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "clips_per_s"):
         assert all(m[key] >= 0 for m in log), key
     assert all(m["val_accuracy"] <= 1 and m["train_accuracy"] <= 1 for m in log)
+    buckets = json.loads((Path(prepared_demo) / "manifest.json").read_text())["trainval_buckets"]
+    n_val = sum(n for b, n in buckets if b >= 0.9)  # TrainConfig's default train_ratio
+    assert n_val > 0 and all(m["val_clips"] == n_val and m["val_loss"] > 0 for m in log)
     assert log[-1]["train_loss"] < log[0]["train_loss"]  # it learns something
     # every 2 epochs and at the end
     assert _checkpoint_epochs(tmp_path / "plain") == [2, 4, 5]
     meta = json.loads(next((tmp_path / "plain").glob("checkpoint_*/meta.json")).read_text())
     assert meta["classes"] == json.loads((Path(prepared_demo) / "manifest.json").read_text())["classes"]
     assert meta["model"]["width"] == 8
+
+
+def test_cli_refuses_a_train_ratio_with_no_validation_speaker(prepared_demo, tmp_path):
+    top = max(b for b, _ in json.loads((Path(prepared_demo) / "manifest.json").read_text())["trainval_buckets"])
+    p = subprocess.run([sys.executable, "-m", "audionet_ray.train", "--data", str(prepared_demo),
+                        "--train-ratio", f"{(top + 1) / 2:.4f}", "--storage", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr + p.stdout, p.stderr
+    assert p.stderr.startswith("error: train_ratio ") and "leaves no speaker to validate on" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and not any(tmp_path.iterdir())
 
 
 def test_resume_after_killed_driver_matches_uninterrupted_run(ray_session, prepared_demo, tmp_path):

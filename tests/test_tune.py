@@ -73,6 +73,25 @@ def test_cli_missing_search_space_file(tmp_path):
     assert p.returncode == 2 and "no such file" in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.parametrize("where", ["search", "fixed"])
+def test_cli_refuses_a_train_ratio_that_leaves_no_validation_speaker(where, prepared_demo, tmp_path):
+    """Checked against the dataset before Ray starts: not an errored trial, or val_accuracy 0, hours in."""
+    from audionet_ray.prepare import load_manifest
+
+    top = max(b for b, _ in load_manifest(prepared_demo)["trainval_buckets"])
+    ratio = round((top + 1) / 2, 4)
+    f = tmp_path / "space.yaml"
+    f.write_text(f"search: {{train_ratio: {{uniform: [0.5, {ratio}]}}}}\n" if where == "search" else
+                 f"search: {{lr: {{loguniform: [1.0e-4, 1.0e-3]}}}}\nfixed: {{train_ratio: {ratio}}}\n")
+    p = subprocess.run([sys.executable, "-m", "audionet_ray.tune", "--search-space", str(f), "--data", str(prepared_demo),
+                        "--storage", str(tmp_path / "exp")], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in p.stderr + p.stdout, p.stderr
+    want = f"{f}: search.train_ratio {ratio:g}" if where == "search" else f"{f}: train_ratio {ratio:g}"
+    assert lines[0].startswith(f"error: {want} leaves no speaker to validate on in {prepared_demo}"), lines[0]
+
+
 # ----------------------------------------------------------------------------- resources
 
 def _spec(workers=1, gpus="auto", cpus=1.0, max_concurrent=0, n=8):
