@@ -26,7 +26,7 @@ from .bundle import (CONFIG_FILE, FORMAT, KIND, ONNX_FILE, WEIGHTS_FILE, BundleE
 from .audio import CLIP_SAMPLES
 from .config import ConfigError
 from .model import AudioNet, count_parameters
-from .results import SPEC_FILE, TRAIN_RUNS, checkpoints
+from .results import SPEC_FILE, TRAIN_RUNS, checkpoints, read_meta
 
 MODEL_FILE, META_FILE = "model.pt", "meta.json"  # as written by train.save_checkpoint
 ONNX_OPSET = 17
@@ -35,24 +35,19 @@ ONNX_INPUT, ONNX_OUTPUT = "clips", "logits"
 
 # ----------------------------------------------------------------------------- which checkpoint
 
-def _read_meta(ckpt: Path) -> dict | None:
-    try:
-        return json.loads((ckpt / META_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None  # a checkpoint cut short by a crash is not a candidate
-
-
 def candidates(source: Path) -> tuple[str, list[tuple[str | None, Path, dict]]]:
     """What SOURCE is, and its checkpoints as (trial or run name, folder, meta)."""
     if (source / MODEL_FILE).is_file() and (source / META_FILE).is_file():
-        meta = _read_meta(source)
-        return "checkpoint", [(source.name, source, meta)] if meta else []
+        meta, why = read_meta(source)
+        if not meta:
+            raise ConfigError(f"{source}: an incomplete checkpoint ({why}; cut short by a crash?): export another one")
+        return "checkpoint", [(source.name, source, meta)]
     if (source / TRAIN_RUNS).is_dir() or (source / SPEC_FILE).is_file():
         return "search", checkpoints(source)
-    found = [(source.name, p.parent, _read_meta(p.parent)) for p in sorted(source.glob(f"checkpoint_*/{META_FILE}"))]
+    found = [(source.name, p.parent, read_meta(p.parent)[0]) for p in sorted(source.glob(f"checkpoint_*/{META_FILE}"))]
     if found:
-        return "train run", [c for c in found if c[2]]
-    found = [(p.parent.parent.name, p.parent, _read_meta(p.parent))
+        return "train run", [c for c in found if c[2]]  # a checkpoint cut short is not a candidate
+    found = [(p.parent.parent.name, p.parent, read_meta(p.parent)[0])
              for p in sorted(source.glob(f"*/checkpoint_*/{META_FILE}"))]
     return "train runs", [c for c in found if c[2]]
 

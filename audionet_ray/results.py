@@ -17,16 +17,34 @@ TRAIN_RUNS = "train_runs"
 SPEC_FILE = "search.json"
 
 
+def read_meta(ckpt: "Path | UriPath") -> tuple[dict | None, str]:
+    """A checkpoint's meta.json if every file it lists is there in full, else (None, why not).
+
+    A crash during an upload can leave a meta.json beside a cut-short model.pt: such a checkpoint
+    must never be exported or picked as the best.
+    """
+    try:
+        meta = json.loads((ckpt / "meta.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None, "meta.json is missing or cut short"
+    for name, size in (meta.get("files") or {}).items():  # older checkpoints list no files
+        try:
+            got = (ckpt / name).size() if isinstance(ckpt, UriPath) else (ckpt / name).stat().st_size
+        except OSError:
+            return None, f"{name} is missing"
+        if got != size:
+            return None, f"{name} is cut short ({got} of {size} bytes)"
+    return meta, ""
+
+
 def checkpoints(exp_dir: str | Path) -> list[tuple[str, Path, dict]]:
-    """(trial_id, checkpoint folder, meta) for every checkpoint kept in the experiment."""
+    """(trial_id, checkpoint folder, meta) for every whole checkpoint kept in the experiment."""
     root = location(exp_dir) / TRAIN_RUNS  # a local folder or a URI (s3://...)
     out = []
     for meta_file in sorted(root.glob("*/checkpoint_*/meta.json")):
-        try:
-            meta = json.loads(meta_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue  # a checkpoint cut short by a crash is not a candidate
-        out.append((meta_file.parent.parent.name, meta_file.parent, meta))
+        meta, _ = read_meta(meta_file.parent)
+        if meta:  # a checkpoint cut short by a crash is not a candidate
+            out.append((meta_file.parent.parent.name, meta_file.parent, meta))
     return out
 
 

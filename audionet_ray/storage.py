@@ -100,6 +100,12 @@ class UriPath:
     def is_dir(self) -> bool:
         return self._type() == pafs.FileType.Directory
 
+    def size(self) -> int:
+        info = self._fs.get_file_info(self._path)
+        if info.type != pafs.FileType.File:
+            raise FileNotFoundError(str(self))
+        return info.size
+
     def iterdir(self):
         for info in self._fs.get_file_info(pafs.FileSelector(self._path, allow_not_found=True)):
             yield self / info.base_name

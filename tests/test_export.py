@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from audionet_ray import bundle as bundle_mod
 from audionet_ray.augment import AugmentConfig, augment, standardise
 from audionet_ray.bundle import FORMAT, BundleError, config_digest, load
-from audionet_ray.config import TrainConfig
+from audionet_ray.config import ConfigError, TrainConfig
 from audionet_ray.export import export
 from audionet_ray.model import AudioNet, ModelConfig
 from audionet_ray.prepare import PrepareOptions, pcm_from_binary, prepare
@@ -215,6 +215,32 @@ def test_export_refuses_a_folder_that_is_not_a_bundle(word_checkpoint, tmp_path)
 
 
 # ----------------------------------------------------------------------------- predict
+
+def test_a_checkpoint_cut_short_is_never_exported_or_picked(word_checkpoint, tmp_path):
+    """meta.json beside a model.pt a crash cut short: not a candidate, locally or behind a URI."""
+    from audionet_ray.results import best_checkpoint, checkpoints
+
+    exp = tmp_path / "exp"
+    good = exp / "train_runs" / "t1" / "checkpoint_a"
+    bad = exp / "train_runs" / "t2" / "checkpoint_b"
+    shutil.copytree(word_checkpoint, good)
+    shutil.copytree(word_checkpoint, bad)
+    meta = json.loads((bad / "meta.json").read_text())
+    meta["metrics"]["val_accuracy"] += 0.5  # it would win, were it whole
+    (bad / "meta.json").write_text(json.dumps(meta))
+    data = (bad / MODEL_FILE).read_bytes()
+    (bad / MODEL_FILE).write_bytes(data[: len(data) // 2])
+
+    for where in (exp, f"file://{exp}"):
+        assert [t for t, _, _ in checkpoints(where)] == ["t1"], where
+        assert best_checkpoint(where)[0] == "t1"
+    config = json.loads((export(exp, tmp_path / "bundle") / "config.json").read_text())
+    assert config["source"]["trial_id"] == "t1"
+    with pytest.raises(ConfigError) as e:
+        export(bad, tmp_path / "b2")
+    assert f"{bad}: an incomplete checkpoint ({MODEL_FILE} is cut short ({len(data) // 2} of {len(data)} bytes)" in str(e.value)
+    assert not (tmp_path / "b2").exists()
+
 
 def test_predict_8khz_stereo_file(word_bundle, word_data, tmp_path):
     (word, clip), = _confident_clips(word_bundle, word_data, 1)
