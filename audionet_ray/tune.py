@@ -26,7 +26,7 @@ from .config import ConfigError, RunSettings, TrainConfig
 from .discover import DatasetError
 from .results import SPEC_FILE, TRAIN_RUNS, best_checkpoint, load_spec_json, local_experiment
 from .storage import is_uri, location
-from .search_space import SearchSpec, check_settings, load_spec, to_tune_space
+from .search_space import SearchSpec, check_settings, load_spec, to_tune_space, tpe_startup_trials
 
 # ----------------------------------------------------------------------------- one trial
 
@@ -121,7 +121,7 @@ def build_tuner(spec: SearchSpec, data: str, exp_dir: Path, gpus_per_worker: flo
 
         # The study lives in an RDB (optuna-dashboard reads it live); Tune pickles this searcher,
         # storage URL included, with the experiment, so a resumed search adds to the same study.
-        searcher = StudySearch(metric=t.metric, mode=t.mode, sampler=optuna.samplers.TPESampler(seed=t.seed),
+        searcher = StudySearch(metric=t.metric, mode=t.mode, sampler=optuna.samplers.TPESampler(seed=t.seed, n_startup_trials=tpe_startup_trials(t)),
                                storage=open_storage(optuna_storage) if optuna_storage else None,
                                study_name=exp_dir.name)
     else:

@@ -41,7 +41,15 @@ BAD = {
     "unknown tune key": ("tune: {samples: 3}\n", "tune: unknown key(s) samples"),
     "bad searcher": ("tune: {searcher: hyperopt}\n", "searcher 'hyperopt' unknown"),
     "grace too short": ("tune: {grace_period: 1}\n", "grace_period must be >= 2"),
+    "negative startup": ("tune: {startup_trials: -1}\n", "startup_trials must be >= 0"),
 }
+
+
+def test_tpe_models_after_a_third_of_a_small_search():
+    from audionet_ray.search_space import tpe_startup_trials
+
+    assert [tpe_startup_trials(TuneSettings(num_samples=n)) for n in (1, 3, 8, 12, 30, 200)] == [2, 2, 2, 4, 10, 10]
+    assert tpe_startup_trials(TuneSettings(num_samples=8, startup_trials=5)) == 5
 
 
 @pytest.mark.parametrize("case", sorted(BAD))
