@@ -140,8 +140,9 @@ def test_killed_worker_restarts_from_last_checkpoint(ray_session, prepared_demo,
 
     from ray.util.state import list_actors
 
-    run = RunSettings(storage=str(tmp_path), name="crash", keep_checkpoints=5, max_failures=2)
-    trainer = build_trainer(_cfg(prepared_demo, epochs=6), run)
+    run = RunSettings(storage=str(tmp_path), name="crash", keep_checkpoints=10, max_failures=2)
+    epochs = 16  # well under a second each: the state API's lookup and the kill land seconds before the end
+    trainer = build_trainer(_cfg(prepared_demo, epochs=epochs), run)
     out = {}
     t = threading.Thread(target=lambda: out.setdefault("result", trainer.fit()))
     t.start()
@@ -153,9 +154,9 @@ def test_killed_worker_restarts_from_last_checkpoint(ray_session, prepared_demo,
     assert not t.is_alive()
     result = out["result"]
     assert result.error is None
-    assert result.metrics["epoch"] == 6
+    assert result.metrics["epoch"] == epochs
     assert result.metrics["resumed_from"] >= 2  # the restarted worker group loaded a checkpoint
-    assert _checkpoint_epochs(tmp_path / "crash")[-1] == 6
+    assert _checkpoint_epochs(tmp_path / "crash")[-1] == epochs
 
 
 def test_two_workers_ddp_follow_one_worker(ray_session, prepared_demo, tmp_path):
