@@ -121,7 +121,8 @@ def build_tuner(spec: SearchSpec, data: str, exp_dir: Path, gpus_per_worker: flo
 
         # The study lives in an RDB (optuna-dashboard reads it live); Tune pickles this searcher,
         # storage URL included, with the experiment, so a resumed search adds to the same study.
-        searcher = StudySearch(metric=t.metric, mode=t.mode, sampler=optuna.samplers.TPESampler(seed=t.seed, n_startup_trials=tpe_startup_trials(t)),
+        sampler = optuna.samplers.TPESampler(seed=t.seed, n_startup_trials=tpe_startup_trials(t))
+        searcher = StudySearch(metric=t.metric, mode=t.mode, sampler=sampler,
                                storage=open_storage(optuna_storage) if optuna_storage else None,
                                study_name=exp_dir.name)
     else:
