@@ -88,13 +88,13 @@ def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: fl
         raise BadClip(why)
     notes = notes if notes is not None else []
     try:
-        with sf.SoundFile(str(path)) as f:
+        with sf.SoundFile(os.fsencode(path)) as f:  # bytes: soundfile cannot encode a non-UTF-8 name
             sr, channels, subtype = f.samplerate, f.channels, f.subtype
             frames = -1 if max_seconds is None else int(np.ceil(max_seconds * sr * _READ_MARGIN))
             data = f.read(frames, dtype="float32", always_2d=True)
     except (sf.SoundFileError, RuntimeError, ValueError, OSError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        msg = msg.replace(f"Error opening {str(path)!r}: ", "")
+        msg = msg.replace(f"Error opening {os.fsencode(path)!r}: ", "")  # the skip list names the file
         raise BadClip(f"not readable as audio ({msg[:100]})") from None
     if data.shape[0] == 0:
         raise BadClip("no audio frames")
@@ -107,7 +107,7 @@ def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: fl
         notes.append(f"mixed down from {channels} channels")
     mono = data[:, 0]
     if sr != sample_rate:
-        mono = soxr.resample(mono, sr, sample_rate, quality="HQ").astype(np.float32)
+        mono = resample(mono, sr, sample_rate)
         notes.append(f"resampled from {sr} Hz")
     if subtype in ("FLOAT", "DOUBLE") or sr != sample_rate:
         if np.abs(mono).max() > 1.0:
@@ -116,6 +116,11 @@ def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: fl
     if max_seconds is not None:
         mono = mono[: int(round(max_seconds * sample_rate))]
     return mono
+
+
+def resample(x: np.ndarray, from_rate: int, to_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """float32 at `to_rate`: soxr's band-limited HQ filter, the project's one resampler."""
+    return soxr.resample(x, from_rate, to_rate, quality="HQ").astype(np.float32)
 
 
 def to_int16(x: np.ndarray) -> np.ndarray:
@@ -140,7 +145,7 @@ def decode_clip(path: str | Path) -> tuple[np.ndarray, list[str]]:
         if why := _wav_truncated(path):
             raise BadClip(why)
         try:  # the common case: 16 kHz mono 16-bit, read as int16 without a float round trip
-            with sf.SoundFile(str(path)) as f:
+            with sf.SoundFile(os.fsencode(path)) as f:
                 if (f.samplerate, f.channels, f.subtype) == (SAMPLE_RATE, 1, "PCM_16"):
                     pcm = f.read(CLIP_SAMPLES + 1, dtype="int16")
                     n_total = f.frames
@@ -165,9 +170,16 @@ def load_clip(path: str | Path) -> np.ndarray:
 
 
 def decode_or_reason(path: str) -> tuple[bytes | None, list[str] | str]:
-    """For worker processes: (int16 bytes, notes) or (None, reason). Never raises for bad audio."""
+    """For worker processes: (int16 bytes, notes) or (None, reason). Never raises for bad audio.
+
+    Anything else a decoder throws is a reason too: one odd file in 100 000 must not stop the
+    whole preparation (and a worker's exception would end the pool).
+    """
     try:
         pcm, notes = decode_clip(path)
         return pcm.astype("<i2", copy=False).tobytes(), notes
     except BadClip as e:
         return None, str(e)
+    except Exception as e:  # noqa: BLE001 - the reason names the exception, the skip list the file
+        first = (str(e).splitlines() or [""])[0][:100]
+        return None, f"could not be decoded ({type(e).__name__}: {first})"

@@ -4,11 +4,19 @@ Splits are by speaker so that the same voice never sits in train and validation 
 reference's file-level split inflated its validation accuracy). Speaker buckets come from a
 hash, not from a random shuffle: the same train_ratio always gives the same split, and a
 larger train_ratio only moves speakers from validation to train.
+
+File names are bytes on Linux, and datasets copied from other systems hold names that are not
+UTF-8 (Latin-1 accents), or hold newlines, tabs and other control characters. Paths stay as
+Python gives them (undecodable bytes as lone surrogates, which `open` and `Path` take back
+exactly); wherever a name leaves Python as text (Parquet, manifest.json, a message, a class
+name) it goes through `escape_path`, which is readable, one line, valid UTF-8 and lossless.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,9 +32,53 @@ class DatasetError(ValueError):
     """A dataset that cannot be used at all; the message is one line for the user."""
 
 
+def _name_bytes(path: str | os.PathLike) -> bytes:
+    try:
+        return os.fsencode(path)  # undecodable bytes come back from their surrogates
+    except UnicodeEncodeError:  # a surrogate no file name can hold (typed by hand): keep it too
+        return os.fspath(path).encode("utf-8", "surrogatepass")
+
+
+def escape_path(path: str | bytes | os.PathLike) -> str:
+    """A path as one line of readable UTF-8 text that maps back to its exact bytes.
+
+    Printable characters stay as they are, a backslash becomes two, and every other byte (not
+    UTF-8, or a control character such as a newline or tab) becomes `\\xNN`: `café` written in
+    Latin-1 reads `caf\\xe9`. A name that is printable UTF-8 without a backslash (nearly all)
+    is unchanged. `unescape_path` reverses it.
+    """
+    text = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)  # or a URI
+    if text.isprintable() and "\\" not in text:  # lone surrogates are not printable
+        return text
+    text = _name_bytes(text).decode("utf-8", "surrogateescape")
+    out = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch.isprintable():
+            out.append(ch)
+        else:
+            out.extend(f"\\x{b:02x}" for b in ch.encode("utf-8", "surrogateescape"))
+    return "".join(out)
+
+
+_ESCAPE = re.compile(r"\\(\\|x[0-9a-fA-F]{2})")
+
+
+def unescape_path(text: str) -> str:
+    """The path `escape_path` made `text` from (a str that `open` and `Path` take as is)."""
+    raw, pos = bytearray(), 0
+    for m in _ESCAPE.finditer(text):
+        raw += text[pos:m.start()].encode("utf-8", "surrogateescape")
+        raw += b"\\" if m.group(1) == "\\" else bytes([int(m.group(1)[1:], 16)])
+        pos = m.end()
+    raw += text[pos:].encode("utf-8", "surrogateescape")
+    return os.fsdecode(bytes(raw))
+
+
 @dataclass
 class Item:
-    path: str  # relative to the root, forward slashes (as in testing_list.txt)
+    path: str  # relative to the root, forward slashes (as in testing_list.txt); as on disk, see escape_path
     label: int
     speaker: str
     split: str  # "test" or "trainval": the fixed part of the split
@@ -35,7 +87,7 @@ class Item:
 @dataclass
 class Discovery:
     root: str
-    classes: list[str]
+    classes: list[str]  # folder names through escape_path: text for manifests, plots and tables
     items: list[Item]
     noise_files: list[str]
     empty_classes: list[str] = field(default_factory=list)  # class folders without clips: not classes
@@ -50,7 +102,7 @@ def speaker_of(filename: str) -> str:
 
 def speaker_bucket(speaker: str, salt: str = "") -> float:
     """A stable number in [0, 1) per speaker: the basis of every split."""
-    digest = hashlib.sha1(f"{salt}{speaker}".encode()).digest()
+    digest = hashlib.sha1(_name_bytes(f"{salt}{speaker}")).digest()  # a name's own bytes, UTF-8 or not
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
@@ -63,17 +115,19 @@ def _read_list(root: Path, name: str) -> set[str] | None:
     if not f.is_file():
         return None
     try:
-        text = f.read_text(errors="replace")
+        raw = f.read_bytes()
     except OSError as e:
-        raise DatasetError(f"cannot read {f}: {e.strerror}") from None
-    return {ln.strip().replace("\\", "/") for ln in text.splitlines() if ln.strip()}
+        raise DatasetError(f"cannot read {escape_path(f)}: {e.strerror}") from None
+    # bytes per line, as the names on disk are: a line that is not UTF-8 still matches its file
+    lines = (os.fsdecode(ln.strip()) for ln in raw.splitlines())
+    return {ln.replace("\\", "/") for ln in lines if ln}
 
 
 def _listdir(folder: Path) -> list[Path]:
     try:
         return sorted(folder.iterdir())
     except OSError as e:
-        raise DatasetError(f"cannot list {folder}: {e.strerror}") from None
+        raise DatasetError(f"cannot list {escape_path(folder)}: {e.strerror}") from None
 
 
 def discover(
@@ -88,31 +142,36 @@ def discover(
     the same as passing unknown=True / silence=True.
     """
     root = Path(root).expanduser()
+    shown = escape_path(root)
     if not root.is_dir():
-        raise DatasetError(f"dataset root {root} does not exist or is not a folder")
+        raise DatasetError(f"dataset root {shown} does not exist or is not a folder")
     folders = [p.name for p in _listdir(root) if p.is_dir() and not p.name.startswith((".", "_"))]
     if not folders:
         raise DatasetError(
-            f"dataset root {root} has no class folders: expected one sub-folder of clips per word"
+            f"dataset root {shown} has no class folders: expected one sub-folder of clips per word"
         )
     files = {f: [p for p in _listdir(root / f) if p.suffix.lower() in AUDIO_SUFFIXES] for f in folders}
     empty = [f for f in folders if not files[f]]
+    name = {f: escape_path(f) for f in folders}  # the class name of each folder
+    folder_of = {**{n: f for f, n in name.items()}, **{f: f for f in folders}}  # --words may give either
+    chosen: set[str] = set()
     if words:
         words = list(dict.fromkeys(w for w in words if w))  # drop repeats, keep order
         unknown = unknown or UNKNOWN in words
         silence = silence or SILENCE in words
         words = [w for w in words if w not in (UNKNOWN, SILENCE)]
     if words:
-        missing = [w for w in words if w not in folders]
+        missing = [escape_path(w) for w in words if w not in folder_of]
         if missing:
-            raise DatasetError(f"--words: no folder for {', '.join(missing)} in {root}")
-        no_clips = [w for w in words if w in empty]
+            raise DatasetError(f"--words: no folder for {', '.join(missing)} in {shown}")
+        chosen = {folder_of[w] for w in words}
+        no_clips = [name[f] for f in sorted(chosen) if f in empty]
         if no_clips:
-            raise DatasetError(f"--words: the folder for {', '.join(no_clips)} in {root} has no .wav or .flac clips")
-        classes = sorted(words) + ([UNKNOWN] if unknown else []) + ([SILENCE] if silence else [])
+            raise DatasetError(f"--words: the folder for {', '.join(no_clips)} in {shown} has no .wav or .flac clips")
+        classes = sorted(name[f] for f in chosen) + ([UNKNOWN] if unknown else []) + ([SILENCE] if silence else [])
     else:
         unknown = False  # "all other words" means nothing when every word is a class
-        classes = [f for f in folders if f not in empty] + ([SILENCE] if silence else [])
+        classes = [name[f] for f in folders if f not in empty] + ([SILENCE] if silence else [])
     index = {c: i for i, c in enumerate(classes)}
 
     noise_dir = root / NOISE_DIR
@@ -122,13 +181,13 @@ def discover(
         if p.suffix.lower() in AUDIO_SUFFIXES
     ]
     if silence and not noise_files:
-        raise DatasetError(f"_silence_ needs background noise files in {noise_dir}")
+        raise DatasetError(f"_silence_ needs background noise files in {escape_path(noise_dir)}")
 
     test_list = _read_list(root, "testing_list.txt")
     items: list[Item] = []
     for folder in folders:
-        if folder in index:
-            label = index[folder]
+        if name[folder] in index:
+            label = index[name[folder]]
         elif words and unknown:
             label = index[UNKNOWN]
         else:
@@ -142,7 +201,7 @@ def discover(
                 split = "test" if speaker_bucket(spk, "test:") < TEST_FRACTION else "trainval"
             items.append(Item(rel, label, spk, split))
     if not items:
-        raise DatasetError(f"dataset root {root} has class folders but no .wav or .flac clips in them")
+        raise DatasetError(f"dataset root {shown} has class folders but no .wav or .flac clips in them")
 
     # testing_list.txt is the fixed test set; a speaker it names only partly (a hand-made list,
     # clips added later) must not leak into train/val, so their other clips are held out.
@@ -150,5 +209,5 @@ def discover(
     held_out = [it.path for it in items if it.split == "trainval" and it.speaker in test_speakers]
     if held_out:
         items = [it for it in items if it.split == "test" or it.speaker not in test_speakers]
-    relevant_empty = [f for f in empty if not words or unknown or f in words]
+    relevant_empty = [f for f in empty if not words or unknown or f in chosen]
     return Discovery(str(root), classes, items, noise_files, relevant_empty, held_out)

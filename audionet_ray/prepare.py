@@ -11,6 +11,10 @@ Layout choices, each measured (benchmarks/bench_data.py, docs/performance.md):
 - Rows are shuffled (seeded) before they are written, so every shard mixes classes and
   speakers and a file-level shuffle plus a small local buffer is enough in training.
 - Test clips get their own shards: training and validation never read them.
+- `path` and `speaker` are strings through `escape_path`: the name itself when it is printable
+  UTF-8 (nearly always), else readable escapes (`\\xe9`, `\\x0a`, `\\\\`) that
+  `unescape_path` turns back into the exact bytes on disk. The same goes for every path in
+  manifest.json, so both stay valid UTF-8 whatever the names.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from .audio import CLIP_BYTES, CLIP_SAMPLES, SAMPLE_RATE, BadClip, decode_or_reason, read_audio, to_int16
-from .discover import SILENCE, DatasetError, Discovery, discover, speaker_bucket
+from .discover import SILENCE, DatasetError, Discovery, discover, escape_path, speaker_bucket
 from .storage import location
 
 FORMAT_VERSION = 3  # 3: the manifest lists the buckets of trainval speakers
@@ -59,8 +63,8 @@ SCHEMA = pa.schema(
     [
         ("pcm", pa.binary(CLIP_BYTES)),  # int16 little-endian, CLIP_SAMPLES samples
         ("label", pa.int32()),
-        ("speaker", pa.string()),
-        ("path", pa.string()),
+        ("speaker", pa.string()),  # escape_path of the speaker part of the name
+        ("path", pa.string()),  # escape_path of the path relative to the root
         ("split", pa.string()),
         ("bucket", pa.float64()),
     ],
@@ -92,7 +96,7 @@ def _cache_key(found: Discovery, opts: PrepareOptions) -> str:
     h = hashlib.sha256(json.dumps([FORMAT_VERSION, found.classes, opts.unknown, opts.silence, opts.seed]).encode())
     root = Path(found.root)
     for rel in [it.path for it in found.items] + found.noise_files + found.empty_classes + found.held_out:
-        h.update(f"{rel}\0{_stat_line(root / rel)}\n".encode())
+        h.update(os.fsencode(rel) + f"\0{_stat_line(root / rel)}\n".encode())  # the name's bytes, UTF-8 or not
     return h.hexdigest()
 
 
@@ -114,21 +118,22 @@ class _ShardWriter:
         self.out, self.prefix, self.rows, self.shards = out, prefix, [], []
 
     def add(self, pcm: bytes, label: int, speaker: str, path: str, split: str) -> None:
-        self.rows.append((pcm, label, speaker, path, split))
+        """`speaker` and `path` as on disk: escaped here, the bucket hashed from the real name."""
+        self.rows.append((pcm, label, escape_path(speaker), escape_path(path), split, speaker_bucket(speaker)))
         if len(self.rows) >= ROWS_PER_SHARD:
             self.flush()
 
     def flush(self) -> None:
         if not self.rows:
             return
-        pcm, label, speaker, path, split = zip(*self.rows)
+        pcm, label, speaker, path, split, bucket = zip(*self.rows)
         table = pa.table({
             "pcm": pa.FixedSizeBinaryArray.from_buffers(pa.binary(CLIP_BYTES), len(pcm), [None, pa.py_buffer(b"".join(pcm))]),
             "label": pa.array(label, pa.int32()),
             "speaker": pa.array(speaker, pa.string()),
             "path": pa.array(path, pa.string()),
             "split": pa.array(split, pa.string()),
-            "bucket": pa.array([speaker_bucket(s) for s in speaker], pa.float64()),
+            "bucket": pa.array(bucket, pa.float64()),
         }, schema=SCHEMA)
         name = f"{self.prefix}-{len(self.shards):05d}.parquet"
         pq.write_table(table, self.out / name, row_group_size=ROW_GROUP, compression="zstd",
@@ -161,9 +166,10 @@ def _decoded(paths: list[str], workers: int, ctx: multiprocessing.context.BaseCo
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _fail_strict(opts: PrepareOptions, path: Path | str, reason: str) -> None:
+def _fail_strict(opts: PrepareOptions, shown: str, reason: str) -> None:
+    """`shown`: the path as escape_path gives it, so the message stays one line."""
     if opts.strict:
-        raise DatasetError(f"{path}: {reason} (--strict turns every skip into an error; fix or remove the file)")
+        raise DatasetError(f"{shown}: {reason} (--strict turns every skip into an error; fix or remove the file)")
 
 
 def prepare(
@@ -183,9 +189,14 @@ def prepare(
     out = Path(out).expanduser()
     rootp = Path(root).expanduser()
     if out.exists() and not out.is_dir():
-        raise DatasetError(f"output {out} exists and is not a folder")
-    if rootp.is_dir() and out.resolve().is_relative_to(rootp.resolve()):
-        raise DatasetError(f"output {out} is inside the dataset root {rootp}: choose a folder outside it")
+        raise DatasetError(f"output {escape_path(out)} exists and is not a folder")
+    try:
+        inside = rootp.is_dir() and out.resolve().is_relative_to(rootp.resolve())
+    except (OSError, RuntimeError) as e:  # a symlink loop on the way
+        raise DatasetError(f"cannot resolve {escape_path(out)} or {escape_path(rootp)}: {e}") from None
+    if inside:
+        raise DatasetError(f"output {escape_path(out)} is inside the dataset root {escape_path(rootp)}: "
+                           "choose a folder outside it")
     found = discover(rootp, opts.words, opts.unknown, opts.silence)
     key = _cache_key(found, opts)
     manifest_path = out / MANIFEST
@@ -196,27 +207,28 @@ def prepare(
             old = {}
         if old.get("cache_key") == key and all((out / s).is_file() for s in old.get("shards", [])):
             if old["skipped"]:
-                _fail_strict(opts, rootp / old["skipped"][0]["path"], old["skipped"][0]["reason"])
+                _fail_strict(opts, f"{escape_path(rootp)}/{old['skipped'][0]['path']}", old["skipped"][0]["reason"])
             old["cached"] = True
             return old
 
     t0 = time.time()
     for s in found.empty_classes:
-        _fail_strict(opts, rootp / s, "empty class folder")
+        _fail_strict(opts, escape_path(rootp / s), "empty class folder")
     out.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)  # its absence marks the folder incomplete until the end
     for stale in [*out.glob("part-*.parquet"), *out.glob("trainval-*.parquet"), *out.glob("test-*.parquet")]:
         stale.unlink()
 
-    skipped: list[dict] = [{"path": f"{c}/", "reason": "empty class folder"} for c in found.empty_classes]
+    # every path that leaves for JSON or Parquet goes through escape_path (see the module docstring)
+    skipped: list[dict] = [{"path": f"{escape_path(c)}/", "reason": "empty class folder"} for c in found.empty_classes]
     repaired: Counter = Counter()
     noise_parts = []
     for rel in found.noise_files:
         try:
             noise_parts.append(to_int16(read_audio(rootp / rel)))
         except BadClip as e:
-            _fail_strict(opts, rootp / rel, str(e))
-            skipped.append({"path": rel, "reason": str(e)})
+            _fail_strict(opts, escape_path(rootp / rel), str(e))
+            skipped.append({"path": escape_path(rel), "reason": str(e)})
     noise = np.concatenate(noise_parts) if noise_parts else np.zeros(0, np.int16)
     np.save(out / NOISE_FILE, noise, allow_pickle=False)
 
@@ -233,8 +245,8 @@ def prepare(
         for it, (pcm, notes) in zip(items, decoded):
             bar.update()
             if pcm is None:
-                _fail_strict(opts, rootp / it.path, notes)
-                skipped.append({"path": it.path, "reason": notes})
+                _fail_strict(opts, escape_path(rootp / it.path), notes)
+                skipped.append({"path": escape_path(it.path), "reason": notes})
                 continue
             repaired.update(notes)
             writers[it.split].add(pcm, it.label, it.speaker, it.path, it.split)
@@ -256,13 +268,13 @@ def prepare(
     split_shards = {part: writers[part].shards for part in SPLIT_PARTS}
     if not any(split_shards.values()):
         reasons = Counter(s["reason"].split(" (")[0] for s in skipped).most_common(3)
-        raise DatasetError(f"{rootp}: no clip could be read ({len(skipped)} skipped: "
+        raise DatasetError(f"{escape_path(rootp)}: no clip could be read ({len(skipped)} skipped: "
                            + "; ".join(f"{r}: {n}" for r, n in reasons) + ")")
 
     manifest = {
         "format": FORMAT_VERSION,
         "cache_key": key,
-        "source": found.root,
+        "source": escape_path(found.root),
         "sample_rate": SAMPLE_RATE,
         "clip_samples": CLIP_SAMPLES,
         "classes": found.classes,
@@ -275,7 +287,7 @@ def prepare(
         "split_shards": split_shards,
         "skipped": skipped,
         "repaired": dict(sorted(repaired.items())),
-        "held_out": found.held_out,
+        "held_out": [escape_path(p) for p in found.held_out],
         "options": {"words": opts.words, "unknown": opts.unknown, "silence": opts.silence, "seed": opts.seed},
         "seconds": round(time.time() - t0, 2),
     }
@@ -289,10 +301,10 @@ def prepare(
 def load_manifest(prepared: str | Path) -> dict:
     path = location(prepared) / MANIFEST  # a local folder or a URI (s3://...) on a cluster
     if not path.exists():
-        raise DatasetError(f"{path.parent} is not a prepared dataset (no {MANIFEST}): run `python -m audionet_ray.data prepare DATA_ROOT OUT` first")
+        raise DatasetError(f"{escape_path(path.parent)} is not a prepared dataset (no {MANIFEST}): run `python -m audionet_ray.data prepare DATA_ROOT OUT` first")
     m = json.loads(path.read_text())
     if m.get("format") != FORMAT_VERSION:
-        raise DatasetError(f"{path.parent} was prepared by another version (format {m.get('format')}, need {FORMAT_VERSION}): run prepare again")
+        raise DatasetError(f"{escape_path(path.parent)} was prepared by another version (format {m.get('format')}, need {FORMAT_VERSION}): run prepare again")
     return m
 
 

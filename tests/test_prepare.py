@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from audionet_ray.discover import SILENCE, UNKNOWN, DatasetError
+from audionet_ray.discover import SILENCE, UNKNOWN, DatasetError, unescape_path
 from audionet_ray.prepare import PrepareOptions, load_manifest, pcm_from_binary, prepare, summary_line
 
 SR = 16_000
@@ -30,7 +30,7 @@ def noise16(n: int, seed: int) -> np.ndarray:
 
 def write(path: Path, data, sr: int = SR, subtype: str = "PCM_16") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, data, sr, subtype=subtype)
+    sf.write(os.fsencode(path), data, sr, subtype=subtype)  # bytes: any name, UTF-8 or not
     return path
 
 
@@ -336,3 +336,98 @@ def test_cli_usage_errors_are_one_line(case, tmp_path):
     needle = {"unknown_without_words": "--unknown needs --words", "missing_word": "maybe",
               "out_is_a_file": str(out)}.get(case, str(root))
     assert_one_line_error(run_cli("prepare", root, out, *args), needle)
+
+
+# ----------------------------------------------------------------------------- odd file names
+
+def test_cli_prepares_a_file_whose_name_is_not_utf8(tmp_path):
+    """Issue 16: one name holding the byte 0xE9 (Latin-1 'é') crashed prepare in the cache key."""
+    root = tmp_path / "data"
+    write(root / "yes" / "a_nohash_0.wav", noise16(SR, 0))
+    write(root / "no" / "b_nohash_0.wav", noise16(SR, 1))
+    odd = root / os.fsdecode(b"yes/caf\xe9_nohash_0.wav")  # a real file with that byte in its name
+    write(odd, noise16(SR, 2))
+    assert os.fsencode(odd.name) == b"caf\xe9_nohash_0.wav"
+    proc = run_cli("prepare", root, tmp_path / "out", "--workers", "1")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.startswith("prepared 3 clips in 2 classes"), proc.stdout
+    rows = prepared_rows(tmp_path / "out")
+    assert np.array_equal(rows["yes/caf\\xe9_nohash_0.wav"], noise16(SR, 2))  # the byte, escaped readably
+    assert (root / unescape_path("yes/caf\\xe9_nohash_0.wav")).samefile(odd)  # and back to the file
+    assert run_cli("prepare", root, tmp_path / "out").stdout.startswith("prepared 3 clips")  # cached now
+
+
+def odd_tree(root: Path) -> dict[bytes, str]:
+    """Clips under names that are legal on Linux and trip up code that thinks names are text.
+
+    Returns the raw relative path of every clip -> what it should become: "kept" or a skip reason.
+    """
+    names = {
+        b"yes/caf\xe9_nohash_0.wav": "kept",  # Latin-1, not UTF-8
+        b"yes/new\nline_nohash_0.wav": "kept",
+        b"yes/tab\there_nohash_0.wav": "kept",
+        b"yes/-dash_nohash_0.wav": "kept",
+        b"yes/--help_nohash_0.wav": "kept",
+        b"yes/back\\slash_nohash_0.wav": "kept",
+        b"yes/" + b"L" * 251 + b".wav": "kept",  # 255 bytes, the longest name ext4 takes
+        b"yes/Case_nohash_0.wav": "kept",
+        b"yes/case_nohash_0.wav": "kept",  # differs only in case: another file, another speaker
+        b"no/\xff\xfe\x01_nohash_0.WAV": "kept",
+        b"no/\xe2\x80\xa8sep_nohash_0.wav": "kept",  # U+2028, a line break to str.splitlines
+        b"no/plain_nohash_0.wav": "kept",
+        b"no/loop_nohash_0.wav": "cannot stat file",  # a symlink to itself
+        b"no/dangling\xe9_nohash_0.wav": "broken symlink",
+        b"caf\xe9/x_nohash_0.wav": "kept",  # a class folder whose name is not UTF-8
+    }
+    for i, (raw, fate) in enumerate(names.items()):
+        path = root / os.fsdecode(raw)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if b"loop" in raw:
+            path.symlink_to(path.name)
+        elif b"dangling" in raw:
+            path.symlink_to(root / "nowhere.wav")
+        else:
+            write(path, noise16(SR, 100 + i))
+    (root / os.fsdecode(b"loopdir\xe9")).symlink_to(".")  # a folder symlink loop: no class, no hang
+    (root / "gone").symlink_to(root / "nowhere")  # a dangling folder link: no class
+    return names
+
+
+def test_odd_names_are_kept_losslessly_or_skipped_readably(tmp_path):
+    root = tmp_path / "data"
+    names = odd_tree(root)
+    m = prepare(root, tmp_path / "out", workers=1, progress=False)
+    rows = prepared_rows(tmp_path / "out")
+    kept = {raw for raw, fate in names.items() if fate == "kept"}
+    assert {os.fsencode(unescape_path(p)) for p in rows} == kept
+    for p, clip in rows.items():
+        assert p.isprintable(), p  # one line of valid text in Parquet
+        assert np.array_equal(clip, sf.read(os.fsencode(root / unescape_path(p)), dtype="int16")[0])
+    skipped = {os.fsencode(unescape_path(s["path"])): s["reason"] for s in m["skipped"]}
+    assert {raw: r.split(" (")[0] for raw, r in skipped.items()} == {
+        b"loopdir\xe9/": "empty class folder",  # the link to the root holds folders, no clips
+        **{raw: fate for raw, fate in names.items() if fate != "kept"}}
+    assert all(s["path"].isprintable() for s in m["skipped"])
+    assert m["classes"] == ["caf\\xe9", "no", "yes"]
+    json.loads((tmp_path / "out" / "manifest.json").read_bytes().decode("utf-8"))  # strict UTF-8
+    assert prepare(root, tmp_path / "out", workers=1, progress=False)["cached"] is True
+
+
+def test_odd_names_reach_the_cli_as_one_line_each(tmp_path):
+    root = tmp_path / "data"
+    odd_tree(root)
+    proc = run_cli("prepare", root, tmp_path / "out", "--strict")
+    assert_one_line_error(proc, "--strict")
+    assert "\\xe9" in proc.stderr or "loop_nohash_0.wav" in proc.stderr
+    proc = run_cli("prepare", root, tmp_path / "out")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stdout.splitlines()) == 2
+
+
+def test_a_root_named_like_an_option_is_prepared_after_double_dash(tmp_path):
+    root = tmp_path / "-data"
+    write(root / "yes" / "a_nohash_0.wav", noise16(SR, 0))
+    proc = subprocess.run([sys.executable, "-m", "audionet_ray.data", "prepare", "--", "-data", "out"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "manifest.json").exists()
