@@ -10,6 +10,10 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .augment import AugmentConfig
+from .model import ModelConfig
+
+OPTIMIZERS = ("nadam", "adamw")
+SCHEDULES = ("constant", "cosine", "onecycle")
 
 
 class ConfigError(ValueError):
@@ -26,9 +30,18 @@ class TrainConfig:
     beta2: float = 0.999
     weight_decay: float = 0.0
     train_ratio: float = 0.9
+    optimizer: str = "nadam"  # nadam (the reference) | adamw (decoupled weight decay)
+    schedule: str = "constant"  # constant (the reference) | cosine (warm-up, then to 0) | onecycle, per batch
+    warmup_epochs: float = 1.0  # cosine only: linear warm-up from ~0 to lr over this many epochs
+    label_smoothing: float = 0.0  # training loss only; val_loss stays plain cross-entropy
+    # the model (see model.ModelConfig): the defaults are the reference AudioNet
     width: int = 256
     dense: int = 512
     dropout: float = 0.2
+    norm: str = "none"
+    norm_groups: int = 8
+    pool: str = "flatten"
+    dense_layers: int = 4
     seed: int = 0
     checkpoint_every: int = 2  # epochs; and always at the end
     bf16: bool = True  # autocast on GPU (ignored on CPU)
@@ -56,19 +69,32 @@ class TrainConfig:
         cfg.validate()
         return cfg
 
+    def model_config(self, n_classes: int) -> ModelConfig:
+        """The model these settings train, for a dataset of `n_classes` words."""
+        return ModelConfig(n_classes, self.width, self.dense, self.dropout, self.norm, self.norm_groups,
+                           self.pool, self.dense_layers)
+
     def validate(self) -> None:
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.lr > 0, "lr must be > 0"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (0.0 < self.train_ratio < 1.0, "train_ratio must be between 0 and 1"),
-            (self.width >= 1 and self.dense >= 1, "width and dense must be >= 1"),
-            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
+            (self.schedule in SCHEDULES, f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
+            (self.schedule != "cosine" or 0 <= self.warmup_epochs < self.epochs,
+             f"warmup_epochs must be >= 0 and less than epochs ({self.epochs}), got {self.warmup_epochs}"),
+            (0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
+        try:
+            self.model_config(1).validate()
+        except ValueError as e:  # width, dense, dropout, norm, norm_groups, pool, dense_layers
+            raise ConfigError(str(e)) from None
 
 
 @dataclass

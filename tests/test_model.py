@@ -63,3 +63,117 @@ def test_dropout_only_in_training():
     a = m(x)
     torch.manual_seed(2)
     assert not torch.equal(a, m(x))
+
+
+# ----------------------------------------------------------------------------- variants
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from audionet_ray.model import NORMS, POOLS  # noqa: E402
+
+SEED_KEYS = {"n_classes", "width", "dense", "dropout"}  # what the seed's ModelConfig recorded
+
+
+def test_defaults_are_the_reference_and_old_records_load_as_it():
+    cfg = ModelConfig(31)
+    assert (cfg.norm, cfg.pool, cfg.dense_layers, cfg.dropout) == ("none", "flatten", 4, 0.2)
+    old = {"n_classes": 31, "width": 256, "dense": 512, "dropout": 0.2}  # a bundle written before the variants
+    m = AudioNet.from_config(old)
+    assert m.config == cfg and count_parameters(m) == 9_988_895
+    kinds = [type(layer).__name__ for layer in m.features]
+    assert kinds == ["Conv1d", "ReLU"] * 5
+    assert [type(layer).__name__ for layer in m.classifier] == [
+        "Flatten", "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout",
+        "Linear", "ReLU", "Linear"]
+    # the seed's state_dict keys, so its checkpoints and bundles load unchanged
+    assert {k.rsplit(".", 1)[0] for k in m.state_dict()} == {
+        "features.0", "features.2", "features.4", "features.6", "features.8",
+        "classifier.1", "classifier.4", "classifier.7", "classifier.10", "classifier.12"}
+    with pytest.raises(ValueError, match="unknown model setting.*kernel_size"):
+        AudioNet.from_config({**old, "kernel_size": 3})
+
+
+def test_batch_norm_adds_two_parameters_per_channel_of_each_conv():
+    # the measurement in issue 13: width 32 with batch norm is +320 parameters
+    assert count_parameters(AudioNet(16, 32, 128, norm="batch")) - count_parameters(AudioNet(16, 32, 128)) == 320
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (dict(norm="bn"), "norm must be one of none, batch, group, layer"),
+    (dict(pool="max"), "pool must be one of flatten, avg"),
+    (dict(norm="group", width=12, norm_groups=8), "norm_groups must be >= 1 and divide width"),
+    (dict(dense_layers=-1), "dense_layers must be >= 0"),
+    (dict(dropout=1.0), "dropout must be in"),
+])
+def test_bad_variant_is_one_line_naming_the_option(bad, msg):
+    with pytest.raises(ValueError, match=msg) as e:
+        AudioNet(5, **{"width": 8, "dense": 16, **bad})
+    assert "\n" not in str(e.value)
+
+
+variants = st.builds(
+    dict,
+    n_classes=st.integers(1, 40),
+    width=st.sampled_from([4, 8, 12, 16]),
+    dense=st.integers(1, 48),
+    dropout=st.floats(0.0, 0.9),
+    norm=st.sampled_from(NORMS),
+    norm_groups=st.sampled_from([1, 2, 4]),
+    pool=st.sampled_from(POOLS),
+    dense_layers=st.integers(0, 5),
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(variants)
+def test_every_variant_round_trips_and_counts_its_parameters(kw):
+    torch.manual_seed(0)
+    m = AudioNet(**kw)
+    cfg = m.config
+    assert AudioNet.from_config(cfg.to_dict()).config == cfg
+    # the layer order: conv -> norm -> ReLU, and a norm after every conv or after none
+    kinds = [type(layer).__name__ for layer in m.features]
+    per_conv = 2 if cfg.norm == "none" else 3
+    assert len(kinds) == 5 * per_conv and kinds[::per_conv] == ["Conv1d"] * 5 and kinds[per_conv - 1::per_conv] == ["ReLU"] * 5
+    # parameters from the shapes alone
+    w, d = cfg.width, cfg.dense
+    conv = (1 * 32 * w + w) + 4 * (w * 32 * w + w) + (0 if cfg.norm == "none" else 5 * 2 * w)
+    dims = [w * (1 if cfg.pool == "avg" else 6), *[d] * cfg.dense_layers, cfg.n_classes]
+    dense = sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
+    assert count_parameters(m) == conv + dense
+    m.eval()
+    with torch.no_grad():
+        x = torch.randn(3, 16000)
+        out = m(x)
+        assert out.shape == (3, cfg.n_classes) and torch.isfinite(out).all()
+        # in eval mode a clip's logits do not depend on the rest of its batch (batch norm uses its running statistics)
+        assert torch.allclose(m(x[:1]), out[:1], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_norm_layers_normalise_each_conv_output(norm):
+    """A loud clip and the same clip 1000x quieter: with normalisation the conv features (and so
+    the logits) barely change; without it (the reference) they scale with the input."""
+    torch.manual_seed(0)
+    m = AudioNet(5, width=8, dense=16, norm=norm, norm_groups=2).train()  # batch stats for batch norm
+    x = torch.randn(4, 1, 16000)
+    with torch.no_grad():
+        loud, quiet = m.features(x), m.features(x / 1000)
+    ratio = (loud.norm() / quiet.norm()).item()
+    if norm == "none":
+        assert ratio > 100
+    else:
+        assert 0.9 < ratio < 1.1
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_every_parameter_of_every_norm_gets_a_gradient(norm):
+    """The norm layers are in the graph and train; whether a variant trains well is measured in
+    benchmarks/bench_variants.py, not here."""
+    torch.manual_seed(0)
+    m = AudioNet(3, width=8, dense=16, norm=norm, norm_groups=2).train()
+    loss = torch.nn.functional.cross_entropy(m(torch.randn(6, 16000)), torch.arange(6) % 3)
+    loss.backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
