@@ -84,7 +84,7 @@ def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: fl
     """
     path = Path(path)
     _check_file(path)
-    if path.suffix.lower() == ".wav" and (why := _wav_truncated(path)):
+    if why := _wav_truncated(path):  # by content: a cut WAV named .flac is still cut
         raise BadClip(why)
     notes = notes if notes is not None else []
     try:
@@ -109,6 +109,8 @@ def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: fl
     if sr != sample_rate:
         mono = resample(mono, sr, sample_rate)
         notes.append(f"resampled from {sr} Hz")
+        if len(mono) == 0:  # a frame or two at a low rate: the resampler gives nothing back
+            raise BadClip(f"too short to resample ({data.shape[0]} frames at {sr} Hz)")
     if subtype in ("FLOAT", "DOUBLE") or sr != sample_rate:
         if np.abs(mono).max() > 1.0:
             notes.append("clipped to [-1, 1]")

@@ -118,9 +118,11 @@ def _read_list(root: Path, name: str) -> set[str] | None:
         raw = f.read_bytes()
     except OSError as e:
         raise DatasetError(f"cannot read {escape_path(f)}: {e.strerror}") from None
-    # bytes per line, as the names on disk are: a line that is not UTF-8 still matches its file
-    lines = (os.fsdecode(ln.strip()) for ln in raw.splitlines())
-    return {ln.replace("\\", "/") for ln in lines if ln}
+    # Bytes per line, as the names on disk are: a line that is not UTF-8 still matches its file.
+    # A backslash is a separator in lists made on Windows and a plain character in a Linux name;
+    # a name a line cannot hold (a newline in it) can be listed as escape_path writes it.
+    lines = [os.fsdecode(ln.strip()) for ln in raw.splitlines() if ln.strip()]
+    return {*lines, *(ln.replace("\\", "/") for ln in lines), *map(unescape_path, lines)}
 
 
 def _listdir(folder: Path) -> list[Path]:
