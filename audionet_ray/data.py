@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from .audio import CLIP_BYTES
-from .discover import DatasetError
+from .discover import DatasetError, escape_path
 from .prepare import MANIFEST, NOISE_FILE, PrepareOptions, load_manifest, pcm_from_binary, prepare, summary_line
 from .storage import is_uri, local_cache, location, publish
 
@@ -101,7 +101,9 @@ def ensure_prepared(data: str | Path, cache_dir: str | Path | None = None, progr
     if (data / MANIFEST).exists():
         return data
     cache = Path(cache_dir or os.environ.get("AUDIONET_CACHE", "~/.cache/audionet_ray")).expanduser()
-    out = cache / "prepared" / f"{data.name}-{hashlib.sha1(str(data.resolve()).encode()).hexdigest()[:8]}"
+    # the name for people (escaped, cut to fit a 255-byte name), the hash of the exact bytes for uniqueness
+    key = hashlib.sha1(os.fsencode(data.resolve())).hexdigest()[:8]
+    out = cache / "prepared" / f"{escape_path(data.name)[:40]}-{key}"
     m = prepare(data, out, progress=progress)
     print(summary_line(m), flush=True)
     return out
@@ -196,10 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # e.g. OUT on a read-only or full disk
-        print(f"error: {e.filename or args.out}: {e.strerror or e} (check that OUT is writable)", file=sys.stderr)
+        print(f"error: {escape_path(e.filename or args.out)}: {e.strerror or e} (check that OUT is writable)", file=sys.stderr)
         return 2
     print(summary_line(m))
-    print(f"manifest: {location(args.out) / 'manifest.json'}")
+    print(f"manifest: {escape_path(location(args.out) / 'manifest.json')}")
     return 0
 
 

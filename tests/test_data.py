@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +18,8 @@ import pytest
 import soundfile as sf
 
 from audionet_ray.demo_data import CLASSES as DEMO_WORDS
-from audionet_ray.discover import SILENCE, UNKNOWN, DatasetError, discover, speaker_bucket, speaker_of
+from audionet_ray.discover import SILENCE, UNKNOWN, DatasetError, discover, escape_path, speaker_bucket, speaker_of
+from audionet_ray.data import ensure_prepared
 from audionet_ray.prepare import load_manifest, pcm_from_binary, prepare
 
 RATIOS = np.round(np.linspace(0.01, 0.99, 99), 2)
@@ -26,7 +28,7 @@ RATIOS = np.round(np.linspace(0.01, 0.99, 99), 2)
 def write_wav(path: Path, seconds: float = 0.05, seed: int = 0, sr: int = 16_000) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     x = (np.random.default_rng(seed).standard_normal(int(seconds * sr)) * 2000).astype(np.int16)
-    sf.write(path, x, sr, subtype="PCM_16")
+    sf.write(os.fsencode(path), x, sr, subtype="PCM_16")  # bytes: any name, UTF-8 or not
     return path
 
 
@@ -336,3 +338,15 @@ def test_a_real_train_worker_reads_its_shard(ray_session, prepared_demo, tmp_pat
     assert result.metrics["labels"] == sorted(set(train_rows))
     assert result.metrics["dtypes"] == ["torch.int16 [16000] torch.int64"]
     assert result.metrics["finite"]
+
+
+@pytest.mark.parametrize("name", [b"donn\xe9es", b"r" * 255, b"-data\nnew"])
+def test_a_raw_root_with_any_name_is_prepared_into_the_cache(tmp_path, name):
+    """The cache folder is named after the root: escaped and cut short, so any name fits in one."""
+    root = tmp_path / os.fsdecode(name)
+    write_wav(root / "yes" / "a_nohash_0.wav")
+    out = ensure_prepared(root, cache_dir=tmp_path / "cache", progress=False)
+    assert load_manifest(out)["n_clips"] == 1
+    assert out.parent == tmp_path / "cache" / "prepared" and out.name.isprintable()
+    assert out.name.startswith(escape_path(os.fsdecode(name))[:20])
+    assert ensure_prepared(root, cache_dir=tmp_path / "cache", progress=False) == out
