@@ -10,6 +10,7 @@ Everything here plugs into the Tuner that tune.py builds:
 - `StudySearch`: OptunaSearch that stores the study in an RDB (SQLite in the experiment folder
   by default), so that optuna-dashboard shows the search live; each Optuna trial carries its
   Tune trial id, and intermediate values are stepped by epoch for the same reason as above.
+  It also keeps the time budget: no new trial once the time left cannot fit a first rung.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from pathlib import Path
 from ray.tune import CLIReporter
 from ray.tune.logger import TBXLoggerCallback
 from ray.tune.result import TRAINING_ITERATION
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from .config import ConfigError
+from .ray_private import FilteredCLIReporter, optuna_told, optuna_trial
 
 OPTUNA_DB = "optuna.db"
 TRIAL_ID_ATTR = "tune_trial_id"  # user attribute of each Optuna trial: its Tune trial id
@@ -32,12 +35,11 @@ TABLE_EVERY_S = {1: 30, 2: 10}  # verbosity -> seconds between progress tables
 
 # ----------------------------------------------------------------------------- terminal
 
-class ProgressTable(CLIReporter):
+class ProgressTable(FilteredCLIReporter):
     """CLIReporter without its "Result logdir" line: that is Tune's staging folder under /tmp/ray,
     not the experiment folder that TensorBoard and the report read."""
 
-    def _print(self, msg: str):
-        super()._print("\n".join(ln for ln in msg.splitlines() if not ln.startswith("Result logdir:")))
+    drop_prefixes = ("Result logdir:",)
 
 
 def progress_reporter(metric: str, params: list[str], verbosity: int) -> CLIReporter:
@@ -97,24 +99,41 @@ class StudySearch(OptunaSearch):
     The study itself lives in the storage given to OptunaSearch; the searcher's own state
     (pickled by Tune with the experiment) points to the same storage and study, so a resumed
     search keeps adding to it.
+
+    `budget` (a tune.TimeBudget, or None) is this run's clock: once the time left is shorter than
+    a trial takes to reach ASHA's first rung, `suggest` says FINISHED and Tune starts no more
+    trials. It is the driver's, not the experiment's: a restored searcher keeps the one it has.
     """
 
+    budget = None
+
     def suggest(self, trial_id: str):
+        if self.budget is not None:
+            if not self.budget.can_start():
+                return Searcher.FINISHED
+            self.budget.trial_started(trial_id)
         params = super().suggest(trial_id)
-        if trial_id in self._ot_trials:
-            self._ot_trials[trial_id].set_user_attr(TRIAL_ID_ATTR, trial_id)
+        if optuna_trial(self, trial_id) is not None:
+            optuna_trial(self, trial_id).set_user_attr(TRIAL_ID_ATTR, trial_id)
         return params
 
     def on_trial_result(self, trial_id: str, result: dict):
         if "epoch" in result:
             result = {**result, TRAINING_ITERATION: result["epoch"]}
+            if self.budget is not None:
+                self.budget.trial_reached(trial_id, result["epoch"])
         super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         # Tune hands a trial's last result to on_trial_complete only: record it as an epoch too.
-        if result and not error and self.metric in result and trial_id not in self._completed_trials:
+        if result and not error and self.metric in result and not optuna_told(self, trial_id):
             self.on_trial_result(trial_id, result)
         super().on_trial_complete(trial_id, result, error)
+
+    def restore(self, checkpoint_path: str):
+        budget = self.budget  # this run's clock, not the one pickled with the experiment
+        super().restore(checkpoint_path)
+        self.budget = budget
 
 
 def close_orphans(url: str, study_name: str) -> int:

@@ -15,6 +15,7 @@ from .storage import UriPath, local_cache, location
 
 TRAIN_RUNS = "train_runs"
 SPEC_FILE = "search.json"
+BUDGET_FILE = "budget.json"
 
 
 def read_meta(ckpt: "Path | UriPath") -> tuple[dict | None, str]:
@@ -61,6 +62,42 @@ def load_spec_json(exp_dir: str | Path) -> dict:
     if not path.exists():
         raise ConfigError(f"{exp_dir}: not an audionet-ray experiment folder (no {SPEC_FILE})")
     return json.loads(path.read_text())
+
+
+def trial_results(exp_dir: str | Path) -> dict[str, list[dict]]:
+    """Every result Tune recorded for each trial (its result.json), in the order they came: what
+    ASHA saw. A line cut short by a killed driver is skipped."""
+    out: dict[str, list[dict]] = {}
+    for f in sorted(location(exp_dir).glob("*/result.json")):
+        for line in f.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(r, dict) and r.get("trial_id"):
+                out.setdefault(r["trial_id"], []).append(r)
+    return out
+
+
+def write_budget(exp_dir: str | Path, state: dict) -> None:
+    """budget.json: the search's time budget and the seconds spent on it so far (rewritten every few
+    seconds while it runs), so that `--resume` continues with what was left, even after a kill."""
+    path = location(exp_dir) / BUDGET_FILE
+    if isinstance(path, UriPath):  # an object store writes an object whole
+        path.write_text(json.dumps(state, indent=1))
+        return
+    tmp = path.with_name(BUDGET_FILE + ".tmp")  # a kill mid-write must not lose the time spent
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, path)
+
+
+def read_budget(exp_dir: str | Path) -> dict:
+    """What `write_budget` last wrote; {} for a search that has not run yet (or has no budget)."""
+    path = location(exp_dir) / BUDGET_FILE
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except json.JSONDecodeError:
+        raise ConfigError(f"{path}: not valid JSON; delete it to resume with the whole time budget") from None
 
 
 def local_experiment(exp_dir: "str | os.PathLike", metric: str = "val_accuracy", mode: str = "max") -> Path:

@@ -2,16 +2,23 @@
 
 A file in search_spaces/ reads like an Optuna example: the sampled parameters in one place.
 
-    search:      {lr: {loguniform: [1.0e-4, 3.0e-3]}, batch_size: {choice: [32, 64]}, ...}
-    fixed:       {epochs: 12, width: 32, dense: 128, augment: {...}}   # TrainConfig settings
-    tune:        {num_samples: 8, max_concurrent: 2, searcher: optuna, scheduler: asha, ...}
+    search:      {lr: {loguniform: [1.0e-4, 3.0e-3]}, norm: {choice: [batch, group]},
+                  norm_groups: {choice: [4, 8], when: {norm: group}}, ...}   # any TrainConfig setting
+    fixed:       {epochs: 12, width: 32, dense: 128, augment: {...}}         # TrainConfig settings
+    tune:        {num_samples: 8, max_concurrent: 2, searcher: optuna, scheduler: asha, time_budget: 30m, ...}
     resources:   {workers_per_trial: 1, gpus_per_trial: auto, cpus_per_worker: 1}
+
+A parameter with `when: {other: value or [values]}` is sampled only in trials where an earlier
+`choice` parameter took one of those values; elsewhere the trial gets its fixed (or default)
+value. Both searchers sample the same way, through Optuna (`DefineByRun`): TPE, or Optuna's
+random sampler.
 
 Every mistake is a `ConfigError` naming the file and the key, raised before Ray starts.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -39,6 +46,23 @@ class TuneSettings:
     seed: int = 0
     max_failures: int = 1  # retries of a failed trial (it resumes from its checkpoint)
     startup_trials: int = 0  # TPE's random trials before it models; 0: see `tpe_startup_trials`
+    time_budget: str | float | None = None  # wall time of the whole search: 90s, 30m, 1.5h or seconds
+
+    @property
+    def time_budget_s(self) -> float | None:
+        return None if self.time_budget is None else parse_duration(self.time_budget, "tune.time_budget")
+
+
+DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*$")
+
+
+def parse_duration(text: str | float, where: str) -> float:
+    """Seconds from 90s, 30m, 1.5h or a plain number of seconds; one clear error otherwise."""
+    m = DURATION.match(str(text)) if not isinstance(text, bool) else None
+    seconds = float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[m[2]] if m else 0.0
+    if seconds <= 0:
+        raise ConfigError(f"{where} {text}: a duration above zero such as 90s, 30m, 1.5h or plain seconds")
+    return seconds
 
 
 def tpe_startup_trials(t: TuneSettings) -> int:
@@ -56,18 +80,20 @@ class Resources:
 
 @dataclass
 class SearchSpec:
-    search: dict[str, dict] = field(default_factory=dict)
+    search: dict[str, dict] = field(default_factory=dict)  # name -> {distribution: args}, one key each
     fixed: dict[str, Any] = field(default_factory=dict)
     tune: TuneSettings = field(default_factory=TuneSettings)
     resources: Resources = field(default_factory=Resources)
     source: str = ""
+    when: dict[str, dict[str, list]] = field(default_factory=dict)  # name -> {earlier choice: values it needs}
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "SearchSpec":
-        return cls(d["search"], d["fixed"], TuneSettings(**d["tune"]), Resources(**d["resources"]), d.get("source", ""))
+        return cls(d["search"], d["fixed"], TuneSettings(**d["tune"]), Resources(**d["resources"]), d.get("source", ""),
+                   d.get("when", {}))
 
     def value_range(self, name: str) -> tuple[Any, Any]:
         """The lowest and highest value any trial can get for a TrainConfig setting."""
@@ -94,12 +120,17 @@ def _check_distribution(name: str, spec: Any, where: str) -> None:
     if name not in SEARCHABLE:
         raise ConfigError(f"{where}: search.{name} is not a setting; searchable: {', '.join(sorted(SEARCHABLE))}")
     if not isinstance(spec, dict) or len(spec) != 1:
-        raise ConfigError(f"{where}: search.{name} must be one of {{{', '.join(DISTRIBUTIONS)}: [...]}}")
+        raise ConfigError(f"{where}: search.{name} must be one of {{{', '.join(DISTRIBUTIONS)}: [...]}}"
+                          " (and optionally when: {...})")
     (kind, args), = spec.items()
     if kind not in DISTRIBUTIONS:
         raise ConfigError(f"{where}: search.{name}: unknown distribution '{kind}'; use one of {', '.join(DISTRIBUTIONS)}")
     if not isinstance(args, list) or not args:
         raise ConfigError(f"{where}: search.{name}.{kind} needs a list of values")
+    if kind == "choice":
+        odd = [a for a in args if not isinstance(a, (str, int, float, bool)) or a is None]
+        if odd or len({repr(a) for a in args}) != len(args):
+            raise ConfigError(f"{where}: search.{name}.choice needs distinct plain values (text, numbers, true/false), got {args}")
     n = DISTRIBUTIONS[kind]
     if n is not None:
         if len(args) != n or not all(isinstance(a, (int, float)) for a in args):
@@ -132,17 +163,105 @@ def load_spec(path: str | Path) -> SearchSpec:
     search = raw.get("search") or {}
     if not isinstance(search, dict):
         raise ConfigError(f"{where}: search must be a mapping of setting -> distribution")
+    when = {}
     for name, spec in search.items():
+        cond = None
+        if isinstance(spec, dict) and "when" in spec:
+            spec = dict(spec)
+            cond = spec.pop("when")
+            search[name] = spec
         _check_distribution(name, spec, where)
+        if cond is not None:
+            when[name] = _check_condition(name, cond, search, where)
     fixed = raw.get("fixed") or {}
     try:
         TrainConfig.from_dict({**fixed, "data": ""})
     except (ConfigError, TypeError) as e:
         raise ConfigError(f"{where}: fixed: {e}") from None
     spec = SearchSpec(search, fixed, _dataclass_from(TuneSettings, raw.get("tune"), f"{where}: tune"),
-                      _dataclass_from(Resources, raw.get("resources"), f"{where}: resources"), str(p))
+                      _dataclass_from(Resources, raw.get("resources"), f"{where}: resources"), str(p), when)
+    _check_sampled_values(spec, where)
     check_settings(spec, where)
     return spec
+
+
+def _check_condition(name: str, cond: Any, search: dict, where: str) -> dict[str, list]:
+    """`when: {norm: group}` or `{norm: [group, layer]}`: each key an earlier choice parameter."""
+    earlier = list(search)[:list(search).index(name)]
+    if not isinstance(cond, dict) or not cond:
+        raise ConfigError(f"{where}: search.{name}.when must map an earlier choice parameter to its value(s), "
+                          f"e.g. when: {{norm: group}}")
+    out = {}
+    for parent, values in cond.items():
+        values = values if isinstance(values, list) else [values]
+        choices = (search.get(parent) or {}).get("choice") if isinstance(search.get(parent), dict) else None
+        if parent not in earlier or not isinstance(choices, list):
+            raise ConfigError(f"{where}: search.{name}.when.{parent}: must name a choice parameter listed above {name}")
+        missing = [v for v in values if v not in choices]
+        if missing or not values:
+            raise ConfigError(f"{where}: search.{name}.when.{parent}: {missing or values} not among its choices {choices}")
+        out[parent] = values
+    return out
+
+
+def _check_sampled_values(spec: SearchSpec, where: str) -> None:
+    """Every value a trial can get must make a valid TrainConfig, so that a typo (norm: btach) or a
+    clash (norm_groups that does not divide a sampled width) is one line now, not a failed trial
+    hours in: each bound alone, and every combination of the choices (up to a few thousand)."""
+    choices = {n: d["choice"] for n, d in spec.search.items() if "choice" in d}
+    for name, dist in spec.search.items():
+        (kind, args), = dist.items()
+        if kind == "choice":
+            continue
+        cond = {p: vs[0] for p, vs in spec.when.get(name, {}).items()}
+        for value in ([args[0], args[1] - 1] if kind == "randint" else args[:2]):
+            _check_values(spec, {**cond, name: value}, where, name)
+    combos = [{}]
+    for name, values in choices.items():
+        combos = [{**c, name: v} if is_active(spec.when.get(name, {}), c) else c for c in combos for v in values]
+        combos = list({repr(sorted(c.items())): c for c in combos}.values())
+        if len(combos) > 5000:
+            return
+    for c in combos:
+        _check_values(spec, c, where, next(reversed(c), ""))
+
+
+def _check_values(spec: SearchSpec, values: dict, where: str, name: str) -> None:
+    try:
+        TrainConfig.from_dict({**spec.fixed, **values, "data": ""})
+    except (ConfigError, TypeError) as e:
+        shown = ", ".join(f"{k} {v}" for k, v in values.items())
+        raise ConfigError(f"{where}: search.{name} ({shown}): {e}") from None
+
+
+def is_active(when: dict[str, list], values: dict[str, Any]) -> bool:
+    """Whether a conditional parameter is sampled, given what the trial sampled before it."""
+    return all(values.get(parent) in allowed for parent, allowed in when.items())
+
+
+class DefineByRun:
+    """The space as an Optuna define-by-run function (what OptunaSearch takes for conditional
+    spaces): parameters in file order, each only when its condition holds. A class, not a
+    closure, because Tune pickles the searcher with the experiment."""
+
+    def __init__(self, search: dict[str, dict], when: dict[str, dict[str, list]]):
+        self.search, self.when = search, when
+
+    def __call__(self, trial) -> None:
+        values: dict[str, Any] = {}
+        for name, dist in self.search.items():
+            if not is_active(self.when.get(name, {}), values):
+                continue
+            (kind, args), = dist.items()
+            if kind == "choice":
+                values[name] = trial.suggest_categorical(name, args)
+            elif kind == "randint":  # Tune's randint excludes the upper bound; Optuna's includes it
+                values[name] = trial.suggest_int(name, int(args[0]), int(args[1]) - 1)
+            elif kind == "quniform":
+                values[name] = trial.suggest_float(name, args[0], args[1], step=args[2])
+            else:  # loguniform, uniform; qloguniform loses its step as in Ray's OptunaSearch
+                values[name] = trial.suggest_float(name, args[0], args[1], log=kind != "uniform")
+        return None
 
 
 def check_settings(spec: SearchSpec, where: str) -> None:
@@ -157,6 +276,8 @@ def check_settings(spec: SearchSpec, where: str) -> None:
         raise ConfigError(f"{where}: startup_trials must be >= 0 (0: a third of num_samples, 2 to 10)")
     if t.grace_period < 2:
         raise ConfigError(f"{where}: grace_period must be >= 2 epochs, so that every kept trial has a checkpoint")
+    if t.time_budget is not None:
+        parse_duration(t.time_budget, f"{where}: tune.time_budget")
     if r.workers_per_trial < 1:
         raise ConfigError(f"{where}: workers_per_trial must be >= 1")
     if r.gpus_per_trial != "auto" and not (isinstance(r.gpus_per_trial, (int, float)) and r.gpus_per_trial >= 0):
@@ -164,7 +285,8 @@ def check_settings(spec: SearchSpec, where: str) -> None:
 
 
 def to_tune_space(search: dict[str, dict]) -> dict:
-    """YAML distributions -> Ray Tune domains (OptunaSearch converts these to Optuna's)."""
+    """YAML distributions -> Ray Tune domains, every parameter, conditions aside (for the report's
+    view of the space; the search itself samples through `DefineByRun`)."""
     from ray import tune
 
     make = {"loguniform": tune.loguniform, "uniform": tune.uniform, "randint": tune.randint,

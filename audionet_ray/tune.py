@@ -16,17 +16,19 @@ import csv
 import json
 import math
 import os
+import statistics
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cluster import cluster_capacity
 from .config import ConfigError, RunSettings, TrainConfig
 from .discover import DatasetError
-from .results import SPEC_FILE, TRAIN_RUNS, best_checkpoint, load_spec_json, local_experiment
+from .results import (SPEC_FILE, TRAIN_RUNS, best_checkpoint, load_spec_json, local_experiment, read_budget,
+                      trial_results, write_budget)
 from .storage import is_uri, location
-from .search_space import SearchSpec, check_settings, load_spec, to_tune_space, tpe_startup_trials
+from .search_space import DefineByRun, SearchSpec, check_settings, load_spec, parse_duration, tpe_startup_trials
 
 # ----------------------------------------------------------------------------- one trial
 
@@ -84,10 +86,129 @@ def plan_resources(spec: SearchSpec, cluster: dict) -> tuple[float, int, str]:
     return gpus_per_worker, n, why
 
 
+# ----------------------------------------------------------------------------- the time budget
+
+@dataclass
+class TimeBudget:
+    """The search's wall-time budget as this driver counts it; what was spent before a resume
+    comes from budget.json.
+
+    Tune's own `time_budget_s` stops every trial when `left()` runs out; the searcher asks
+    `can_start()` before each new trial, which is false once the time left is shorter than the
+    median time trials took to reach the first rung (ASHA's grace period): such a trial would be
+    stopped before it has a checkpoint or a result worth ranking. Pure Python: the searcher holding
+    it is pickled with the experiment.
+    """
+
+    budget_s: float
+    spent_before: float = 0.0
+    first_rung: int = 2  # epochs
+    rung_s: list[float] = field(default_factory=list)  # seconds from a trial's start to its first rung
+    started: dict[str, float] = field(default_factory=dict)  # trial id -> spent() when it started
+    t0: float = field(default_factory=time.monotonic)
+
+    @property
+    def reserve_s(self) -> float:
+        """Kept back for stopping the trials (~10 s on 2 busy cores), writing results and exporting:
+        10% of the budget, 10 s to 60 s."""
+        return min(60.0, max(10.0, 0.1 * self.budget_s))
+
+    def spent(self) -> float:
+        return self.spent_before + time.monotonic() - self.t0
+
+    def left(self) -> float:
+        """Seconds left for trials to run."""
+        return self.budget_s - self.reserve_s - self.spent()
+
+    def rung_estimate(self) -> float | None:
+        return statistics.median(self.rung_s) if self.rung_s else None
+
+    def can_start(self) -> bool:
+        need = self.rung_estimate()
+        return self.left() > 0 and (need is None or self.left() >= need)
+
+    def trial_started(self, trial_id: str) -> None:
+        self.started[trial_id] = self.spent()
+
+    def trial_reached(self, trial_id: str, epoch: int) -> None:
+        if epoch >= self.first_rung and trial_id in self.started:
+            self.rung_s.append(round(self.spent() - self.started.pop(trial_id), 1))
+
+    def state(self) -> dict:
+        return {"budget_s": self.budget_s, "spent_s": round(self.spent(), 1), "rung_s": self.rung_s}
+
+    @classmethod
+    def resume(cls, budget_s: float, state: dict, first_rung: int, t0: float) -> "TimeBudget":
+        """The budget of a search, continued from what budget.json says was spent (0 if nothing)."""
+        return cls(budget_s, float(state.get("spent_s", 0.0)), first_rung, list(state.get("rung_s", [])), t0=t0)
+
+
+def fmt_duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    h, m, s = seconds // 3600, seconds // 60 % 60, seconds % 60
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def _budget_recorder_class():
+    from ray.tune import Callback
+
+    class BudgetRecorderImpl(Callback):
+        """Writes the time spent to budget.json every few seconds, so a killed search resumes with
+        what was left (losing at most `every_s` of accounting)."""
+
+        def __init__(self, budget: TimeBudget, exp_dir, every_s: float = 5.0):
+            self.budget, self.exp_dir, self.every_s = budget, exp_dir, every_s
+            self._last = 0.0
+
+        def on_step_begin(self, iteration, trials, **info):
+            if time.monotonic() - self._last >= self.every_s:
+                self._last = time.monotonic()
+                write_budget(self.exp_dir, self.budget.state())
+
+        def on_experiment_end(self, trials, **info):
+            write_budget(self.exp_dir, self.budget.state())
+
+    return BudgetRecorderImpl
+
+
+def BudgetRecorder(budget: TimeBudget, exp_dir):  # noqa: N802 - a factory so that importing this module needs no Ray
+    return _budget_recorder_class()(budget, exp_dir)
+
+
+# ----------------------------------------------------------------------------- ASHA after a resume
+
+def refill_asha(scheduler, results: dict[str, list[dict]], metric: str, mode: str) -> dict[int, int]:
+    """Put every recorded result back into ASHA's rungs, as ASHA would have recorded it: for each
+    rung, a trial's first result at or past the rung's epoch. Tune does not save the scheduler, so
+    without this a resumed ASHA stops nothing until its rungs refill. Returns {epoch: results}."""
+    from .ray_private import asha_rungs
+
+    sign = 1.0 if mode == "max" else -1.0
+    counts = {}
+    for milestone, recorded in asha_rungs(scheduler):
+        for trial_id, rows in results.items():
+            first = next((r for r in rows if r.get("epoch", 0) >= milestone and r.get(metric) is not None), None)
+            if first is not None and trial_id not in recorded:
+                recorded[trial_id] = sign * float(first[metric])
+        counts[int(milestone)] = len(recorded)
+    return counts
+
+
+def make_scheduler(spec: SearchSpec):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    t = spec.tune
+    if t.scheduler == "asha":
+        return ASHAScheduler(time_attr="epoch", max_t=int(spec.fixed.get("epochs", TrainConfig.epochs)),
+                             grace_period=t.grace_period, reduction_factor=t.reduction_factor)
+    return FIFOScheduler()
+
+
 # ----------------------------------------------------------------------------- the search
 
 def build_tuner(spec: SearchSpec, data: str, exp_dir: Path, gpus_per_worker: float, concurrent: int,
-                driver_resources: dict, resume: bool = False, verbosity: int = 1, optuna_storage: str | None = None):
+                driver_resources: dict, resume: bool = False, verbosity: int = 1, optuna_storage: str | None = None,
+                budget: TimeBudget | None = None):
     """verbosity: 0 final table only, 1 progress table and a line per trial, 2 also every result."""
     from ray import tune
 
@@ -101,44 +222,51 @@ def build_tuner(spec: SearchSpec, data: str, exp_dir: Path, gpus_per_worker: flo
         driver_resources,
     )
     output = dict(  # TensorBoard files always; the terminal as asked
-        callbacks=[EpochTBXLogger()] + ([TrialLines(t.metric, max_epochs)] if verbosity else []),
+        callbacks=[EpochTBXLogger()] + ([TrialLines(t.metric, max_epochs)] if verbosity else [])
+        + ([BudgetRecorder(budget, exp_dir)] if budget else []),
         progress_reporter=progress_reporter(t.metric, list(spec.search), verbosity),
         verbose=verbosity,
     )
     if resume:
         from ray.tune import Tuner
 
+        from .ray_private import restored_configs
+
         tuner = Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=True)
-        # The restored RunConfig is the first run's; this run's --quiet/--verbose apply instead.
-        run_config = tuner._local_tuner.get_run_config()
+        # The restored configs are the first run's: this run's output, clock and ASHA's rungs apply.
+        tune_config, run_config = restored_configs(tuner)
         for k, v in output.items():
             setattr(run_config, k, v)
+        if budget:
+            tune_config.time_budget_s = max(budget.left(), 1.0)
+            if isinstance(tune_config.search_alg, StudySearch):
+                tune_config.search_alg.budget = budget
+        if t.scheduler == "asha":
+            counts = refill_asha(tune_config.scheduler, trial_results(exp_dir), t.metric, t.mode)
+            if verbosity:
+                print("ASHA's rungs refilled from the recorded results: "
+                      + ", ".join(f"epoch {e}: {n} trial(s)" for e, n in counts.items()), flush=True)
         return tuner
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+    import optuna
+
+    # Both searchers are Optuna's (TPE, or its random sampler) over one define-by-run space, so
+    # conditional parameters work alike. The study lives in an RDB for TPE (optuna-dashboard reads
+    # it live); Tune pickles this searcher, storage URL included, with the experiment, so a resumed
+    # search adds to the same study.
     if t.searcher == "optuna":
-        import optuna
-
-        # The study lives in an RDB (optuna-dashboard reads it live); Tune pickles this searcher,
-        # storage URL included, with the experiment, so a resumed search adds to the same study.
         sampler = optuna.samplers.TPESampler(seed=t.seed, n_startup_trials=tpe_startup_trials(t))
-        searcher = StudySearch(metric=t.metric, mode=t.mode, sampler=sampler,
-                               storage=open_storage(optuna_storage) if optuna_storage else None,
-                               study_name=exp_dir.name)
     else:
-        from ray.tune.search.basic_variant import BasicVariantGenerator
-
-        searcher = BasicVariantGenerator(random_state=t.seed)
-    if t.scheduler == "asha":
-        scheduler = ASHAScheduler(time_attr="epoch", max_t=max_epochs,
-                                  grace_period=t.grace_period, reduction_factor=t.reduction_factor)
-    else:
-        scheduler = FIFOScheduler()
+        sampler = optuna.samplers.RandomSampler(seed=t.seed)
+    searcher = StudySearch(space=DefineByRun(spec.search, spec.when), metric=t.metric, mode=t.mode, sampler=sampler,
+                           storage=open_storage(optuna_storage) if optuna_storage else None,
+                           study_name=exp_dir.name)
+    searcher.budget = budget
     return tune.Tuner(
         trainable,
-        param_space=to_tune_space(spec.search),
-        tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, search_alg=searcher, scheduler=scheduler,
-                                    num_samples=t.num_samples, max_concurrent_trials=concurrent),
+        tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, search_alg=searcher, scheduler=make_scheduler(spec),
+                                    num_samples=t.num_samples, max_concurrent_trials=concurrent,
+                                    time_budget_s=budget.left() if budget else None),
         run_config=tune.RunConfig(
             name=exp_dir.name,
             storage_path=str(exp_dir.parent),
@@ -237,6 +365,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--searcher", choices=["optuna", "random"])
     ap.add_argument("--scheduler", choices=["asha", "fifo"])
     ap.add_argument("--seed", type=int, help="seed of the searcher")
+    ap.add_argument("--time-budget", metavar="DURATION",
+                    help="wall time of the whole search (90s, 30m, 1.5h or seconds): no trial starts that cannot reach "
+                         "its first rung in the time left; --resume continues with what was left")
     ap.add_argument("--storage", default="runs", help="where experiments go: a local folder, NFS or s3:// (default: ./runs)")
     ap.add_argument("--name", help="experiment name (default: search-<date>-<time>)")
     ap.add_argument("--resume", metavar="EXPERIMENT_DIR", help="continue an interrupted search")
@@ -257,6 +388,9 @@ def apply_overrides(spec: SearchSpec, args: argparse.Namespace) -> SearchSpec:
     for name in ("num_samples", "max_concurrent", "searcher", "scheduler", "seed"):
         if getattr(args, name) is not None:
             setattr(t, name, getattr(args, name))
+    if args.time_budget is not None:
+        parse_duration(args.time_budget, "--time-budget")
+        t.time_budget = args.time_budget
     if args.epochs is not None:
         spec.fixed["epochs"] = args.epochs
     if args.workers_per_trial is not None:
@@ -336,9 +470,12 @@ def start_ray(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    t0 = time.monotonic()  # the time budget counts from here: preparing data and starting Ray included
     args = _parser().parse_args(argv)
     try:
         spec, data, exp_dir = prepare_search(args)
+        budget_s = spec.tune.time_budget_s
+        budget = TimeBudget.resume(budget_s, read_budget(exp_dir), spec.tune.grace_period, t0) if budget_s else None
     except (ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -350,15 +487,27 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    timing = ""
+    if budget:
+        timing = f"; time budget {fmt_duration(budget.budget_s)}" + (
+            f" ({fmt_duration(budget.budget_s - budget.spent())} left)" if budget.spent_before else "")
     print(f"search {exp_dir.name}: {spec.tune.num_samples} trials, {spec.tune.searcher} + {spec.tune.scheduler}, "
-          f"space {spec.source or 'saved'}; {why}", flush=True)
+          f"space {spec.source or 'saved'}{timing}; {why}", flush=True)
     study_url = load_spec_json(exp_dir).get("optuna_storage")
     if not args.quiet:
         print(f"watch it: tensorboard --logdir {exp_dir}" + (f"  |  optuna-dashboard {study_url}" if study_url else ""))
     tuner = build_tuner(spec, data, exp_dir, gpus_per_worker, concurrent, driver_resources,
                         resume=bool(args.resume), verbosity=0 if args.quiet else 2 if args.verbose else 1,
-                        optuna_storage=study_url)
-    results = tuner.fit()
+                        optuna_storage=study_url, budget=budget)
+    if budget and budget.left() <= 0:
+        print(f"the time budget of {fmt_duration(budget.budget_s)} is spent: no trial runs; the results so far follow",
+              flush=True)
+        results = tuner.get_results()
+    else:
+        results = tuner.fit()
+        if budget and budget.left() <= 0:
+            print(f"\ntime budget of {fmt_duration(budget.budget_s)} reached: unfinished trials stopped "
+                  "(their checkpoints are kept)", flush=True)
     rows = write_results(results, exp_dir, spec.tune.metric, spec.tune.mode)
     finished = len(results) >= spec.tune.num_samples and all(r.error or (r.metrics or {}).get("done") for r in results)
     if study_url and finished:
@@ -382,6 +531,9 @@ def main(argv: list[str] | None = None) -> int:
         export_best(exp_dir, spec.tune.metric)
     if not is_uri(exp_dir):
         report_or_warn(exp_dir)
+    if budget:
+        write_budget(exp_dir, budget.state())
+        print(f"time spent: {fmt_duration(budget.spent())} of the {fmt_duration(budget.budget_s)} budget")
     print(f"experiment: {exp_dir}  (results.csv; resume with --resume {exp_dir})")
     return 0
 

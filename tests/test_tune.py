@@ -10,10 +10,13 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audionet_ray.config import ConfigError
-from audionet_ray.search_space import Resources, SearchSpec, TuneSettings, load_spec, to_tune_space
-from audionet_ray.tune import plan_resources
+from audionet_ray.search_space import (DefineByRun, Resources, SearchSpec, TuneSettings, is_active, load_spec,
+                                       parse_duration, to_tune_space)
+from audionet_ray.tune import TimeBudget, plan_resources
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,6 +45,19 @@ BAD = {
     "bad searcher": ("tune: {searcher: hyperopt}\n", "searcher 'hyperopt' unknown"),
     "grace too short": ("tune: {grace_period: 1}\n", "grace_period must be >= 2"),
     "negative startup": ("tune: {startup_trials: -1}\n", "startup_trials must be >= 0"),
+    "bad time budget": ("tune: {time_budget: soon}\n", "tune.time_budget soon: a duration above zero"),
+    "zero time budget": ("tune: {time_budget: 0m}\n", "tune.time_budget 0m: a duration above zero"),
+    "bad choice value": ("search: {norm: {choice: [batch, btach]}}\n", "search.norm (norm btach): norm must be one of"),
+    "choices that clash": ("search: {width: {choice: [24, 32]}, norm: {choice: [batch, group]},\n"
+                           "  norm_groups: {choice: [8, 16], when: {norm: group}}}\n",
+                           "search.norm_groups (width 24, norm group, norm_groups 16): norm_groups must"),
+    "condition on a later parameter": ("search: {norm_groups: {choice: [8], when: {norm: group}}, norm: {choice: [batch, group]}}\n",
+                                       "search.norm_groups.when.norm: must name a choice parameter listed above"),
+    "condition on a value not offered": ("search: {norm: {choice: [batch, group]}, norm_groups: {choice: [8], when: {norm: grp}}}\n",
+                                         "search.norm_groups.when.norm: ['grp'] not among its choices"),
+    "condition not a mapping": ("search: {norm: {choice: [batch, group]}, norm_groups: {choice: [8], when: group}}\n",
+                                "search.norm_groups.when must map an earlier choice parameter"),
+    "choice of lists": ("search: {width: {choice: [[8, 16]]}}\n", "search.width.choice needs distinct plain values"),
 }
 
 
@@ -73,6 +89,87 @@ def test_cli_reports_bad_yaml_in_one_line_without_traceback(tmp_path):
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and str(f) in lines[0], p.stderr
     assert "Traceback" not in p.stderr + p.stdout
+
+
+def test_cli_refuses_a_bad_time_budget_in_one_line(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "audionet_ray.tune", "--time-budget", "30 minutes",
+                        "--storage", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip() == "error: --time-budget 30 minutes: a duration above zero such as 90s, 30m, 1.5h or plain seconds"
+    assert not list(tmp_path.iterdir())  # refused before anything was made
+
+
+@given(st.floats(min_value=0.001, max_value=1e5, allow_nan=False), st.sampled_from(["", "s", "m", "h"]))
+def test_durations_read_as_seconds(value, unit):
+    text = f"{value}{unit}"
+    assert parse_duration(text, "--time-budget") == pytest.approx(value * {"": 1, "s": 1, "m": 60, "h": 3600}[unit])
+
+
+@given(st.text(max_size=12))
+def test_any_other_duration_is_one_line_naming_the_option(text):
+    try:
+        seconds = parse_duration(text, "--time-budget")
+    except ConfigError as e:
+        assert str(e).startswith(f"--time-budget {text}: ") and str(e).count("\n") == text.count("\n")
+    else:
+        assert seconds > 0 and text.strip()[-1] in "0123456789.smh"
+
+
+def test_time_budget_starts_no_trial_that_cannot_reach_its_first_rung():
+    b = TimeBudget(budget_s=100.0, spent_before=20.0, first_rung=2)
+    assert b.reserve_s == 10.0 and 69 < b.left() <= 70 and b.can_start()  # no estimate yet: start
+    b.trial_started("a")
+    b.trial_reached("a", 1)  # before the rung: no estimate
+    assert b.rung_estimate() is None and "a" in b.started
+    b.started["a"] -= 60  # as if trial a had started 60 s ago
+    b.trial_reached("a", 2)
+    assert 59 < b.rung_estimate() < 62 and b.can_start()  # 70 s left >= 60 s needed
+    b.spent_before += 15  # 55 s left: a new trial would be stopped before epoch 2
+    assert not b.can_start()
+    again = TimeBudget.resume(100.0, b.state(), 2, t0=b.t0)  # a resumed search: what was spent, and the estimate
+    assert again.spent() == pytest.approx(b.spent(), abs=0.2) and again.rung_s == b.rung_s and not again.can_start()
+
+
+# ----------------------------------------------------------------------------- conditional spaces
+
+@st.composite
+def conditional_spaces(draw):
+    """A search with a choice parameter and other parameters sampled only for some of its values."""
+    parent = draw(st.lists(st.sampled_from(["none", "batch", "group", "layer"]), min_size=2, max_size=4, unique=True))
+    search = {"norm": {"choice": parent}, "lr": {"loguniform": [1e-4, 1e-2]}}
+    when = {}
+    for name, dist in (("norm_groups", {"choice": [1, 2, 4]}), ("dropout", {"uniform": [0.0, 0.5]}),
+                       ("dense_layers", {"randint": [1, 5]})):
+        if draw(st.booleans()):
+            search[name] = dist
+            if draw(st.booleans()):
+                when[name] = {"norm": draw(st.lists(st.sampled_from(parent), min_size=1, unique=True))}
+    return search, when
+
+
+@settings(max_examples=25, deadline=None)
+@given(conditional_spaces(), st.sampled_from(["tpe", "random"]), st.integers(0, 2**16))
+def test_both_searchers_sample_a_conditional_parameter_only_when_its_condition_holds(space, sampler, seed):
+    """Through Ray's OptunaSearch itself, as the search uses it (no Ray instance needed to suggest)."""
+    import optuna
+
+    from audionet_ray.monitor import StudySearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    search, when = space
+    make = optuna.samplers.TPESampler(seed=seed, n_startup_trials=2) if sampler == "tpe" else optuna.samplers.RandomSampler(seed)
+    searcher = StudySearch(space=DefineByRun(search, when), metric="val_accuracy", mode="max", sampler=make)
+    for i in range(6):
+        config = searcher.suggest(f"t{i}")
+        searcher.on_trial_complete(f"t{i}", {"val_accuracy": float(i % 3), "epoch": 2})
+        for name, dist in search.items():
+            active = is_active(when.get(name, {}), config)
+            assert (name in config) == active, (config, when)
+            if not active:
+                continue
+            (kind, args), = dist.items()
+            v = config[name]
+            assert v in args if kind == "choice" else args[0] <= v < args[1] if kind == "randint" else args[0] <= v <= args[1]
 
 
 def test_cli_missing_search_space_file(tmp_path):

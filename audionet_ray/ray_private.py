@@ -1,0 +1,70 @@
+"""Every private or developer Ray API the search uses, in one place.
+
+Ray is pinned in pyproject.toml to the range these were read against (2.60); tests/test_tune.py
+(`test_ray_private_apis_are_still_there`) fails when an upgrade moves or changes one of them.
+When it does, fix it here, not at the call sites.
+
+- `Tuner._local_tuner`: the restored TuneConfig and RunConfig of a `Tuner.restore`d search. Tune
+  offers no public way to change them, and a resumed search needs to: this run's progress output,
+  the time budget that is left, and the scheduler (below).
+- ASHA's rungs (`AsyncHyperBandScheduler._brackets[i]._rungs`): Tune saves the searcher and the
+  callbacks with an experiment but not the scheduler (`TuneController.save_to_dir`,
+  ray-project/ray#30838), so a resumed search refills them from the recorded results.
+- `OptunaSearch._ot_trials` / `_completed_trials`: the Optuna trial behind a Tune trial, and
+  which trials Optuna has been told about (monitor.StudySearch).
+- `CLIReporter._print`: where the progress table is printed (monitor.ProgressTable drops a line),
+  and `CLIReporter._metric` / `_sort_by_metric`: Tune sorts finished trials by the metric and
+  raises a TypeError on two that never reported it (trials the time budget stopped in their
+  first epoch), so sorting is off while such trials exist.
+
+TODO for the lead (train.py, owned elsewhere at the time of writing): train.py imports
+`ray.train.v2.api.callback.UserCallback` (Train V2's callback API, not exported publicly) and
+uses the storage developer API (`ray.train` StorageContext / pyarrow filesystem resolution);
+move those behind this module too. The test below already checks that `UserCallback` imports.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.tune import CLIReporter
+
+
+def restored_configs(tuner) -> tuple[Any, Any]:
+    """(TuneConfig, RunConfig) of a Tuner made by `Tuner.restore`: changes to them apply to its fit()."""
+    local = tuner._local_tuner
+    return local._tune_config, local.get_run_config()
+
+
+def asha_rungs(scheduler) -> list[tuple[float, dict[str, float]]]:
+    """ASHA's rungs, lowest milestone first: (epoch, {trial_id: sign * metric}) with sign +1 for
+    mode max and -1 for min. The dicts are the scheduler's own: filling them restores its state."""
+    rungs = [rung for bracket in scheduler._brackets for rung in bracket._rungs]
+    return sorted(rungs, key=lambda r: r[0])
+
+
+def optuna_trial(searcher, trial_id: str):
+    """The Optuna trial OptunaSearch asked for a Tune trial, or None."""
+    return searcher._ot_trials.get(trial_id)
+
+
+def optuna_told(searcher, trial_id: str) -> bool:
+    """Whether OptunaSearch has already told Optuna that a trial ended."""
+    return trial_id in searcher._completed_trials
+
+
+class FilteredCLIReporter(CLIReporter):
+    """Tune's CLIReporter, printing its tables without the lines that start with `drop_prefixes`,
+    and sorting by the metric only when every finished trial has one."""
+
+    drop_prefixes: tuple[str, ...] = ()
+
+    def report(self, trials, done: bool, *sys_info: str):
+        if not hasattr(self, "_sort_wanted"):
+            self._sort_wanted = self._sort_by_metric
+        self._sort_by_metric = self._sort_wanted and all(
+            (t.last_result or {}).get(self._metric) is not None for t in trials if t.status == "TERMINATED")
+        super().report(trials, done, *sys_info)
+
+    def _print(self, msg: str):
+        super()._print("\n".join(ln for ln in msg.splitlines() if not ln.startswith(self.drop_prefixes)))
