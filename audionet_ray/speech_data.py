@@ -1,0 +1,645 @@
+"""Real synthetic speech in Google Speech Commands' layout, spoken by espeak-ng.
+
+Why: a model, a search space or a benchmark tuned on a toy synthesizer says little about speech.
+espeak-ng comes from the package registry alone (`espeakng-loader` ships the library and its
+voice data), speaks English in eight accents and about a hundred voice variants, and is fast
+(a word in about a millisecond), so a few thousand clips of recognisable speech take seconds.
+
+A speaker is an accent x a voice variant x pitch x pitch range x speaking rate, recorded through
+a chain of its own: a room (reverberation), a noise floor (colour and level, sometimes mains hum),
+a microphone colour (high-pass, low-pass, tilt, presence peak) and a recording level. Takes of
+one speaker vary a little (pitch, rate, intonation, level, noise, the word's position).
+
+Deterministic: every random choice comes from `numpy.random.default_rng` seeded by
+(seed, purpose, speaker, word, take), never from the order of work, and the library is loaded
+afresh for every utterance (espeak-ng keeps pitch-flutter and gain state between utterances in
+static variables that no call resets), so the same arguments give byte-identical files whatever
+the number of processes.
+
+CLI: ``python -m audionet_ray.speech_data OUT [--preset demo] [--words ...] [--speakers N]
+[--takes K] [--seed S] [--jobs J]``.
+"""
+
+from __future__ import annotations
+
+import _ctypes
+import argparse
+import ctypes
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import wave
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .audio import CLIP_SAMPLES, SAMPLE_RATE, resample, to_int16
+
+KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+OTHER_WORDS = ("bed", "bird", "cat", "dog", "house", "tree")  # Speech Commands' own _unknown_ words
+DEFAULT_WORDS = KEYWORDS + OTHER_WORDS
+ACCENTS = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
+           "en-us-nyc", "en-029")
+# variants that are robots, test settings or have a space in their name: not people
+_NOT_VOICES = {"Demonic", "UniRobot", "anikaRobot", "fast", "Mr serious"}
+NOISE_KINDS = ("white_noise", "pink_noise", "brown_noise", "mains_hum", "babble", "fan")
+NOISE_SECONDS = 15
+BABBLE_TEXT = ("the weather was calm that morning and the river ran past the old mill while "
+               "people talked about the market the garden the kitchen and a letter that never "
+               "arrived because somebody had written the wrong number on the envelope").split()
+MAX_WORD = int(0.96 * SAMPLE_RATE)  # longer utterances (very slow speakers) are cut with a fade
+ENV_LIBRARY, ENV_DATA = "AUDIONET_ESPEAK_LIBRARY", "AUDIONET_ESPEAK_DATA"  # override the loader's paths
+
+# Seed-sequence tags keep the random streams of different purposes apart.
+_TAG_SPLIT, _TAG_SPEAKER, _TAG_TAKE, _TAG_NOISE, _TAG_ROOM = 12, 13, 14, 15, 16
+
+
+@dataclass(frozen=True)
+class SpeechConfig:
+    """What to generate; `PRESETS` names the sizes the project uses."""
+
+    speakers: int = 200
+    takes: int = 1
+    words: tuple[str, ...] = DEFAULT_WORDS
+    seed: int = 0
+
+    @property
+    def clips(self) -> int:
+        return self.speakers * self.takes * len(self.words)
+
+
+# demo: what `python -m audionet_ray.tune` trains on without --data (docs/README: size and timing)
+PRESETS = {
+    "demo": SpeechConfig(speakers=80, takes=2),
+    "full": SpeechConfig(speakers=200, takes=1),
+}
+DEMO = PRESETS["demo"]
+
+
+class SpeechUnavailable(RuntimeError):
+    """espeak-ng cannot be loaded or used here; the message is one line for the user."""
+
+
+# ---------------------------------------------------------------------------- espeak-ng via ctypes
+_AUDIO_OUTPUT_SYNCHRONOUS, _INIT_DONT_EXIT = 2, 0x8000
+_RATE, _PITCH, _RANGE = 1, 3, 4  # espeak_PARAMETER
+_POS_CHARACTER, _CHARS_UTF8 = 1, 1
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+
+def espeak_paths() -> tuple[str, str]:
+    """(shared library, voice data folder): the environment's override, else espeakng-loader's."""
+    lib, data = os.environ.get(ENV_LIBRARY), os.environ.get(ENV_DATA)
+    if not (lib and data):
+        try:
+            import espeakng_loader
+        except ImportError:
+            raise SpeechUnavailable("the espeakng-loader package is not installed "
+                                    "(pip install espeakng-loader)") from None
+        try:
+            lib, data = lib or espeakng_loader.get_library_path(), data or espeakng_loader.get_data_path()
+        except RuntimeError as e:
+            raise SpeechUnavailable(f"espeakng-loader has no voice data ({e})") from None
+    return lib, data
+
+
+def fast_voice_data(data: str) -> tempfile.TemporaryDirectory:
+    """The voice data with each accent also under `voices/<lower-case name>` (made once per run).
+
+    espeak-ng looks a voice up by file name first and lower-cases the name, so `en-gb-scotland`
+    misses `lang/gmw/en-GB-scotland` and falls back to reading every voice file (3 ms, twice the
+    rest of an utterance). Everything else is a link to the package's own files.
+    """
+    tmp = tempfile.TemporaryDirectory(prefix="audionet-espeak-")
+    src, dst = Path(data), Path(tmp.name)
+    for p in src.iterdir():
+        if p.name != "voices":
+            (dst / p.name).symlink_to(p)
+    (dst / "voices").mkdir()
+    for p in (src / "voices").iterdir():
+        (dst / "voices" / p.name).symlink_to(p)
+    for p in sorted((src / "lang").rglob("*")):
+        if p.is_file() and p.name.lower() in ACCENTS and not (dst / "voices" / p.name.lower()).exists():
+            shutil.copyfile(p, dst / "voices" / p.name.lower())
+    return tmp
+
+
+class Espeak:
+    """One utterance at a time from a freshly loaded libespeak-ng (see the module docstring)."""
+
+    def __init__(self, library: str | None = None, data: str | None = None):
+        if library is None or data is None:
+            library, data = espeak_paths()
+        self.library, self.data = library, data
+        if not Path(library).is_file():
+            raise SpeechUnavailable(f"no espeak-ng library at {library}")
+        if not (Path(data) / "phontab").is_file():  # checked here: the library's own complaint is not one line
+            raise SpeechUnavailable(f"no espeak-ng voice data at {data}")
+        self._chunks: list[np.ndarray] = []
+        self._callback = _SYNTH_CALLBACK(self._collect)  # kept alive as long as self
+
+    def _collect(self, wav, n, events) -> int:
+        if n > 0:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+        return 0  # 0: go on
+
+    def _load(self) -> ctypes.CDLL:
+        try:
+            lib = ctypes.CDLL(self.library)
+        except OSError as e:
+            raise SpeechUnavailable(f"cannot load {self.library} ({str(e).splitlines()[0][:120]})") from None
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+                                     ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        lib.espeak_Info.restype = ctypes.c_char_p
+        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, self.data.encode(), _INIT_DONT_EXIT)
+        if rate <= 0:
+            self._unload(lib)
+            raise SpeechUnavailable(f"espeak-ng did not start with the voice data at {self.data}")
+        self.sample_rate = rate
+        lib.espeak_SetSynthCallback(self._callback)
+        return lib
+
+    @staticmethod
+    def _unload(lib: ctypes.CDLL) -> None:
+        handle = lib._handle
+        del lib
+        _ctypes.dlclose(handle)  # the next load starts from the library's pristine static state
+
+    def version(self) -> str:
+        lib = self._load()
+        try:
+            return lib.espeak_Info(None).decode()
+        finally:
+            lib.espeak_Terminate()
+            self._unload(lib)
+
+    def say(self, text: str, voice: str, rate: int = 175, pitch: int = 50, pitch_range: int = 50,
+            seed: int = 0) -> np.ndarray:
+        """int16 samples at `self.sample_rate` (22 050 Hz)."""
+        lib = self._load()
+        try:
+            if lib.espeak_SetVoiceByName(voice.encode()) != 0:
+                raise SpeechUnavailable(f"espeak-ng has no voice {voice!r}")
+            for param, value in ((_RATE, rate), (_PITCH, pitch), (_RANGE, pitch_range)):
+                lib.espeak_SetParameter(param, int(value), 0)
+            lib.espeak_ng_SetRandSeed(seed)  # breath and klatt noise
+            self._chunks = []
+            b = text.encode() + b"\0"
+            if lib.espeak_Synth(b, len(b), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None) != 0:
+                raise SpeechUnavailable(f"espeak-ng failed to speak {text!r} with {voice!r}")
+            lib.espeak_Synchronize()
+        finally:
+            lib.espeak_Terminate()
+            self._unload(lib)
+        return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+
+
+def check_espeak() -> str:
+    """espeak-ng's version, after checking that it speaks and that it speaks the same twice
+    (the determinism this module promises rests on unloading the library between utterances)."""
+    eng = Espeak()
+    a, b = eng.say("yes", "en-us+klatt2", seed=1), eng.say("yes", "en-us+klatt2", seed=1)
+    if len(a) < 1000 or np.abs(a).max() < 100:
+        raise SpeechUnavailable("espeak-ng produced no audio")
+    if not np.array_equal(a, b):
+        raise SpeechUnavailable("espeak-ng does not repeat itself on this platform (reloading the library "
+                                "did not reset it), so the dataset would not be reproducible")
+    return eng.version()
+
+
+def variants(data: str | None = None) -> list[str]:
+    """espeak-ng's voice variants that sound like people (sorted: same package, same speakers)."""
+    data = data or espeak_paths()[1]
+    folder = Path(data) / "voices" / "!v"
+    return sorted(p.name for p in folder.iterdir() if p.is_file() and p.name not in _NOT_VOICES
+                  and not p.name.startswith("robosoft") and " " not in p.name)
+
+
+# ---------------------------------------------------------------------------- speakers and takes
+def _rng(*key: int) -> np.random.Generator:
+    return np.random.default_rng([int(k) for k in key])
+
+
+def _word_key(word: str) -> int:
+    """A stable number per word, so a word's clips do not change when --words lists others."""
+    return int.from_bytes(hashlib.sha1(word.encode()).digest()[:4], "big")
+
+
+def speaker_ids(n: int, seed: int) -> list[str]:
+    """Unique 8-hex-digit ids like Speech Commands'; speaker i's id depends on (seed, i) only."""
+    ids: dict[str, None] = {}
+    i = 0
+    while len(ids) < n:
+        ids.setdefault(hashlib.sha1(f"speech_data/{seed}/{i}".encode()).hexdigest()[:8])
+        i += 1
+    return list(ids)
+
+
+def split_speakers(ids: list[str], seed: int) -> dict[str, str]:
+    """Speaker id -> "train" / "validation" / "testing": about 10 % each held out, at least one."""
+    n_held = max(1, round(0.1 * len(ids)))
+    order = _rng(seed, _TAG_SPLIT, len(ids)).permutation(len(ids))
+    split = {sid: "train" for sid in ids}
+    for i in order[:n_held]:
+        split[ids[i]] = "validation"
+    for i in order[n_held:2 * n_held]:
+        split[ids[i]] = "testing"
+    return split
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """A voice and its recording chain; fixed over all words and takes of that speaker."""
+
+    voice: str  # espeak-ng accent+variant, e.g. "en-gb-scotland+f3"
+    pitch: int  # espeak-ng 0-100 (50 is the voice's own)
+    pitch_range: int  # 0-100: monotone to lively
+    rate: int  # words per minute
+    rt60: float  # room reverberation time, s (0: dry)
+    wet: float  # reverberation level against the direct sound
+    snr_db: float  # speech against the noise floor
+    noise_colour: float  # noise power ~ 1/f**colour
+    hum: float  # mains hum level against the noise floor (0: none)
+    hum_hz: float  # 50 or 60
+    highpass_hz: float  # microphone low cut
+    lowpass_hz: float  # microphone high cut (3.4 kHz: a telephone)
+    tilt_db: float  # dB per octave around 1 kHz
+    presence_hz: float
+    presence_db: float
+    level_db: float  # peak level, dBFS
+
+
+def make_speaker(seed: int, index: int, voices: list[str]) -> Speaker:
+    """Speaker `index` of a dataset; seeded by (seed, index) only, so it survives a change of --speakers."""
+    rng = _rng(seed, _TAG_SPEAKER, index)
+    accent = ACCENTS[int(rng.integers(len(ACCENTS)))]
+    variant = voices[int(rng.integers(len(voices)))]
+    return Speaker(
+        voice=f"{accent}+{variant}",
+        pitch=int(rng.integers(20, 81)),
+        pitch_range=int(rng.integers(20, 91)),
+        rate=int(round(np.exp(rng.uniform(np.log(120), np.log(260))))),
+        rt60=float(rng.choice([0.0, rng.uniform(0.15, 0.7)], p=[0.35, 0.65])),
+        wet=float(rng.uniform(0.05, 0.5)),
+        snr_db=float(rng.uniform(8.0, 40.0)),
+        noise_colour=float(rng.uniform(0.0, 2.0)),
+        hum=float(rng.uniform(0.5, 3.0) if rng.uniform() < 0.15 else 0.0),
+        hum_hz=float(rng.choice([50.0, 60.0])),
+        highpass_hz=float(np.exp(rng.uniform(np.log(40), np.log(300)))),
+        lowpass_hz=float(rng.choice([3400.0, rng.uniform(4500, 7900)], p=[0.15, 0.85])),
+        tilt_db=float(rng.uniform(-3.0, 3.0)),
+        presence_hz=float(np.exp(rng.uniform(np.log(1500), np.log(6000)))),
+        presence_db=float(rng.uniform(-6.0, 8.0)),
+        level_db=float(rng.uniform(-22.0, -2.0)),
+    )
+
+
+# ---------------------------------------------------------------------------- signal processing
+def trim(x: np.ndarray, rate: int, floor_db: float = -40.0, margin_s: float = 0.01) -> np.ndarray:
+    """Cut leading and trailing silence: 10 ms frames below `floor_db` under the loudest frame."""
+    hop = int(rate * 0.01)
+    n = len(x) // hop
+    if n == 0:
+        return x
+    rms = np.sqrt(np.mean(x[: n * hop].astype(np.float64).reshape(n, hop) ** 2, axis=1))
+    loud = np.nonzero(rms > rms.max() * 10 ** (floor_db / 20))[0]
+    if len(loud) == 0:
+        return x[:0]
+    m = int(rate * margin_s)
+    return x[max(0, loud[0] * hop - m): min(len(x), (loud[-1] + 1) * hop + m)]
+
+
+def coloured_noise(rng: np.random.Generator, n: int, colour: float) -> np.ndarray:
+    """Noise with power ~ 1/f**colour (0 white, 1 pink, 2 brown), unit RMS."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n, 1.0 / SAMPLE_RATE)
+    spec *= np.maximum(f, 20.0) ** (-colour / 2)
+    spec[0] = 0.0
+    x = np.fft.irfft(spec, n=n)
+    return x / (np.sqrt(np.mean(x**2)) + 1e-12)
+
+
+def mains_hum(rng: np.random.Generator, n: int, hz: float) -> np.ndarray:
+    """Mains hum: the fundamental and its odd harmonics, slightly wobbling, unit RMS."""
+    t = np.arange(n) / SAMPLE_RATE
+    wobble = 1 + 0.002 * np.sin(2 * np.pi * rng.uniform(0.1, 0.5) * t)
+    x = sum(rng.uniform(0.3, 1.0) / k * np.sin(2 * np.pi * hz * k * t * wobble + rng.uniform(0, 2 * np.pi))
+            for k in (1, 2, 3, 5, 7))
+    return x / np.sqrt(np.mean(x**2))
+
+
+N_FFT = 2 * CLIP_SAMPLES  # room tails and filters must not wrap around into the clip
+_FREQS = np.maximum(np.fft.rfftfreq(N_FFT, 1.0 / SAMPLE_RATE), 1.0)
+
+
+def mic_response(spk: Speaker) -> np.ndarray:
+    """The microphone's magnitude response on the rfft grid of N_FFT (zero phase)."""
+    f = _FREQS
+    h = 1 / np.sqrt(1 + (spk.highpass_hz / f) ** 4)  # 2nd-order high-pass
+    h *= 1 / np.sqrt(1 + (f / spk.lowpass_hz) ** 8)  # 4th-order low-pass
+    h *= 10 ** (spk.tilt_db * np.log2(f / 1000.0) / 20)
+    h *= 10 ** (spk.presence_db * np.exp(-0.5 * (np.log2(f / spk.presence_hz) / 0.5) ** 2) / 20)
+    return h
+
+
+def room(seed: int, index: int, spk: Speaker) -> np.ndarray:
+    """The speaker's room impulse response: the direct sound, then exponentially decaying noise."""
+    ir = np.zeros(1)
+    ir[0] = 1.0
+    if spk.rt60 <= 0:
+        return ir
+    rng = _rng(seed, _TAG_ROOM, index)
+    n = int(min(spk.rt60, 0.5) * SAMPLE_RATE)
+    t = np.arange(n) / SAMPLE_RATE
+    tail = rng.standard_normal(n) * 10 ** (-3 * t / spk.rt60)  # -60 dB at rt60
+    tail[: int(0.003 * SAMPLE_RATE)] = 0  # first reflections arrive a few ms late
+    ir = tail / np.sqrt(np.sum(tail**2)) * spk.wet
+    ir[0] = 1.0
+    return ir
+
+
+@dataclass
+class Recorder:
+    """A speaker's recording chain as spectra, computed once per speaker."""
+
+    spk: Speaker
+    speech: np.ndarray  # room x microphone
+    noise: np.ndarray  # the noise floor's colour x microphone, for unit-RMS noise before the mic
+
+    @classmethod
+    def of(cls, seed: int, index: int, spk: Speaker) -> "Recorder":
+        mic = mic_response(spk)
+        colour = np.maximum(_FREQS, 20.0) ** (-spk.noise_colour / 2)
+        colour[0] = 0.0
+        colour *= N_FFT / np.sqrt(4 * np.sum(colour**2))  # unit RMS in time for white noise's spectrum
+        return cls(spk, np.fft.rfft(room(seed, index, spk), N_FFT) * mic, colour * mic)
+
+
+@dataclass(frozen=True)
+class Take:
+    """How one take differs from the speaker's usual: small, as when a person says a word again."""
+
+    pitch: int
+    pitch_range: int
+    rate: int
+    punctuation: str  # "." "!" or "": espeak-ng's intonation changes with it
+    level_db: float
+    snr_db: float
+
+
+def make_take(spk: Speaker, rng: np.random.Generator) -> Take:
+    return Take(
+        pitch=int(np.clip(spk.pitch + rng.integers(-4, 5), 0, 100)),
+        pitch_range=int(np.clip(spk.pitch_range + rng.integers(-6, 7), 0, 100)),
+        rate=int(round(spk.rate * rng.uniform(0.92, 1.08))),
+        punctuation=str(rng.choice([".", "!", ""])),
+        level_db=spk.level_db + float(rng.uniform(-2.0, 2.0)),
+        snr_db=spk.snr_db + float(rng.uniform(-3.0, 3.0)),
+    )
+
+
+def render_clip(eng: Espeak, word: str, rec: Recorder, seed: int, index: int, take: int) -> np.ndarray:
+    """One 1 s int16 clip: the word at a random onset, through the speaker's room, noise and microphone."""
+    spk = rec.spk
+    rng = _rng(seed, _TAG_TAKE, index, _word_key(word), take)
+    tk = make_take(spk, rng)
+    raw = eng.say(word + tk.punctuation, spk.voice, tk.rate, tk.pitch, tk.pitch_range,
+                  seed=int(rng.integers(1, 2**31)))
+    speech = resample(trim(raw.astype(np.float32) / 32768.0, eng.sample_rate), eng.sample_rate)
+    if len(speech) > MAX_WORD:
+        speech = speech[:MAX_WORD] * np.minimum(1.0, np.linspace(20.0, 0.0, MAX_WORD))
+    onset = int(rng.integers(0, CLIP_SAMPLES - len(speech) + 1))
+    speech_rms = np.sqrt(np.mean(speech.astype(np.float64) ** 2)) + 1e-9
+    clip = np.zeros(N_FFT)
+    clip[onset: onset + len(speech)] = speech
+    white = rng.standard_normal(N_FFT // 2 + 1) + 1j * rng.standard_normal(N_FFT // 2 + 1)  # white noise's spectrum
+    noise_gain = speech_rms * 10 ** (-tk.snr_db / 20)
+    x = np.fft.irfft(np.fft.rfft(clip) * rec.speech + white * rec.noise * noise_gain, N_FFT)[:CLIP_SAMPLES]
+    if spk.hum:  # electrical: after the microphone
+        x += spk.hum * noise_gain * mains_hum(rng, CLIP_SAMPLES, spk.hum_hz)
+    x *= 10 ** (tk.level_db / 20) / (np.abs(x).max() + 1e-12)
+    x += rng.standard_normal(CLIP_SAMPLES) * 10 ** (rng.uniform(-80, -66) / 20)  # converter noise
+    return to_int16(x)
+
+
+def render_noise(eng: Espeak, kind: str, seed: int, voices: list[str]) -> np.ndarray:
+    """`NOISE_SECONDS` of one kind of background noise, int16 at a peak of about -6 dBFS."""
+    rng = _rng(seed, _TAG_NOISE, NOISE_KINDS.index(kind))
+    n = NOISE_SECONDS * SAMPLE_RATE
+    if kind in ("white_noise", "pink_noise", "brown_noise"):
+        x = coloured_noise(rng, n, {"white_noise": 0.0, "pink_noise": 1.0, "brown_noise": 2.0}[kind])
+    elif kind == "mains_hum":
+        x = mains_hum(rng, n, float(rng.choice([50.0, 60.0]))) + 0.05 * coloured_noise(rng, n, 1.0)
+    elif kind == "fan":  # broadband rush with a blade tone and a slow swell
+        rush = coloured_noise(rng, n, 0.7)
+        t = np.arange(n) / SAMPLE_RATE
+        blade = np.sin(2 * np.pi * rng.uniform(80, 160) * t) * 0.3
+        x = (rush + blade) * (1 + 0.2 * np.sin(2 * np.pi * rng.uniform(0.2, 0.6) * t))
+    else:  # babble: eight people talking at once, none of them saying a dataset word
+        x = np.zeros(n)
+        for _ in range(8):
+            voice = f"{ACCENTS[int(rng.integers(len(ACCENTS)))]}+{voices[int(rng.integers(len(voices)))]}"
+            pos = -int(rng.integers(0, SAMPLE_RATE))
+            while pos < n:
+                words = rng.choice(BABBLE_TEXT, size=int(rng.integers(6, 14)))
+                raw = eng.say(" ".join(words) + ".", voice, int(rng.integers(140, 220)),
+                              int(rng.integers(20, 80)), 50, seed=int(rng.integers(1, 2**31)))
+                s = resample(raw.astype(np.float32) / 32768.0, eng.sample_rate).astype(np.float64)
+                s /= np.sqrt(np.mean(s**2)) + 1e-9
+                lo, hi = max(pos, 0), min(pos + len(s), n)
+                if hi > lo:
+                    x[lo:hi] += s[lo - pos: hi - pos] * rng.uniform(0.4, 1.0)
+                pos += len(s) + int(rng.integers(0, SAMPLE_RATE // 2))
+    return to_int16(0.5 * x / np.abs(x).max())
+
+
+def write_wav(path: Path, samples: np.ndarray) -> None:
+    """16-bit mono PCM through the stdlib, so the bytes depend only on the samples."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(np.asarray(samples, dtype="<i2").tobytes())
+
+
+# ---------------------------------------------------------------------------- the dataset
+MARKER = "speech_data.json"  # what made the folder: generate() may replace only folders it made
+
+
+@dataclass
+class _Job:
+    """What a worker needs for one speaker; plain data, so it pickles."""
+
+    out: str
+    espeak: tuple[str, str]  # library, voice data
+    seed: int
+    index: int
+    sid: str
+    words: tuple[str, ...]
+    takes: int
+    voices: list[str] = field(default_factory=list)
+
+
+def _speaker_job(job: _Job) -> int:
+    eng = Espeak(*job.espeak)
+    rec = Recorder.of(job.seed, job.index, make_speaker(job.seed, job.index, job.voices))
+    for word in job.words:
+        for k in range(job.takes):
+            clip = render_clip(eng, word, rec, job.seed, job.index, k)
+            write_wav(Path(job.out) / word / f"{job.sid}_nohash_{k}.wav", clip)
+    return len(job.words) * job.takes
+
+
+def _noise_job(args: tuple[str, tuple[str, str], str, int, list[str]]) -> int:
+    out, espeak, kind, seed, voices = args
+    write_wav(Path(out) / "_background_noise_" / f"{kind}.wav", render_noise(Espeak(*espeak), kind, seed, voices))
+    return 0
+
+
+def _check_words(words: tuple[str, ...]) -> None:
+    if len(set(words)) != len(words):
+        raise ValueError(f"--words: a word is listed twice ({', '.join(words)})")
+    for w in words:
+        if not w.isalpha() or not w.isascii():
+            raise ValueError(f"--words: {w!r} is not a plain English word (letters a-z only)")
+
+
+def _prepare_out(out: Path, cfg: SpeechConfig) -> None:
+    """An empty (or new) folder, or one this generator made before (then it is emptied first)."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file, not a folder: choose a new folder for the dataset")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise ValueError(f"{out} is not empty and was not made by speech_data: choose an empty or new folder")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for w in cfg.words:
+        (out / w).mkdir()
+    (out / "_background_noise_").mkdir()
+
+
+def generated_with(out: str | Path) -> dict | None:
+    """The settings a finished dataset in `out` was generated with (None if none is there)."""
+    try:
+        return json.loads((Path(out) / MARKER).read_text())["config"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _config_dict(cfg: SpeechConfig) -> dict:
+    d = asdict(cfg)
+    d["words"] = list(cfg.words)
+    return d
+
+
+def generate(out: str | Path, cfg: SpeechConfig = DEMO, jobs: int | None = None, progress: bool = True) -> Path:
+    """Write the dataset under `out` (raises SpeechUnavailable, or ValueError for bad settings)."""
+    from tqdm import tqdm
+
+    from .prepare import _pool_context
+
+    _check_words(cfg.words)
+    if cfg.speakers < 3 or cfg.takes < 1:
+        raise ValueError("need --speakers >= 3 (train, validation and test each need one) and --takes >= 1")
+    version = check_espeak()
+    library, data = espeak_paths()
+    voices = variants(data)
+    out = Path(out).expanduser()
+    _prepare_out(out, cfg)
+    ids = speaker_ids(cfg.speakers, cfg.seed)
+    split = split_speakers(ids, cfg.seed)
+    jobs = max(1, jobs or len(os.sched_getaffinity(0)))
+    bar = tqdm(total=cfg.clips, desc="speaking", unit="clip", disable=not progress, mininterval=0.5)
+    with fast_voice_data(data) as fast_data, bar:
+        espeak = (library, fast_data)
+        speaker_jobs = [_Job(str(out), espeak, cfg.seed, i, sid, cfg.words, cfg.takes, voices)
+                        for i, sid in enumerate(ids)]
+        noise_jobs = [(str(out), espeak, kind, cfg.seed, voices) for kind in NOISE_KINDS]
+        if jobs == 1:
+            for j in noise_jobs:
+                _noise_job(j)
+            for j in speaker_jobs:
+                bar.update(_speaker_job(j))
+        else:
+            with _pool_context().Pool(jobs) as pool:
+                noise = pool.map_async(_noise_job, noise_jobs, chunksize=1)
+                for n in pool.imap_unordered(_speaker_job, speaker_jobs, chunksize=1):
+                    bar.update(n)
+                noise.get()
+    lists: dict[str, list[str]] = {"validation": [], "testing": []}
+    for sid in ids:
+        if split[sid] in lists:
+            lists[split[sid]] += [f"{w}/{sid}_nohash_{k}.wav" for w in cfg.words for k in range(cfg.takes)]
+    for name, entries in lists.items():
+        (out / f"{name}_list.txt").write_text("".join(f"{e}\n" for e in sorted(entries)))
+    (out / "README.txt").write_text(_README.format(
+        version=version, seed=cfg.seed, speakers=cfg.speakers, takes=cfg.takes, words=",".join(cfg.words),
+        n_voices=len(voices), n_accents=len(ACCENTS), noise=", ".join(NOISE_KINDS), secs=NOISE_SECONDS))
+    # last: a folder with the marker is complete (demo_dataset() reuses it)
+    (out / MARKER).write_text(json.dumps({"config": _config_dict(cfg), "espeak_ng": version}, indent=1) + "\n")
+    return out
+
+
+_README = """\
+Synthetic speech in Google Speech Commands' layout, spoken by espeak-ng {version}.
+
+  python -m audionet_ray.speech_data OUT --seed {seed} --speakers {speakers} --takes {takes} --words {words}
+
+One folder per word, <speaker>_nohash_<take>.wav: 1 s, 16 kHz, mono, int16, the word at a
+random onset. A speaker is one of {n_accents} English accents x {n_voices} voice variants x pitch,
+pitch range and rate, recorded through a room, a noise floor, a microphone colour and a level
+of its own. _background_noise_/ holds {noise} ({secs} s each).
+validation_list.txt and testing_list.txt hold whole speakers (about 10 % each).
+The same arguments give byte-identical files with the same espeak-ng.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m audionet_ray.speech_data", description=__doc__.splitlines()[0])
+    p.add_argument("out", type=Path, help="output folder (new, empty, or made by this generator before)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="full",
+                   help="a named size: " + ", ".join(f"{k} = {v.speakers} speakers x {v.takes} takes"
+                                                     for k, v in PRESETS.items()) + " (default: full)")
+    p.add_argument("--words", help=f"comma-separated words, one folder each (default: {','.join(DEFAULT_WORDS)})")
+    p.add_argument("--speakers", type=int, help="number of speakers (overrides the preset)")
+    p.add_argument("--takes", type=int, help="clips per speaker and word (overrides the preset)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=None, help="processes (default: the CPUs this process may use)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    a = p.parse_args(argv)
+    cfg = PRESETS[a.preset]
+    words = tuple(w.strip() for w in a.words.split(",") if w.strip()) if a.words is not None else cfg.words
+    cfg = SpeechConfig(speakers=cfg.speakers if a.speakers is None else a.speakers,
+                       takes=cfg.takes if a.takes is None else a.takes, words=words, seed=a.seed)
+    t0 = time.perf_counter()
+    try:
+        if not words:
+            raise ValueError("--words: give at least one word")
+        if a.jobs is not None and a.jobs < 1:
+            raise ValueError(f"--jobs must be at least 1, got {a.jobs}")
+        generate(a.out, cfg, jobs=a.jobs, progress=not a.quiet)
+    except SpeechUnavailable as e:
+        print(f"error: espeak-ng cannot be used: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e.filename or a.out}: {e.strerror or e} (check that OUT is writable)", file=sys.stderr)
+        return 2
+    print(f"speech_data: {len(cfg.words)} words x {cfg.speakers} speakers x {cfg.takes} takes = {cfg.clips} clips "
+          f"-> {a.out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
