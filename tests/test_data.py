@@ -233,6 +233,30 @@ def test_split_datasets_stream_exactly_the_split_rows_bit_exact(ray_session, dem
             assert len(got) > 0
 
 
+@pytest.mark.parametrize("ratio,world", [(0.3, 1), (0.8, 1), (0.8, 2), (0.5, 3)])
+def test_read_split_gives_each_split_bit_exact_and_deals_rows_to_workers(demo_root, prepared_demo, ratio, world):
+    """The in-memory path (pyarrow, no Ray Data) reads the same clips as the WAVs, split alike;
+    `world` workers get disjoint parts that together are the split, sizes within one row."""
+    from audionet_ray.data import read_split
+    from audionet_ray.prepare import load_manifest
+
+    r = rows(prepared_demo)
+    wav_hash = {p: hashlib.sha1(sf.read(demo_root / p, dtype="int16")[0].tobytes()).hexdigest() for p in r["path"]}
+    expected = {"train": [], "val": [], "test": []}
+    for p, split, bucket, label in zip(r["path"], r["split"], r["bucket"], r["label"]):
+        expected["test" if split == "test" else "train" if bucket < ratio else "val"].append((wav_hash[p], label))
+    for name in ("train", "val", "test"):
+        parts = [read_split(prepared_demo, ratio, name, rank, world) for rank in range(world)]
+        got = []
+        for pcm, labels, classes in parts:
+            assert pcm.dtype == np.int16 and pcm.shape[1:] == (16_000,) and pcm.flags.writeable
+            assert classes == load_manifest(prepared_demo)["classes"]
+            got += [(hashlib.sha1(c.tobytes()).hexdigest(), int(y)) for c, y in zip(pcm, labels)]
+        assert sorted(got) == sorted(expected[name]), (ratio, name)
+        sizes = [len(p[1]) for p in parts]
+        assert max(sizes) - min(sizes) <= 1
+
+
 def test_split_datasets_errors(prepared_demo, tmp_path):
     from audionet_ray.data import split_datasets
 

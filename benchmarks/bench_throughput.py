@@ -1,0 +1,240 @@
+"""How much of the machine a search uses: training clips/s over a whole search vs a bare PyTorch loop.
+
+A whole search (`python -m audionet_ray.tune`, the default space, a fixed number of trials and
+epochs; FIFO and ASHA both) runs as a user runs it, while a sampler reads `/proc/stat` every half
+second. Its throughput is every training clip its trials trained, over the search's wall time
+from launch to exit. The baseline is a bare PyTorch loop in this process: the same AudioNet
+variant, the same augmentation, the same training clips held in memory, torch using all cores,
+at each batch size the search trained with. The bare loop trains `--bare-epochs` epochs per batch
+size (not the search's whole total, which would double the run); its clips/s per batch size,
+weighted by the clips the search trained at that batch size, is the baseline rate.
+
+Where the rest of the search's wall time goes, from Tune's per-epoch results:
+- start-up per trial: from the trial's start to its first training step;
+- turnover: from a trial's end to the start of the next trial that took its place;
+- launch to first step: from the command's launch to the first trial's first training step;
+- idle cores: the mean share of idle CPU time over the search, from `/proc/stat`.
+
+Goals (issue 14): search throughput >= 0.8x the bare loop; launch to first step < 20 s; each
+later trial's first step < 8 s after the previous trial ends.
+
+    python benchmarks/bench_throughput.py --data PREPARED          # default: 16 words x 200 speakers of speech
+    python benchmarks/bench_throughput.py --quick                  # tiny: a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, machine_line, median, print_table, speech_prepared, write_json  # noqa: E402
+
+
+class IdleSampler:
+    """Mean idle share of all cores over a stretch of time, from /proc/stat's first line."""
+
+    def __init__(self, every: float = 0.5):
+        self.every, self.samples, self._stop = every, [], threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return idle, sum(fields[:8])
+
+    def _run(self) -> None:
+        prev = self._read()
+        while not self._stop.wait(self.every):
+            cur = self._read()
+            d_total = cur[1] - prev[1]
+            if d_total > 0:
+                self.samples.append((cur[0] - prev[0]) / d_total)
+            prev = cur
+
+    def __enter__(self) -> "IdleSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def idle_share(self) -> float:
+        return sum(self.samples) / len(self.samples) if self.samples else float("nan")
+
+
+def trial_epochs(exp_dir: Path) -> dict[str, list[dict]]:
+    """Per trial, its reported epochs (Tune's result.json), in order."""
+    out: dict[str, list[dict]] = {}
+    for f in exp_dir.glob("*/result.json"):
+        rows = [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()]
+        rows = [r for r in rows if "train_clips" in r]
+        if rows:
+            out[rows[0].get("trial_id") or f.parent.name] = rows
+    return out
+
+
+def timeline(trials: dict[str, list[dict]], launch: float) -> dict:
+    """Start-up, turnover and first-step times of a search from its trials' results."""
+    spans = []
+    for tid, rows in trials.items():
+        first = rows[0]
+        start = float(first["timestamp"]) - float(first["time_total_s"])  # the trial function's start
+        first_step = float(first["timestamp"]) - float(first["epoch_seconds"])
+        end = float(rows[-1]["timestamp"])
+        spans.append({"trial": tid, "start": start, "first_step": first_step, "end": end,
+                      "startup_s": max(0.0, first_step - start)})
+    spans.sort(key=lambda s: s["start"])
+    ends = sorted(s["end"] for s in spans)
+    turnover = []
+    for s in spans:
+        before = [e for e in ends if e <= s["start"] + 1.0]  # timestamps are whole seconds
+        if before:
+            turnover.append(max(0.0, s["first_step"] - before[-1]))
+    return {"spans": spans,
+            "launch_to_first_step_s": min(s["first_step"] for s in spans) - launch if spans else float("nan"),
+            "startup_median_s": median([s["startup_s"] for s in spans]),
+            "next_first_step_after_end_median_s": median(turnover) if turnover else float("nan"),
+            "turnovers": turnover}
+
+
+def run_search(data: str, storage: Path, name: str, scheduler: str, trials: int, epochs: int,
+               space: str, timeout: float) -> dict:
+    cmd = [sys.executable, "-m", "audionet_ray.tune", "--search-space", space, "--data", data,
+           "--scheduler", scheduler, "--num-samples", str(trials), "--epochs", str(epochs),
+           "--storage", str(storage), "--name", name, "--no-export", "--quiet"]
+    launch = time.time()
+    with IdleSampler() as idle:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
+    wall = time.time() - launch
+    if proc.returncode != 0:
+        print(proc.stdout[-3000:])
+        raise SystemExit(f"error: the search {name} exited with {proc.returncode}")
+    plan = next((ln for ln in proc.stdout.splitlines() if ln.startswith("search ")), "")
+    trials_run = trial_epochs(storage / name)
+    clips = sum(r["train_clips"] for rows in trials_run.values() for r in rows)
+    by_batch: dict[int, int] = {}
+    for rows in trials_run.values():
+        for r in rows:
+            bs = int(r["config"]["batch_size"]) if "config" in r and "batch_size" in r["config"] else 0
+            by_batch[bs] = by_batch.get(bs, 0) + int(r["train_clips"])
+    in_epochs = sum(r["epoch_seconds"] for rows in trials_run.values() for r in rows)
+    return {"wall_s": wall, "train_clips": clips, "clips_per_s": clips / wall, "plan": plan,
+            "trial_epochs": sum(len(v) for v in trials_run.values()), "trials": len(trials_run),
+            "clips_by_batch": by_batch, "idle_share": idle.idle_share, "epoch_seconds_sum": in_epochs,
+            **timeline(trials_run, launch)}
+
+
+def bare_rates(data: str, space: str, batch_sizes: list[int], epochs: int) -> dict[int, float]:
+    """Training clips/s of a plain loop (all cores, data in memory, same model and augmentation)."""
+    import torch
+    import torch.nn.functional as F
+
+    from audionet_ray.augment import augment, epoch_generator
+    from audionet_ray.config import TrainConfig
+    from audionet_ray.data import load_noise, read_split
+    from audionet_ray.model import AudioNet
+    from audionet_ray.search_space import load_spec
+
+    spec = load_spec(space)
+    cfg = TrainConfig.from_dict({**spec.fixed, "data": data})
+    torch.set_num_threads(os.cpu_count() or 1)
+    pcm, labels, classes = read_split(data, cfg.train_ratio, "train")
+    pcm, labels = torch.from_numpy(pcm), torch.from_numpy(labels)
+    noise = torch.from_numpy(load_noise(data))
+    rates = {}
+    for bs in batch_sizes:
+        torch.manual_seed(0)
+        model = AudioNet.from_config(cfg.model_config(len(classes)))
+        opt = torch.optim.NAdam(model.parameters(), lr=1e-3)
+        model.train()
+        n, t0 = 0, time.perf_counter()
+        for epoch in range(1, epochs + 1):
+            gen = epoch_generator(0, epoch, 0, torch.device("cpu"))
+            order = torch.randperm(len(labels))
+            for i in range(0, len(labels), bs):
+                idx = order[i:i + bs]
+                x = augment(pcm[idx], gen, cfg.augment, noise)
+                loss = F.cross_entropy(model(x), labels[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                n += len(idx)
+        rates[bs] = n / (time.perf_counter() - t0)
+        print(f"  bare loop, batch {bs}: {rates[bs]:.0f} clips/s over {epochs} epoch(s) of {len(labels)} clips "
+              f"({torch.get_num_threads()} threads)", flush=True)
+    return rates
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", help="a prepared dataset or a dataset root (default: 16 words x 200 speakers of speech)")
+    ap.add_argument("--space", default="default", help="search space (default: the default search)")
+    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--schedulers", default="fifo,asha")
+    ap.add_argument("--bare-epochs", type=int, default=2, help="epochs of the bare loop per batch size")
+    ap.add_argument("--quick", action="store_true", help="tiny data, 2 trials x 2 epochs, ASHA only: a smoke test")
+    ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--json", help="also write the figures to this JSON file")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.trials, args.epochs, args.schedulers, args.bare_epochs = 2, 2, "asha", 1
+    from audionet_ray.data import ensure_prepared
+
+    data = str(ensure_prepared(args.data, progress=False) if args.data else
+               speech_prepared(*((12, 1) if args.quick else (200, 1))))
+    info = machine()
+    print(f"machine: {machine_line(info)}")
+    print(f"data {data}; space {args.space}; {args.trials} trials x {args.epochs} epochs; {args.schedulers}",
+          flush=True)
+    rows, searches = [], {}
+    with tempfile.TemporaryDirectory(prefix="bench_throughput-") as tmp:
+        for sched in args.schedulers.split(","):
+            r = run_search(data, Path(tmp) / "runs", f"tp-{sched}", sched, args.trials, args.epochs, args.space,
+                           args.timeout)
+            searches[sched] = r
+            print(f"  {sched}: {r['plan']}", flush=True)
+            print(f"  {sched}: {r['train_clips']} clips in {r['trial_epochs']} trial-epochs, {r['wall_s']:.0f} s wall: "
+                  f"{r['clips_per_s']:.1f} clips/s; idle {100 * r['idle_share']:.0f} % of the cores", flush=True)
+    batch_sizes = sorted({bs for r in searches.values() for bs in r["clips_by_batch"] if bs})
+    rates = bare_rates(data, args.space, batch_sizes, args.bare_epochs)
+    for sched, r in searches.items():
+        clips = {bs: n for bs, n in r["clips_by_batch"].items() if bs in rates}
+        bare_s = sum(n / rates[bs] for bs, n in clips.items())  # the bare loop's time for the same clips
+        bare = sum(clips.values()) / bare_s if bare_s else float("nan")
+        r["bare_clips_per_s"] = bare
+        r["ratio"] = r["clips_per_s"] / bare
+        outside = r["wall_s"] - bare_s
+        rows.append({"scheduler": sched, "trials": r["trials"], "trial_epochs": r["trial_epochs"],
+                     "wall_s": r["wall_s"], "clips/s": r["clips_per_s"], "bare clips/s": bare,
+                     "ratio": r["ratio"], "idle %": 100 * r["idle_share"],
+                     "launch->1st step s": r["launch_to_first_step_s"],
+                     "startup/trial s": r["startup_median_s"],
+                     "end->next 1st step s": r["next_first_step_after_end_median_s"],
+                     "wall beyond bare s": outside})
+    print()
+    print_table(rows)
+    for row in rows:
+        verdict = "met" if row["ratio"] >= 0.8 else "NOT met"
+        print(f"{row['scheduler']}: {row['ratio']:.2f}x the bare loop (goal >= 0.8x: {verdict}); launch to first "
+              f"step {row['launch->1st step s']:.1f} s (goal < 20 s); a later trial's first step "
+              f"{row['end->next 1st step s']:.1f} s after the previous one ended (goal < 8 s)")
+    print(f"load average now {os.getloadavg()[0]:.2f}")
+    write_json(args.json, {"machine": info, "args": vars(args), "rows": rows, "searches": searches,
+                           "bare_rates": rates})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
