@@ -68,11 +68,11 @@ def demo_prepared(speakers: int = 24, clips_per_speaker: int = 3) -> Path:
 def speech_prepared(speakers: int = 200, takes: int = 1, seed: int = 0) -> Path:
     """A real-speech set from the project's espeak-ng generator (16 words), made and prepared once."""
     from audionet_ray.data import ensure_prepared
-    from audionet_ray.speech_data import generate
+    from audionet_ray.speech_data import SpeechConfig, generate
 
     root = CACHE / "bench" / f"speech-{speakers}x{takes}-seed{seed}"
     if not (root / "testing_list.txt").exists():
-        generate(root, speakers=speakers, takes=takes, seed=seed)
+        generate(root, SpeechConfig(speakers=speakers, takes=takes, seed=seed), progress=False)
     return ensure_prepared(root, cache_dir=CACHE, progress=False)
 
 
