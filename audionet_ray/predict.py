@@ -21,6 +21,7 @@ import numpy as np
 
 from .audio import BadClip, read_audio
 from .bundle import NOT_KEYWORDS, Bundle, BundleError, load, resolve_device
+from .discover import escape_path
 
 SCAN_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}  # what a folder argument is searched for
 ONE_CLIP_SLACK = 0.01  # up to 1.01 s counts as one clip (resampling can add a sample or two)
@@ -95,7 +96,7 @@ def predict_file(bundle: Bundle, path: Path, top_k: int = 3, stride_ms: float = 
     """One file's result as a dict (raises BadClip for audio that cannot be read)."""
     audio = read_audio(path, bundle.sample_rate)
     sr, win = bundle.sample_rate, bundle.clip_samples
-    result: dict = {"path": str(path), "duration_s": round(len(audio) / sr, 3)}
+    result: dict = {"path": escape_path(path), "duration_s": round(len(audio) / sr, 3)}
     if len(audio) <= win * (1 + ONE_CLIP_SLACK):
         probs = bundle.predict_proba(audio)[0]
         order = np.argsort(-probs)[:top_k]
@@ -183,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                              args.average_ms, args.suppress_ms)
         except BadClip as e:
             failed += 1
-            print(f"error: {path}: {e}", file=sys.stderr)
-            results.append({"path": str(path), "error": str(e)})
+            print(f"error: {escape_path(path)}: {e}", file=sys.stderr)
+            results.append({"path": escape_path(path), "error": str(e)})
             continue
         results.append(r)
         if args.format == "text":

@@ -249,3 +249,87 @@ def test_prepare_on_generated_trees(tree, with_list, data):
         assert load_manifest(out)["cache_key"] == m["cache_key"]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- predict and evaluate
+
+def run_module(*args, timeout: float = 300, cwd=None):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
+
+
+def assert_one_line_error(proc, *needles: str, code: int = 2) -> str:
+    assert proc.returncode == code, (proc.returncode, proc.stdout[-500:], proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def odd_data(tmp_path_factory) -> Path:
+    """A tree with odd names (classes and clips), prepared: clips in test and train/val alike."""
+    root = tmp_path_factory.mktemp("odd") / os.fsdecode(b"donn\xe9es")
+    for i, folder in enumerate([b"caf\xe9", b"ta\tb", b"yes"]):
+        for k, spk in enumerate([b"amy", b"\xff", b"new\nline", b"-dash", b"Amy", b"back\\sl", b"s6", b"s7"]):
+            (root / os.fsdecode(folder)).mkdir(parents=True, exist_ok=True)
+            write_clip(root / os.fsdecode(folder) / os.fsdecode(spk + b"_nohash_0.wav"), Clip("wav16", seed=10 * i + k))
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(odd_data, tmp_path_factory) -> Path:
+    """An untrained small AudioNet over odd_data's classes, exported: enough to run predict and evaluate."""
+    import torch
+
+    from audionet_ray.config import TrainConfig
+    from audionet_ray.export import export
+    from audionet_ray.model import AudioNet, ModelConfig
+    from audionet_ray.train import save_checkpoint
+
+    prepared = tmp_path_factory.mktemp("odd_prepared") / "p"
+    classes = prepare(odd_data, prepared, workers=1, progress=False)["classes"]
+    cfg = TrainConfig(data=str(prepared), epochs=1, width=4, dense=8)
+    model_cfg = ModelConfig(len(classes), cfg.width, cfg.dense, cfg.dropout)
+    torch.manual_seed(0)
+    model = AudioNet.from_config(model_cfg)
+    ckpt = tmp_path_factory.mktemp("odd_ckpt") / "checkpoint_000001"
+    ckpt.mkdir()
+    save_checkpoint(ckpt, model, torch.optim.NAdam(model.parameters()), 1, cfg, model_cfg, classes,
+                    {"val_accuracy": 0.5})
+    return export(ckpt, tmp_path_factory.mktemp("odd_export") / "bundle")
+
+
+def test_predict_names_every_odd_file_on_one_line(tiny_bundle, odd_data, tmp_path, capsys):
+    bad = tmp_path / os.fsdecode(b"cut\xe9\n.wav")
+    bad.write_bytes(b"RIFF")
+    loop = tmp_path / os.fsdecode(b"loop\t.wav")
+    loop.symlink_to(loop.name)
+    proc = run_module("audionet_ray.predict", tiny_bundle, odd_data, "--", bad, loop, "-missing.wav")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    out = proc.stdout.splitlines()
+    assert len(out) == 24 and all(ln.isprintable() for ln in out)  # one line per clip, names escaped
+    assert any("caf\\xe9/new\\x0aline_nohash_0.wav: " in ln for ln in out), out[:3]
+    errors = proc.stderr.splitlines()
+    assert len(errors) == 3 and all(e.startswith("error: ") and e.isprintable() for e in errors), errors
+    assert "cut\\xe9\\x0a.wav" in errors[0] and "loop\\x09.wav: cannot stat" in errors[1]
+    from audionet_ray.predict import main as predict_main
+
+    assert predict_main([str(tiny_bundle), str(odd_data), "--format", "json"]) == 0  # in-process: no second start-up
+    files = json.loads(capsys.readouterr().out)["files"]
+    assert len(files) == 24 and {os.fsencode(unescape_path(f["path"])) for f in files} == {
+        os.fsencode(p) for p in odd_data.rglob("*.wav")}
+
+
+def test_evaluate_on_odd_names_reads_them_as_text(tiny_bundle, odd_data, tmp_path):
+    proc = run_module("audionet_ray.evaluate", tiny_bundle, "--data", odd_data, "--out", tmp_path / "ev",
+                      "--device", "cpu", cwd=tmp_path)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "caf\\xe9" in proc.stdout and "ta\\x09b" in proc.stdout
+    metrics = json.loads((tmp_path / "ev" / "test_metrics.json").read_bytes().decode("utf-8"))
+    assert set(metrics["per_class"]) == {"caf\\xe9", "ta\\x09b", "yes"}
