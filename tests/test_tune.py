@@ -197,6 +197,98 @@ def test_cli_refuses_a_train_ratio_that_leaves_no_validation_speaker(where, prep
     assert lines[0].startswith(f"error: {want} leaves no speaker to validate on in {prepared_demo}"), lines[0]
 
 
+# ----------------------------------------------------------------------------- Ray's private APIs
+
+def test_ray_private_apis_are_still_there(tmp_path, capsys):
+    """Each private or developer Ray API the search relies on (audionet_ray/ray_private.py) still
+    exists and behaves as read in Ray 2.60: when a Ray upgrade breaks one, this fails first."""
+    import inspect
+
+    import optuna
+    import ray
+    from ray import tune
+    from ray.tune import CLIReporter
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    from audionet_ray import ray_private
+    from audionet_ray.monitor import StudySearch
+    from audionet_ray.tune import refill_asha
+
+    assert ray.__version__.startswith("2.60."), f"ray {ray.__version__}: re-read ray_private.py against it, then widen the pin"
+    # A Tuner's configs, which a restored search changes before fit()
+    tuner = tune.Tuner(lambda config: None, tune_config=tune.TuneConfig(time_budget_s=5),
+                       run_config=tune.RunConfig(storage_path=str(tmp_path), name="x"))
+    tune_config, run_config = ray_private.restored_configs(tuner)
+    assert isinstance(tune_config, tune.TuneConfig) and tune_config.time_budget_s == 5
+    assert isinstance(run_config, tune.RunConfig) and run_config.name == "x"
+
+    # ASHA's rungs: (epoch, {trial_id: sign * metric}), filled as ASHA fills them itself
+    def asha():
+        return ASHAScheduler(time_attr="epoch", metric="val_accuracy", mode="max", max_t=8, grace_period=2,
+                             reduction_factor=2)
+
+    live = asha()
+    assert [(m, r) for m, r in ray_private.asha_rungs(live)] == [(2, {}), (4, {}), (8, {})]
+    trials = [Trial("probe", trial_id=f"t{i}", stub=True) for i in range(3)]
+    results = {t.trial_id: [{"epoch": e, "val_accuracy": 0.1 * i + 0.01 * e} for e in (1, 2, 3, 4)]
+               for i, t in enumerate(trials)}
+    for t in trials:
+        live.on_trial_add(None, t)
+        for r in results[t.trial_id]:
+            live.on_trial_result(None, t, r)
+    refilled = asha()
+    refill_asha(refilled, results, "val_accuracy", "max")
+    assert ray_private.asha_rungs(refilled) == ray_private.asha_rungs(live)
+    assert ray_private.asha_rungs(live)[0][1] == {"t0": 0.02, "t1": pytest.approx(0.12), "t2": pytest.approx(0.22)}
+
+    # OptunaSearch's trial bookkeeping
+    searcher = StudySearch(space=DefineByRun({"lr": {"loguniform": [1e-4, 1e-2]}}, {}), metric="val_accuracy",
+                           mode="max", sampler=optuna.samplers.RandomSampler(0))
+    searcher.suggest("a")
+    assert isinstance(ray_private.optuna_trial(searcher, "a"), optuna.trial.Trial)
+    assert not ray_private.optuna_told(searcher, "a")
+    searcher.on_trial_complete("a", {"val_accuracy": 0.5, "epoch": 2})
+    assert ray_private.optuna_told(searcher, "a") and ray_private.optuna_trial(searcher, "b") is None
+
+    # Train V2's callback API, which train.py imports (see the TODO in ray_private's docstring)
+    from ray.train.v2.api.callback import UserCallback
+
+    assert hasattr(UserCallback, "after_report")
+    assert TrialScheduler.STOP == "STOP"
+
+
+def test_progress_table_survives_trials_stopped_before_their_first_result(ray_session, tmp_path, capsys):
+    """CLIReporter._print, ._metric and ._sort_by_metric (ray_private.FilteredCLIReporter): Tune's own
+    table raises a TypeError sorting finished trials that never reported the metric."""
+    import inspect
+
+    from ray.train._internal.storage import StorageContext  # what Tune gives every trial
+    from ray.tune import CLIReporter
+    from ray.tune.experiment import Trial
+
+    from audionet_ray import ray_private
+
+    trials = [Trial("probe", trial_id=f"t{i}", stub=True, storage=StorageContext(str(tmp_path), "x", trial_dir_name=f"t{i}"))
+              for i in range(3)]
+    assert list(inspect.signature(CLIReporter._print).parameters) == ["self", "msg"]
+    def reporter(kind):
+        r = kind(metric_columns=["val_accuracy"], sort_by_metric=True)
+        r.setup(start_time=time.time(), metric="val_accuracy", mode="max")
+        return r
+
+    filtered = reporter(type("R", (ray_private.FilteredCLIReporter,), {"drop_prefixes": ("Result logdir:",)}))
+    assert filtered._metric == "val_accuracy" and filtered._sort_by_metric
+    for t in trials[:2]:  # finished without a result (the time budget stopped them in epoch 1)
+        t.set_status(Trial.TERMINATED)
+    with pytest.raises(TypeError):  # Tune's own sort; when this stops failing, the workaround can go
+        reporter(CLIReporter).report(trials, True)
+    filtered.report(trials, True, "Result logdir: /tmp/ray/x")
+    out = capsys.readouterr().out
+    assert "t0" in out and "TERMINATED" in out and "Result logdir" not in out
+
+
+
 # ----------------------------------------------------------------------------- resources
 
 def _spec(workers=1, gpus="auto", cpus=1.0, max_concurrent=0, n=8):
