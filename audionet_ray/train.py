@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -36,16 +37,19 @@ from .prepare import load_manifest
 
 MEMORY_ENV = "AUDIONET_MEMORY_MB"  # a worker keeps its data in memory up to this size (0: always stream)
 MODEL_FILE = "model.pt"  # state_dict only: loads with weights_only=True
-STATE_FILE = "train_state.pt"  # optimizer, epoch, RNG states
+STATE_FILE = "train_state.pt"  # optimizer, LR scheduler, epoch, RNG states
 META_FILE = "meta.json"  # classes, model and train config, metrics
 
 
 # ----------------------------------------------------------------------------- checkpoints
 
 def save_checkpoint(d: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, epoch: int,
-                    cfg: TrainConfig, model_cfg: ModelConfig, classes: list[str], metrics: dict) -> None:
-    torch.save(model.state_dict(), d / MODEL_FILE)
+                    cfg: TrainConfig, model_cfg: ModelConfig, classes: list[str], metrics: dict,
+                    sched: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
+    torch.save(model.state_dict(), d / MODEL_FILE)  # batch norm's running statistics included
     state = {"optimizer": opt.state_dict(), "epoch": epoch, "torch_rng": torch.get_rng_state()}
+    if sched is not None:
+        state["scheduler"] = sched.state_dict()
     if torch.cuda.is_available():
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
     torch.save(state, d / STATE_FILE)
@@ -56,14 +60,17 @@ def save_checkpoint(d: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
     (d / META_FILE).write_text(json.dumps(meta, indent=1))
 
 
-def load_checkpoint(d: Path, model: torch.nn.Module, opt: torch.optim.Optimizer | None = None) -> dict:
-    """Restore weights (and the optimizer when given); returns meta.json's content, plus the
-    saved RNG states under "rng" for `restore_rng` right before training continues."""
+def load_checkpoint(d: Path, model: torch.nn.Module, opt: torch.optim.Optimizer | None = None,
+                    sched: torch.optim.lr_scheduler.LRScheduler | None = None) -> dict:
+    """Restore weights (and the optimizer and LR scheduler when given); returns meta.json's
+    content, plus the saved RNG states under "rng" for `restore_rng` right before training continues."""
     model.load_state_dict(torch.load(d / MODEL_FILE, map_location="cpu", weights_only=True))
     meta = json.loads((d / META_FILE).read_text())
     if opt is not None:
         state = torch.load(d / STATE_FILE, map_location="cpu", weights_only=True)
         opt.load_state_dict(state["optimizer"])
+        if sched is not None and "scheduler" in state:
+            sched.load_state_dict(state["scheduler"])
         meta["rng"] = {k: state[k] for k in ("torch_rng", "cuda_rng") if k in state}
     return meta
 
@@ -110,6 +117,53 @@ def restore_rng(rng: dict) -> None:
         torch.set_rng_state(rng["torch_rng"])
     if "cuda_rng" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda_rng"])
+
+
+# ----------------------------------------------------------------------------- the recipe
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """NAdam as the reference (weight decay as L2 in the gradient), or AdamW (decoupled decay)."""
+    opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.NAdam
+    return opt_cls(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: TrainConfig, step: int, total: int) -> float:
+    """The multiple of `cfg.lr` for the optimizer step `step` (0-based) of `total`.
+
+    A pure function of the step: the scheduler's state is only its step count, saved with the
+    checkpoint. Past `total` (a streamed epoch a few batches longer than counted) it stays at
+    its final value instead of failing as torch's OneCycleLR would.
+    """
+    if cfg.schedule == "cosine":
+        warmup = round(cfg.warmup_epochs * total / cfg.epochs)
+        if step < warmup:
+            return (step + 1) / warmup
+        p = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * p))
+    if cfg.schedule == "onecycle":  # torch's OneCycleLR shape (pct_start 0.3, div 25, final div 1e4), no momentum cycling
+        up = max(1, round(0.3 * total))
+        lo, end = 1 / 25, 1 / 25 / 1e4
+        if step < up:
+            return lo + (1 - lo) * 0.5 * (1 - math.cos(math.pi * step / up))
+        p = min(1.0, (step - up) / max(1, total - up))
+        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * p))
+    return 1.0
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig,
+                   steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The learning-rate schedule, stepped once per batch; None for the reference's constant lr."""
+    if cfg.schedule == "constant":
+        return None
+    total = max(1, steps_per_epoch * cfg.epochs)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(cfg, step, total))
+
+
+def steps_per_epoch(manifest: dict, cfg: TrainConfig, world: int) -> int:
+    """Optimizer steps per epoch on each worker, from the manifest's clips per speaker bucket:
+    Ray splits the training rows equally between workers (dropping the remainder)."""
+    n_train = sum(n for b, n in manifest["trainval_buckets"] if b < cfg.train_ratio)
+    return max(1, math.ceil((n_train // world) / max(1, cfg.batch_size // world)))
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -169,18 +223,23 @@ def train_loop_per_worker(config: dict) -> None:
 
     manifest = load_manifest(cfg.data)
     classes = manifest["classes"]
-    model_cfg = ModelConfig(len(classes), cfg.width, cfg.dense, cfg.dropout)
+    model_cfg = cfg.model_config(len(classes))
     torch.manual_seed(cfg.seed)  # the same initial weights on every worker and every rerun
     model = AudioNet.from_config(model_cfg)
-    opt = torch.optim.NAdam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                            weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, cfg)
+    sched = make_scheduler(opt, cfg, steps_per_epoch(manifest, cfg, world))
 
     start_epoch, rng = 1, {}
     checkpoint = resume_checkpoint()
     if checkpoint:
         with checkpoint.as_directory() as d:
-            meta = load_checkpoint(Path(d), model, opt)
+            meta = load_checkpoint(Path(d), model, opt, sched)
         start_epoch, rng = meta["epoch"] + 1, meta["rng"]
+    if world > 1 and on_gpu and model_cfg.norm == "batch":
+        # Batch statistics over the global batch, as on one device. SyncBatchNorm runs on GPUs
+        # only: on CPU each worker normalises by its own half-batch, and DDP broadcasts rank 0's
+        # running statistics to the others every step, so all workers evaluate alike.
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same parameters: opt stays valid
     model = ray.train.torch.prepare_model(model)  # to the device; DDP when world > 1
     bare = model.module if hasattr(model, "module") else model
     for state in opt.state.values():  # optimizer state follows the weights to the device
@@ -214,10 +273,12 @@ def train_loop_per_worker(config: dict) -> None:
             x = augment(pcm, gen, cfg.augment, noise)
             with autocast:
                 logits = model(x)
-            loss = F.cross_entropy(logits.float(), y)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             train_stats += _step_stats(logits, y, loss)
         train_seconds = time.perf_counter() - t0
 
@@ -253,7 +314,7 @@ def train_loop_per_worker(config: dict) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 ckpt = None
                 if rank == 0:
-                    save_checkpoint(Path(tmp), bare, opt, epoch, cfg, model_cfg, classes, metrics)
+                    save_checkpoint(Path(tmp), bare, opt, epoch, cfg, model_cfg, classes, metrics, sched)
                     ckpt = Checkpoint.from_directory(tmp)
                 ray.train.report(metrics, checkpoint=ckpt)
         else:
@@ -343,6 +404,15 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--train-ratio", type=float, default=d.train_ratio, help="share of non-test speakers that train")
     ap.add_argument("--width", type=int, default=d.width, help="conv channels (256 = reference)")
     ap.add_argument("--dense", type=int, default=d.dense, help="dense units (512 = reference)")
+    ap.add_argument("--dense-layers", type=int, default=d.dense_layers, help="hidden dense layers (4 = reference)")
+    ap.add_argument("--dropout", type=float, default=d.dropout, help="after each hidden dense layer but the last")
+    ap.add_argument("--norm", default=d.norm, help="after each conv: none (reference), batch, group or layer")
+    ap.add_argument("--norm-groups", type=int, default=d.norm_groups, help="groups for --norm group; divides --width")
+    ap.add_argument("--pool", default=d.pool, help="flatten (reference) or avg: the last conv's steps to the dense layers")
+    ap.add_argument("--optimizer", default=d.optimizer, help="nadam (reference) or adamw")
+    ap.add_argument("--schedule", default=d.schedule, help="learning rate per batch: constant (reference), cosine or onecycle")
+    ap.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warm-up of --schedule cosine")
+    ap.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="of the training loss, 0 to <1")
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="epochs between checkpoints")
     ap.add_argument("--workers", type=int, default=r.workers, help="Ray Train workers (one per GPU)")
@@ -361,12 +431,16 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     try:
-        prepared = ensure_prepared(args.data)
-        cfg = TrainConfig(data=str(prepared), epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           weight_decay=args.weight_decay, train_ratio=args.train_ratio, width=args.width,
-                          dense=args.dense, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                          deterministic=args.deterministic)
-        cfg.validate()
+                          dense=args.dense, dense_layers=args.dense_layers, dropout=args.dropout, norm=args.norm,
+                          norm_groups=args.norm_groups, pool=args.pool, optimizer=args.optimizer,
+                          schedule=args.schedule, warmup_epochs=args.warmup_epochs,
+                          label_smoothing=args.label_smoothing, seed=args.seed,
+                          checkpoint_every=args.checkpoint_every, deterministic=args.deterministic)
+        cfg.validate()  # before preparing: a mistyped option should not wait for a dataset's decoding
+        prepared = ensure_prepared(args.data)
+        cfg.data = str(prepared)
         check_train_ratio(load_manifest(prepared), cfg.train_ratio, prepared)
     except (ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)

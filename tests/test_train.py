@@ -176,3 +176,63 @@ def test_two_workers_ddp_follow_one_worker(ray_session, prepared_demo, tmp_path)
     # between them, the two workers saw the whole training split each epoch (an equal split
     # may drop fewer rows than there are workers)
     assert 0 <= one.metrics["train_clips"] - two.metrics["train_clips"] < 2
+
+
+def test_cli_refuses_a_bad_variant_in_one_line(tmp_path):
+    for flags, want in ((["--norm", "bn"], "error: norm must be one of none, batch, group, layer, got 'bn'"),
+                        (["--schedule", "cosine", "--epochs", "2", "--warmup-epochs", "2"],
+                         "error: warmup_epochs must be >= 0 and less than epochs (2)"),
+                        (["--optimizer", "sgd"], "error: optimizer must be one of nadam, adamw")):
+        p = subprocess.run([sys.executable, "-m", "audionet_ray.train", "--data", str(tmp_path / "none"), *flags,
+                            "--storage", str(tmp_path)], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2 and p.stderr.startswith(want), p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
+
+
+def test_resume_with_cosine_schedule_and_batch_norm_is_bit_exact(ray_session, prepared_demo, tmp_path):
+    """A run restarted from its epoch-2 checkpoint ends with the same weights, batch-norm running
+    statistics and learning rate as the uninterrupted run: the scheduler's step count and the
+    running statistics travel in the checkpoint (without them the lr would restart its warm-up)."""
+    import shutil
+
+    cfg = _cfg(prepared_demo, epochs=5, deterministic=True, norm="batch", schedule="cosine", warmup_epochs=1.0,
+               optimizer="adamw", weight_decay=0.01, label_smoothing=0.1)
+    straight = build_trainer(cfg, RunSettings(storage=str(tmp_path), name="straight", keep_checkpoints=10)).fit()
+    assert straight.error is None
+    by_epoch = {json.loads(p.read_text())["epoch"]: p.parent for p in (tmp_path / "straight").glob("checkpoint_*/meta.json")}
+    meta = json.loads((by_epoch[2] / "meta.json").read_text())
+    assert meta["model"]["norm"] == "batch" and meta["train_config"]["schedule"] == "cosine"
+    state = torch.load(by_epoch[2] / "train_state.pt", weights_only=True)
+    assert state["scheduler"]["last_epoch"] > 0  # optimizer steps taken so far
+    weights = torch.load(by_epoch[2] / MODEL_FILE, weights_only=True)
+    assert weights["features.1.num_batches_tracked"] == state["scheduler"]["last_epoch"]
+
+    shutil.copytree(by_epoch[2], tmp_path / "resumed" / by_epoch[2].name)  # a run that stopped after epoch 2
+    resumed = build_trainer(cfg, RunSettings(storage=str(tmp_path), name="resumed", keep_checkpoints=10)).fit()
+    assert resumed.error is None and resumed.metrics["resumed_from"] == 2
+    assert [m["epoch"] for m in read_metrics(tmp_path / "resumed")] == [3, 4, 5]
+    a, b = _final_weights(tmp_path / "straight"), _final_weights(tmp_path / "resumed")
+    assert any("running_var" in k for k in a)
+    _assert_same_weights(a, b)
+    last = {p.parent.name: json.loads(p.read_text())["epoch"] for p in (tmp_path / "resumed").glob("checkpoint_*/meta.json")}
+    end = [tmp_path / "resumed" / n for n, e in last.items() if e == 5][0]
+    end_straight = by_epoch[5]
+    sa, sb = (torch.load(d / "train_state.pt", weights_only=True) for d in (end_straight, end))
+    assert sa["scheduler"] == sb["scheduler"]
+    assert sa["optimizer"]["param_groups"][0]["lr"] == sb["optimizer"]["param_groups"][0]["lr"]
+
+
+def test_two_cpu_workers_train_with_batch_norm(ray_session, prepared_demo, tmp_path):
+    """DDP on CPU with batch norm: SyncBatchNorm runs on GPUs only, so each worker normalises by
+    its own half-batch and DDP broadcasts rank 0's running statistics (see train.py); the run
+    trains, and the checkpoint's statistics are rank 0's."""
+    cfg = _cfg(prepared_demo, epochs=3, lr=2e-3, norm="batch", schedule="onecycle")
+    two = build_trainer(cfg, RunSettings(storage=str(tmp_path), name="two-bn", workers=2, cpus_per_worker=0.5)).fit()
+    assert two.error is None
+    log = read_metrics(tmp_path / "two-bn")
+    assert [m["epoch"] for m in log] == [1, 2, 3]
+    assert log[-1]["train_loss"] < log[0]["train_loss"]
+    w = torch.load(Path(two.checkpoint.path) / MODEL_FILE, weights_only=True)
+    stats = [k for k in w if k.endswith("running_mean") or k.endswith("running_var")]
+    assert len(stats) == 10 and all(torch.isfinite(w[k]).all() for k in stats)
+    assert not torch.equal(w["features.1.running_var"], torch.ones_like(w["features.1.running_var"]))  # updated
