@@ -26,6 +26,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from .config import ConfigError
 from .ray_private import FilteredCLIReporter, optuna_told, optuna_trial
+from .storage import is_uri
 
 OPTUNA_DB = "optuna.db"
 TRIAL_ID_ATTR = "tune_trial_id"  # user attribute of each Optuna trial: its Tune trial id
@@ -72,7 +73,7 @@ def study_storage(url: str | None, exp_dir) -> str | None:
     import optuna
 
     if url is None:
-        if "://" in str(exp_dir):
+        if is_uri(exp_dir):
             return None
         url = f"sqlite:///{Path(exp_dir).resolve() / OPTUNA_DB}"
     storage = open_storage(url)

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -466,3 +467,120 @@ def _assert_live_views_survive_resume(exp: Path, ids: set[str]) -> None:
         assert steps == sorted(set(steps)) and steps[-1] == 6, (d.name, steps)
         assert set(steps) <= {r["epoch"] for r in results}, (d.name, steps, results)
         assert set(range(resumed_from + 1, 7)) <= set(steps), (d.name, steps, resumed_from)
+
+
+@pytest.mark.slow
+def test_killed_search_resumes_with_asha_rungs_and_the_time_budget_left(ray_session, prepared_demo, tmp_path):
+    """Issue 15 item 5 and issue 13 item 4 on one real search: SIGKILL the driver once ASHA has
+    recorded epoch-2 results; the resumed scheduler holds them (so it stops a trial that the
+    uninterrupted search would have stopped, where Ray's own resume would let it run), and the
+    resumed search runs on the time that was left, ends within the budget and exports."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    from audionet_ray.ray_private import asha_rungs
+    from audionet_ray.results import read_budget, trial_results
+    from audionet_ray.tune import make_scheduler, refill_asha
+
+    exp, budget, trials = tmp_path / "budgeted", 360, 40  # more trials than the budget fits, even on idle cores
+    base = ["--address", _address()]
+    first = _tune(["--search-space", "smoke", "--data", str(prepared_demo), "--num-samples", str(trials), "--max-concurrent", "2",
+                   "--time-budget", f"{budget // 60}m", "--storage", str(tmp_path), "--name", "budgeted", *base],
+                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _kill_when(first, lambda: sum(max(h, default=0) >= 2 for h in _epoch_history(exp).values()) >= 2, budget,
+               "two trials reached ASHA's first rung")
+    spent_at_kill = read_budget(exp)["spent_s"]
+    assert 0 < spent_at_kill < budget
+
+    # What the resumed driver does before it continues, here in the test: refill a fresh ASHA.
+    saved = SearchSpec.from_dict(json.loads((exp / "search.json").read_text())["spec"])
+    recorded = trial_results(exp)
+    refilled, forgetful = make_scheduler(saved), make_scheduler(saved)  # forgetful: Ray's own resume
+    for s in (refilled, forgetful):
+        s.set_search_properties("val_accuracy", "max")
+    refill_asha(refilled, recorded, "val_accuracy", "max")
+    at_rung2 = {tid: next(r["val_accuracy"] for r in rows if r["epoch"] >= 2)
+                for tid, rows in recorded.items() if any(r["epoch"] >= 2 for r in rows)}
+    assert len(at_rung2) >= 2 and asha_rungs(refilled)[0] == (2, at_rung2)
+    assert asha_rungs(forgetful)[0] == (2, {})
+    probe = Trial("probe", trial_id="probe", stub=True)  # a new trial, worse at epoch 2 than all recorded
+    decisions = []
+    for s in (refilled, forgetful):
+        s.on_trial_add(None, probe)
+        decisions.append(s.on_trial_result(None, probe, {"epoch": 2, "val_accuracy": min(at_rung2.values()) - 0.01}))
+    assert decisions == [TrialScheduler.STOP, TrialScheduler.CONTINUE]
+
+    t0 = time.monotonic()
+    resumed = _tune(["--resume", str(exp), *base], timeout=budget + 120)
+    took = time.monotonic() - t0
+    out = resumed.stdout
+    assert resumed.returncode == 0, out[-3000:] + resumed.stderr[-3000:]
+    first_line = next(ln for ln in out.splitlines() if ln.startswith("search budgeted:"))
+    m = re.search(r"\((?:(\d+)m)?(\d+)s left\)", first_line)
+    left = int(m[1] or 0) * 60 + int(m[2])
+    assert "time budget 6m00s" in first_line and budget - spent_at_kill - 60 <= left <= budget - spent_at_kill, first_line
+    refill_line = next(ln for ln in out.splitlines() if ln.startswith("ASHA's rungs refilled"))
+    assert f"epoch 2: {len(at_rung2)} trial(s)" in refill_line, refill_line
+    spent = read_budget(exp)["spent_s"]
+    assert spent_at_kill < spent <= budget + 10 and took <= left + 60, (spent, took, left)
+    assert "time budget of 6m00s reached: unfinished trials stopped" in out and len(_rows(exp)) < trials
+    assert "exported the best model" in out and (exp / "bundle" / "config.json").exists()
+
+
+@pytest.mark.parametrize("cpus,samples,want_n,want_cpw", [
+    (2, 8, 2, 1.0),    # the 2-core laptop: two trials of one CPU, none kept for Ray Data
+    (4, 8, 2, 2.0),
+    (8, 8, 2, 4.0),
+    (64, 8, 8, 8.0),   # fewer trials than slots: each trial gets more CPUs
+    (64, 40, 16, 4.0),
+    (2, 1, 1, 2.0),    # one trial takes both cores
+])
+def test_plan_auto_cpus_leave_no_core_idle_when_data_is_in_memory(cpus, samples, want_n, want_cpw):
+    spec = _spec(cpus="auto", n=samples)
+    gpw, n, why = plan_resources(spec, {"CPU": float(cpus)}, streaming=False)
+    assert (n, spec.resources.cpus_per_worker) == (want_n, want_cpw)
+    assert n * spec.resources.cpus_per_worker == cpus, "every core trains"
+    assert "no CPU kept for Ray Data" in why and f"{want_cpw:g} CPU" in why
+
+
+def test_plan_auto_keeps_cpus_for_streaming_data_and_shares_a_gpu():
+    spec = _spec(cpus="auto")
+    _, n, why = plan_resources(spec, {"CPU": 2.0}, streaming=True)
+    assert (n, spec.resources.cpus_per_worker) == (1, 1.0) and "1 CPU kept for Ray Data" in why
+    spec = _spec(cpus="auto")
+    gpw, n, why = plan_resources(spec, {"CPU": 16.0, "GPU": 1.0}, streaming=False)
+    assert (gpw, n, spec.resources.cpus_per_worker) == (0.5, 2, 8.0)
+    spec = _spec(cpus="auto")
+    gpw, n, _ = plan_resources(spec, {"CPU": 16.0, "GPU": 1.0}, streaming=True)
+    assert (gpw, n, spec.resources.cpus_per_worker) == (0.5, 2, 6.0)  # 4 CPUs (a quarter) feed Ray Data
+
+
+def _spans(exp: Path) -> list[tuple[float, float]]:
+    """Each trial's training time span, from its Train run's per-epoch log."""
+    spans = []
+    for log in (exp / "train_runs").glob("*/metrics.jsonl"):
+        rows = [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()]
+        spans.append((rows[0]["time"] - rows[0]["epoch_seconds"], rows[-1]["time"]))
+    return spans
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cpus", [2, 4])
+def test_auto_resources_on_a_real_ray_train_on_every_core(cpus, ray_session, prepared_demo, tmp_path):
+    """The rule on a real local Ray: 2 CPUs -> 2 trials x 1 CPU, 4 CPUs -> 2 trials x 2 CPUs (torch
+    threads to match), trials overlap, and every trial finishes. 2 CPUs: the session's Ray; 4: its own."""
+    where = ["--address", _address()] if cpus == 2 else ["--num-cpus", "4"]
+    p = _tune(["--search-space", "smoke", "--data", str(prepared_demo), "--num-samples", "3", "--epochs", "2",
+               "--cpus-per-worker", "auto", "--scheduler", "fifo", "--storage", str(tmp_path), "--name", "auto",
+               "--no-export", "--quiet", *where])
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    per_worker = cpus // 2
+    assert f"2 trial(s) at once" in p.stdout and f"x {per_worker} CPU ({per_worker} torch thread(s))" in p.stdout, p.stdout
+    assert "no CPU kept for Ray Data" in p.stdout
+    rows = _rows(tmp_path / "auto")
+    assert len(rows) == 3 and all(r["status"] == "done" and int(float(r["epochs_run"])) == 2 for r in rows), rows
+    threads = {json.loads(ln)["torch_threads"] for f in (tmp_path / "auto").glob("*/result.json")
+               for ln in f.read_text().splitlines() if ln.strip()}
+    assert threads == {per_worker}
+    spans = sorted(_spans(tmp_path / "auto"))
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), f"no two trials trained at once: {spans}"
