@@ -382,3 +382,81 @@ def test_export_picks_the_best_checkpoint_of_an_experiment(ray_session, prepared
     export(exp, exp / "bundle", metric="val_loss")
     assert json.loads((exp / "bundle" / "config.json").read_text())["selection"]["metric"] == "val_loss"
     bundle_mod.load(exp / "bundle")
+
+
+# ----------------------------------------------------------------------------- model variants
+
+def _variant_checkpoint(word_data: Path, out: Path, **variant) -> Path:
+    """A checkpoint of a small AudioNet variant trained briefly with train.py's recipe functions
+    (a cosine schedule, so train_state.pt carries a scheduler the export must ignore)."""
+    from audionet_ray.train import make_optimizer, make_scheduler
+
+    classes = json.loads((word_data / "manifest.json").read_text())["classes"]
+    x, y, _ = _split(word_data, "trainval")
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    cfg = TrainConfig(data=str(word_data), epochs=3, batch_size=16, lr=3e-3, width=8, dense=32, seed=0,
+                      schedule="cosine", augment=AugmentConfig(background_prob=0.0), **variant)
+    model_cfg = cfg.model_config(len(classes))
+    torch.manual_seed(0)
+    model = AudioNet.from_config(model_cfg)
+    opt = make_optimizer(model, cfg)
+    sched = make_scheduler(opt, cfg, -(-len(y) // cfg.batch_size))
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        gen = torch.Generator().manual_seed(epoch)
+        order = torch.randperm(len(y), generator=gen)
+        for i in range(0, len(y), cfg.batch_size):
+            idx = order[i:i + cfg.batch_size]
+            loss = F.cross_entropy(model(augment(x[idx], gen, cfg.augment)), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    out.mkdir(parents=True)
+    save_checkpoint(out, model, opt, cfg.epochs, cfg, model_cfg, classes, {"val_accuracy": 0.5}, sched)
+    return out
+
+
+@pytest.mark.parametrize("norm", ["batch", "group", "layer"])
+def test_every_norm_variant_exports_with_its_config_and_a_matching_onnx_graph(norm, word_data, tmp_path):
+    ckpt = _variant_checkpoint(word_data, tmp_path / "checkpoint_000003", norm=norm, norm_groups=2, pool="avg",
+                               dense_layers=2)
+    b_dir = export(ckpt, tmp_path / "bundle")
+    config = json.loads((b_dir / "config.json").read_text())
+    want = ModelConfig(len(config["classes"]), 8, 32, 0.2, norm, 2, "avg", 2)
+    assert config["model"]["config"] == want.to_dict()  # the bundle records the whole variant
+    assert config["onnx"]["max_abs_diff_vs_torch"] < 1e-4
+    x_test, _, _ = _split(word_data, "test")
+    t, o = load(b_dir), load(b_dir, backend="onnx")
+    assert t.model.config == want and not t.model.training
+    lt, lo = t.predict_logits(x_test), o.predict_logits(x_test)
+    assert np.abs(lt - lo).max() < 1e-4
+    # eval mode: a clip's logits are its own, whatever else is in the batch (batch norm's running statistics)
+    assert np.abs(t.predict_logits(x_test[:1]) - lt[:1]).max() < 1e-4
+
+
+def test_batch_norm_variant_round_trips_to_predict_on_both_backends(word_data, demo_root, tmp_path):
+    """checkpoint -> export -> ONNX -> `python -m audionet_ray.predict`, for norm=batch: the CLI's
+    top words and probabilities agree between torch and onnxruntime, and with the bundle API."""
+    ckpt = _variant_checkpoint(word_data, tmp_path / "checkpoint_000003", norm="batch")
+    b_dir = export(ckpt, tmp_path / "bundle")
+    b = load(b_dir)
+    x_test, _, _ = _split(word_data, "test")
+    files = []
+    for i in range(3):
+        f = tmp_path / f"clip{i}.wav"
+        sf.write(f, x_test[i], SR, subtype="PCM_16")
+        files.append(str(f))
+    want = b.predict_proba(x_test[:3])
+    runs = {}
+    for backend, extra in (("torch", []), ("onnx", ["--onnx"])):
+        p = _run("audionet_ray.predict", str(b_dir), *files, "--format", "json", "--top-k", "2", *extra)
+        assert p.returncode == 0, p.stderr
+        runs[backend] = json.loads(p.stdout)["files"]
+    for i, (rt, ro) in enumerate(zip(runs["torch"], runs["onnx"])):
+        assert [t["label"] for t in rt["top_k"]] == [t["label"] for t in ro["top_k"]]
+        assert rt["top_k"][0]["label"] == b.classes[int(want[i].argmax())]
+        for a, c in zip(rt["top_k"], ro["top_k"]):
+            assert a["prob"] == pytest.approx(c["prob"], abs=1e-4)
+        assert rt["top_k"][0]["prob"] == pytest.approx(float(want[i].max()), abs=1e-4)
+
