@@ -62,14 +62,25 @@ def split_datasets(prepared: str | Path, train_ratio: float, splits=("train", "v
     return out
 
 
+MEMORY_ENV = "AUDIONET_MEMORY_MB"  # a worker keeps its data in memory up to this size (0: always stream)
+
+
+def fits_in_memory(manifest: dict, world: int) -> bool:
+    """Whether each of `world` workers keeps its part of the data in memory (`read_split`) rather than
+    streaming it through Ray Data. Decided once, from the manifest, by the driver that builds the run."""
+    budget_mb = float(os.environ.get(MEMORY_ENV, "1024"))
+    return budget_mb > 0 and manifest.get("n_clips", float("inf")) * CLIP_BYTES / world <= budget_mb * 2**20
+
+
 def read_split(prepared: str | Path, train_ratio: float, split: str, rank: int = 0,
-               world: int = 1) -> tuple[np.ndarray, np.ndarray, list[str]]:
+               world: int = 1, equal: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """One split read straight from the shards with pyarrow: int16 clips (N, 16000), labels, classes.
 
     For data that fits in memory: a Ray Data pipeline costs seconds to start and CPUs of its own
     for one pass over a few MB (benchmarks/bench_throughput.py); reading the Parquet files here
     takes a fraction of a second and leaves every CPU to training. Rows are dealt to `world`
-    workers by position (rank, rank + world, ...), as Ray Data's split would give each an equal part.
+    workers by position (rank, rank + world, ...); `equal` drops the last few rows so that every
+    worker gets as many (DDP steps in lockstep: one batch more on one worker would hang the others).
     """
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -91,6 +102,8 @@ def read_split(prepared: str | Path, train_ratio: float, split: str, rank: int =
     if not tables:
         return np.zeros((0, CLIP_BYTES // 2), np.int16), np.zeros(0, np.int64), m["classes"]
     table = pa.concat_tables(tables)
+    if equal:
+        table = table.slice(0, table.num_rows // world * world)
     if world > 1:
         table = table.take(pa.array(range(rank, table.num_rows, world)))
     pcm = pcm_from_binary(table.column("pcm")).copy()  # writable, owned: nothing keeps Arrow's buffers

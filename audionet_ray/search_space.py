@@ -75,7 +75,7 @@ def tpe_startup_trials(t: TuneSettings) -> int:
 class Resources:
     workers_per_trial: int = 1
     gpus_per_trial: float | str = "auto"  # "auto": 0 without GPUs, else 1 per worker (0.5 on one GPU)
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float | str = "auto"  # "auto": every core trains (tune.plan_resources)
 
 
 @dataclass
@@ -296,3 +296,6 @@ def to_tune_space(search: dict[str, dict]) -> dict:
         (kind, args), = spec.items()
         space[name] = tune.choice(args) if kind == "choice" else make[kind](*args)
     return space
+    if r.cpus_per_worker != "auto" and not (isinstance(r.cpus_per_worker, (int, float))
+                                            and not isinstance(r.cpus_per_worker, bool) and r.cpus_per_worker > 0):
+        raise ConfigError(f"{where}: cpus_per_worker must be 'auto' or a number > 0")

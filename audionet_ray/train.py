@@ -27,15 +27,14 @@ from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, R
 from ray.train.torch import TorchTrainer
 from ray.train.v2.api.callback import UserCallback
 
-from .audio import CLIP_BYTES, CLIP_SAMPLES
 from .augment import augment, epoch_generator, standardise
 from .config import ConfigError, RunSettings, TrainConfig
-from .data import check_train_ratio, load_noise, split_datasets, torch_batches
+from .data import check_train_ratio, fits_in_memory, load_noise, read_split, split_datasets, torch_batches
 from .discover import DatasetError
 from .model import AudioNet, ModelConfig
 from .prepare import load_manifest
 
-MEMORY_ENV = "AUDIONET_MEMORY_MB"  # a worker keeps its data in memory up to this size (0: always stream)
+IN_MEMORY_KEY = "in_memory"  # in the loop's config: build_trainer's choice, so that every worker follows it
 MODEL_FILE = "model.pt"  # state_dict only: loads with weights_only=True
 STATE_FILE = "train_state.pt"  # optimizer, LR scheduler, epoch, RNG states
 META_FILE = "meta.json"  # classes, model and train config, metrics
@@ -180,23 +179,21 @@ def _step_stats(logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor) -> to
     return torch.stack([loss.detach().float() * n, (logits.argmax(1) == y).sum().float(), n])
 
 
-def _fits_in_memory(manifest: dict, world: int) -> bool:
-    """Whether a worker keeps its shard in memory. Decided from the manifest, so that every worker
-    decides alike (one streaming while another does not would stall Ray Data's split)."""
-    budget_mb = float(os.environ.get(MEMORY_ENV, "1024"))
-    return budget_mb > 0 and manifest.get("n_clips", float("inf")) * CLIP_BYTES / world <= budget_mb * 2**20
+def _read_shard(cfg: TrainConfig, split: str, rank: int, world: int,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """This worker's part of a split, read straight from the shards, as int16 clips and labels on `device`.
+    Training parts are equal in size on every worker, so that DDP's steps stay in lockstep."""
+    pcm, labels, _ = read_split(cfg.data, cfg.train_ratio, split, rank, world, equal=split == "train")
+    return torch.from_numpy(pcm).to(device), torch.from_numpy(labels).to(device)
 
 
-def _read_shard(shard, batch_size: int, device: torch.device, pin_memory: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """A worker's whole shard, once through Ray Data, as int16 clips and labels on `device`."""
-    clips, labels = [], []
-    for pcm, y in torch_batches(shard, batch_size, pin_memory=pin_memory):
-        clips.append(pcm.to(device, non_blocking=True))
-        labels.append(y.to(device, non_blocking=True))
-    if not clips:
-        return torch.zeros(0, CLIP_SAMPLES, dtype=torch.int16, device=device), torch.zeros(0, dtype=torch.int64,
-                                                                                          device=device)
-    return torch.cat(clips), torch.cat(labels)  # copies: nothing keeps Ray's buffers alive
+def _use_cpus() -> int:
+    """Torch threads = the CPUs Ray gave this worker: one thread on a 4-CPU reservation leaves three
+    idle, and more threads than CPUs fight the other trials sharing the machine."""
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    threads = max(1, int(cpus + 1e-9))
+    torch.set_num_threads(threads)
+    return threads
 
 
 def _memory_batches(data: tuple[torch.Tensor, torch.Tensor], batch_size: int, shuffle_seed: int | None = None):
@@ -211,7 +208,10 @@ def _memory_batches(data: tuple[torch.Tensor, torch.Tensor], batch_size: int, sh
 
 
 def train_loop_per_worker(config: dict) -> None:
+    config = dict(config)
+    in_memory = config.pop(IN_MEMORY_KEY, None)  # decided by build_trainer, which gave no Datasets then
     cfg = TrainConfig.from_dict(config)
+    threads = _use_cpus()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
@@ -248,17 +248,19 @@ def train_loop_per_worker(config: dict) -> None:
                 state[k] = v.to(device)
 
     noise = torch.from_numpy(load_noise(cfg.data)).to(device)
-    train_shard = ray.train.get_dataset_shard("train")
-    val_shard = ray.train.get_dataset_shard("val")
     per_worker_batch = max(1, cfg.batch_size // world)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu and cfg.bf16)
-    # Small data (the demo, a search on a subset) is read through Ray Data once and then served from
-    # memory (on the GPU when training there): a Ray Data pipeline start costs ~1 s per epoch and
-    # split, more than a whole epoch of a small model (benchmarks/bench_train.py). Larger data streams.
-    in_memory = _fits_in_memory(manifest, world)
+    # Small data (the demo, a search on a subset) is read from the shards once and served from memory
+    # (on the GPU when training there): a Ray Data pipeline costs seconds to start and CPUs of its own,
+    # more than a whole epoch of a small model (benchmarks/bench_throughput.py). Larger data streams.
+    if in_memory is None:
+        in_memory = fits_in_memory(manifest, world)
     if in_memory:
-        train_data = _read_shard(train_shard, per_worker_batch, device, on_gpu)
-        val_data = _read_shard(val_shard, max(per_worker_batch, 256), device, on_gpu)
+        train_data = _read_shard(cfg, "train", rank, world, device)
+        val_data = _read_shard(cfg, "val", rank, world, device)
+    else:
+        train_shard = ray.train.get_dataset_shard("train")
+        val_shard = ray.train.get_dataset_shard("val")
 
     restore_rng(rng)  # last, so that nothing above draws from the restored stream
     for epoch in range(start_epoch, cfg.epochs + 1):
@@ -302,6 +304,7 @@ def train_loop_per_worker(config: dict) -> None:
             "clips_per_s": tr_n / train_seconds,
             "train_clips": int(tr_n),
             "val_clips": int(va_n),
+            "torch_threads": threads,
             "epoch_seconds": time.perf_counter() - t0,
             "resumed_from": start_epoch - 1,  # 0: started fresh; k: continued from epoch k's checkpoint
             "node_id": ray.get_runtime_context().get_node_id(),  # where rank 0 ran: spread over a cluster
@@ -345,7 +348,12 @@ def build_trainer(cfg: TrainConfig, run: RunSettings, callbacks: list | None = N
     """One TorchTrainer run. Same storage and name again = resume from its latest checkpoint."""
     cfg.validate()
     ray.data.DataContext.get_current().enable_progress_bars = False  # Tune/Train show progress
-    datasets = split_datasets(cfg.data, cfg.train_ratio, shuffle_files=not cfg.deterministic)
+    in_memory = fits_in_memory(load_manifest(cfg.data), run.workers)
+    if in_memory:  # each worker reads its part itself (read_split): no Ray Data pipeline to start
+        check_train_ratio(load_manifest(cfg.data), cfg.train_ratio, cfg.data)
+        datasets = None
+    else:
+        datasets = split_datasets(cfg.data, cfg.train_ratio, shuffle_files=not cfg.deterministic)
     data_config = None
     if cfg.deterministic:
         from ray.data import ExecutionOptions
@@ -361,7 +369,7 @@ def build_trainer(cfg: TrainConfig, run: RunSettings, callbacks: list | None = N
 
     return TorchTrainer(
         loop,
-        train_loop_config=cfg.to_dict(),
+        train_loop_config={**cfg.to_dict(), IN_MEMORY_KEY: in_memory},
         scaling_config=ScalingConfig(num_workers=run.workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=run.name,

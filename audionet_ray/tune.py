@@ -56,8 +56,17 @@ def run_trial(config: dict, spec: dict, data: str, exp_dir: str, gpus_per_worker
 
 # ----------------------------------------------------------------------------- resources
 
-def plan_resources(spec: SearchSpec, cluster: dict) -> tuple[float, int, str]:
-    """GPUs per worker, concurrent trials, and a sentence saying why."""
+def plan_resources(spec: SearchSpec, cluster: dict, streaming: bool = True) -> tuple[float, int, str]:
+    """GPUs per worker, concurrent trials, and a sentence saying why; `cpus_per_worker: auto` in the
+    spec is resolved here (in place), so that every core trains.
+
+    The rule: CPUs are kept back for Ray Data only when the data streams (`streaming`); data that
+    fits in memory is read by each worker once, so every CPU goes to training. With `auto`, a
+    CPU-only machine runs trials of up to 4 CPUs per worker, at least two trials at once where the
+    cores allow (one trial's start-up then overlaps another's training), and with fewer trials than
+    slots each trial gets more CPUs; on GPUs the GPUs set the number of trials and the CPUs are
+    shared out among them. Torch uses as many threads as its worker has CPUs (train._use_cpus).
+    """
     r, t = spec.resources, spec.tune
     gpus, cpus = cluster.get("GPU", 0.0), cluster.get("CPU", 1.0)
     if r.gpus_per_trial == "auto":
@@ -67,8 +76,18 @@ def plan_resources(spec: SearchSpec, cluster: dict) -> tuple[float, int, str]:
     if per_trial > 0 and gpus == 0:
         raise ConfigError(f"--gpus-per-trial {per_trial}: Ray sees no GPU here; use --gpus-per-trial 0")
     gpus_per_worker = per_trial / r.workers_per_trial
-    data_cpus = 1.0 if cpus <= 8 else 0.25 * cpus  # Ray Data reads and decodes outside the workers
-    by_cpu = math.floor((cpus - data_cpus) / (r.workers_per_trial * r.cpus_per_worker) + 1e-9)
+    w = r.workers_per_trial
+    data_cpus = (1.0 if cpus <= 8 else 0.25 * cpus) if streaming else 0.0  # Ray Data reads outside the workers
+    avail = cpus - data_cpus
+    if r.cpus_per_worker == "auto":
+        if per_trial > 0:
+            slots = math.floor(gpus / per_trial + 1e-9)
+        else:
+            slots = max(1, math.floor(avail / (w * min(4, max(1, math.floor(avail / (2 * w)))))))
+        slots = max(1, min(slots, t.max_concurrent or slots, t.num_samples))
+        share = avail / (slots * w)
+        r.cpus_per_worker = float(math.floor(share)) if share >= 1 else share
+    by_cpu = math.floor(avail / (w * r.cpus_per_worker) + 1e-9)
     limits = {"CPUs": by_cpu}
     if per_trial > 0:
         limits["GPUs"] = math.floor(gpus / per_trial + 1e-9)
@@ -78,11 +97,13 @@ def plan_resources(spec: SearchSpec, cluster: dict) -> tuple[float, int, str]:
     binding = min(limits, key=limits.get)
     n = max(1, limits[binding])
     if by_cpu < 1:
-        raise ConfigError(f"a trial needs {r.workers_per_trial * r.cpus_per_worker:g} CPUs for its workers plus "
+        raise ConfigError(f"a trial needs {w * r.cpus_per_worker:g} CPUs for its workers plus "
                           f"{data_cpus:g} for data, but Ray sees {cpus:g}: lower cpus_per_worker or workers_per_trial")
     device = f"{gpus_per_worker:g} GPU per worker" if per_trial else "CPU only"
+    data = f"{data_cpus:g} CPU kept for Ray Data (the data streams)" if streaming else "data in memory: no CPU kept for Ray Data"
+    threads = max(1, int(r.cpus_per_worker + 1e-9))
     why = (f"{n} trial(s) at once, limited by {binding} ({cpus:g} CPUs, {gpus:g} GPUs; each trial "
-           f"{r.workers_per_trial} worker(s) x {r.cpus_per_worker:g} CPU, {device}; {data_cpus:g} CPU kept for Ray Data)")
+           f"{w} worker(s) x {r.cpus_per_worker:g} CPU ({threads} torch thread(s)), {device}; {data})")
     return gpus_per_worker, n, why
 
 
@@ -361,7 +382,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--epochs", type=int, help="epochs per trial (ASHA's max_t)")
     ap.add_argument("--gpus-per-trial", help="GPUs per trial; fractions share a GPU (0.5, 0.25); 'auto'")
     ap.add_argument("--workers-per-trial", type=int, help="Ray Train workers per trial (DDP; one per GPU)")
-    ap.add_argument("--cpus-per-worker", type=float, help="CPUs per Ray Train worker")
+    ap.add_argument("--cpus-per-worker", help="CPUs per Ray Train worker, or 'auto' (every core trains)")
     ap.add_argument("--searcher", choices=["optuna", "random"])
     ap.add_argument("--scheduler", choices=["asha", "fifo"])
     ap.add_argument("--seed", type=int, help="seed of the searcher")
@@ -396,7 +417,10 @@ def apply_overrides(spec: SearchSpec, args: argparse.Namespace) -> SearchSpec:
     if args.workers_per_trial is not None:
         r.workers_per_trial = args.workers_per_trial
     if args.cpus_per_worker is not None:
-        r.cpus_per_worker = args.cpus_per_worker
+        try:
+            r.cpus_per_worker = args.cpus_per_worker if args.cpus_per_worker == "auto" else float(args.cpus_per_worker)
+        except ValueError:
+            raise ConfigError(f"--cpus-per-worker {args.cpus_per_worker}: a number (0.5, 1, 4, ...) or 'auto'") from None
     if args.gpus_per_trial is not None:
         try:
             r.gpus_per_trial = args.gpus_per_trial if args.gpus_per_trial == "auto" else float(args.gpus_per_trial)
@@ -458,6 +482,14 @@ def check_space_fits_data(spec: SearchSpec, data: str | Path) -> None:
             check_train_ratio(manifest, ratio, data)
         except DatasetError as e:
             raise ConfigError(f"{where}{e}") from None
+def data_streams(data: str | Path, workers: int) -> bool:
+    """Whether trials stream this data through Ray Data (and need CPUs for it) or hold it in memory."""
+    from .data import fits_in_memory
+    from .prepare import load_manifest
+
+    return not fits_in_memory(load_manifest(data), workers)
+
+
 
 
 def start_ray(args: argparse.Namespace) -> dict:
@@ -483,7 +515,8 @@ def main(argv: list[str] | None = None) -> int:
 
     driver_resources = start_ray(args)
     try:
-        gpus_per_worker, concurrent, why = plan_resources(spec, cluster_capacity())  # incl. autoscaling
+        gpus_per_worker, concurrent, why = plan_resources(spec, cluster_capacity(),  # incl. autoscaling
+                                                          streaming=data_streams(data, spec.resources.workers_per_trial))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -61,6 +61,7 @@ def instrumented_loop(events_path: str, memory_mb: str | None):
         import ray.train as rt
         import torch as _torch
 
+        import audionet_ray.data as D
         import audionet_ray.train as T
 
         def emit(ev: str, **kw) -> None:
@@ -68,7 +69,7 @@ def instrumented_loop(events_path: str, memory_mb: str | None):
                 f.write(_json.dumps({"ev": ev, "t": _time.time(), "cpu": _time.process_time(), **kw}) + "\n")
 
         if memory_mb is not None:
-            _os.environ[T.MEMORY_ENV] = memory_mb
+            _os.environ[D.MEMORY_ENV] = memory_mb
         emit("loop_start", threads=_torch.get_num_threads(), omp=_os.environ.get("OMP_NUM_THREADS"))
         real = {name: getattr(T, name) for name in ("torch_batches", "_memory_batches", "_read_shard",
                                                      "save_checkpoint")}
@@ -128,7 +129,7 @@ def instrumented_loop(events_path: str, memory_mb: str | None):
             for name, fn in real.items():
                 setattr(T, name, fn)
             rt.report = real_report
-            _os.environ.pop(T.MEMORY_ENV, None)
+            _os.environ.pop(D.MEMORY_ENV, None)
             emit("loop_end")
 
     return loop
@@ -142,9 +143,16 @@ def ray_run(cfg, cpus_per_worker: float, gpu: bool, storage: str, name: str, mem
     from audionet_ray.train import build_trainer
 
     events_path = str(Path(storage) / f"{name}.events.jsonl")
-    real = build_trainer(cfg, RunSettings(storage=storage, name=name, workers=1, cpus_per_worker=cpus_per_worker,
-                                          gpus_per_worker=1.0 if gpu else 0.0,
-                                          keep_checkpoints=2, max_failures=0))
+    from audionet_ray.data import MEMORY_ENV
+
+    if memory_mb is not None:  # the driver decides memory or streaming, in build_trainer
+        os.environ[MEMORY_ENV] = memory_mb
+    try:
+        real = build_trainer(cfg, RunSettings(storage=storage, name=name, workers=1, cpus_per_worker=cpus_per_worker,
+                                              gpus_per_worker=1.0 if gpu else 0.0,
+                                              keep_checkpoints=2, max_failures=0))
+    finally:
+        os.environ.pop(MEMORY_ENV, None)
     trainer = TorchTrainer(instrumented_loop(events_path, memory_mb), train_loop_config=real.train_loop_config,
                            scaling_config=real.scaling_config, run_config=real.run_config,
                            datasets=real.datasets, dataset_config=real.data_config)
