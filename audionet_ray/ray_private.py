@@ -15,7 +15,9 @@ When it does, fix it here, not at the call sites.
 - `CLIReporter._print`: where the progress table is printed (monitor.ProgressTable drops a line),
   and `CLIReporter._metric` / `_sort_by_metric`: Tune sorts finished trials by the metric and
   raises a TypeError on two that never reported it (trials the time budget stopped in their
-  first epoch), so sorting is off while such trials exist.
+  first epoch), so sorting is off while such trials exist. `CLIReporter._current_best_trial`:
+  Tune's "Current best trial" line raises a KeyError when the best trial did not sample a
+  conditional parameter; the line gets None for it instead.
 
 TODO for the lead (train.py, owned elsewhere at the time of writing): train.py imports
 `ray.train.v2.api.callback.UserCallback` (Train V2's callback API, not exported publicly) and
@@ -25,6 +27,7 @@ move those behind this module too. The test below already checks that `UserCallb
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from ray.tune import CLIReporter
@@ -55,7 +58,8 @@ def optuna_told(searcher, trial_id: str) -> bool:
 
 class FilteredCLIReporter(CLIReporter):
     """Tune's CLIReporter, printing its tables without the lines that start with `drop_prefixes`,
-    and sorting by the metric only when every finished trial has one."""
+    and sorting by the metric only when every finished trial has one; a parameter that the best
+    trial did not sample (a conditional one) shows as None in the best-trial line."""
 
     drop_prefixes: tuple[str, ...] = ()
 
@@ -65,6 +69,16 @@ class FilteredCLIReporter(CLIReporter):
         self._sort_by_metric = self._sort_wanted and all(
             (t.last_result or {}).get(self._metric) is not None for t in trials if t.status == "TERMINATED")
         super().report(trials, done, *sys_info)
+
+    def _current_best_trial(self, trials):
+        best, metric = super()._current_best_trial(trials)
+        if best is None:
+            return best, metric
+        config = dict(best.last_result.get("config") or {})
+        for name in self._parameter_columns or []:
+            config.setdefault(name, None)
+        # all Tune's best-trial line reads of a trial
+        return SimpleNamespace(trial_id=best.trial_id, last_result={**best.last_result, "config": config}), metric
 
     def _print(self, msg: str):
         super()._print("\n".join(ln for ln in msg.splitlines() if not ln.startswith(self.drop_prefixes)))

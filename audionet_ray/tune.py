@@ -363,7 +363,7 @@ def write_results(results, exp_dir: Path, metric: str, mode: str) -> list[dict]:
 def print_table(rows: list[dict], metric: str) -> None:
     if not rows:
         return
-    cols = [k for k in rows[0] if k not in ("val_loss", "train_loss")]
+    cols = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in ("val_loss", "train_loss")]
     table = [[_fmt(r.get(c)) for c in cols] for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))

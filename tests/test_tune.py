@@ -259,9 +259,11 @@ def test_ray_private_apis_are_still_there(tmp_path, capsys):
     assert TrialScheduler.STOP == "STOP"
 
 
-def test_progress_table_survives_trials_stopped_before_their_first_result(ray_session, tmp_path, capsys):
-    """CLIReporter._print, ._metric and ._sort_by_metric (ray_private.FilteredCLIReporter): Tune's own
-    table raises a TypeError sorting finished trials that never reported the metric."""
+def test_progress_table_survives_unreported_trials_and_conditional_parameters(ray_session, tmp_path, capsys):
+    """CLIReporter._print, ._metric, ._sort_by_metric and ._current_best_trial
+    (ray_private.FilteredCLIReporter): Tune's own table raises a TypeError sorting finished trials
+    that never reported the metric, and a KeyError naming the best trial's parameters when it did
+    not sample a conditional one."""
     import inspect
 
     from ray.train._internal.storage import StorageContext  # what Tune gives every trial
@@ -270,24 +272,35 @@ def test_progress_table_survives_trials_stopped_before_their_first_result(ray_se
 
     from audionet_ray import ray_private
 
-    trials = [Trial("probe", trial_id=f"t{i}", stub=True, storage=StorageContext(str(tmp_path), "x", trial_dir_name=f"t{i}"))
-              for i in range(3)]
-    assert list(inspect.signature(CLIReporter._print).parameters) == ["self", "msg"]
+    def trial(i, config):
+        return Trial("probe", trial_id=f"t{i}", stub=True, config=config,
+                     storage=StorageContext(str(tmp_path), "x", trial_dir_name=f"t{i}"))
+
     def reporter(kind):
-        r = kind(metric_columns=["val_accuracy"], sort_by_metric=True)
+        r = kind(metric_columns=["val_accuracy"], parameter_columns=["norm", "norm_groups"], sort_by_metric=True)
         r.setup(start_time=time.time(), metric="val_accuracy", mode="max")
         return r
 
+    assert list(inspect.signature(CLIReporter._print).parameters) == ["self", "msg"]
     filtered = reporter(type("R", (ray_private.FilteredCLIReporter,), {"drop_prefixes": ("Result logdir:",)}))
     assert filtered._metric == "val_accuracy" and filtered._sort_by_metric
-    for t in trials[:2]:  # finished without a result (the time budget stopped them in epoch 1)
+
+    unreported = [trial(i, {"norm": "batch"}) for i in range(2)]
+    for t in unreported:  # finished without a result (the time budget stopped them in epoch 1)
         t.set_status(Trial.TERMINATED)
     with pytest.raises(TypeError):  # Tune's own sort; when this stops failing, the workaround can go
-        reporter(CLIReporter).report(trials, True)
-    filtered.report(trials, True, "Result logdir: /tmp/ray/x")
+        reporter(CLIReporter).report(unreported, True)
+    filtered.report(unreported, True, "Result logdir: /tmp/ray/x")
     out = capsys.readouterr().out
     assert "t0" in out and "TERMINATED" in out and "Result logdir" not in out
 
+    best = trial(2, {"norm": "batch"})  # norm_groups: sampled only for norm: group
+    best.update_last_result({"val_accuracy": 0.9, "config": {"norm": "batch"}})
+    with pytest.raises(KeyError):
+        reporter(CLIReporter).report([best], False)
+    filtered.report([best], False)
+    out = capsys.readouterr().out
+    assert "Current best trial: t2 with val_accuracy=0.9 and parameters={'norm': 'batch', 'norm_groups': None}" in out
 
 
 # ----------------------------------------------------------------------------- resources
