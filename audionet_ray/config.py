@@ -6,6 +6,8 @@ samples from: lr, batch_size, train_ratio, ...); `RunSettings` is where and on w
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -18,6 +20,30 @@ SCHEDULES = ("constant", "cosine", "onecycle")
 
 class ConfigError(ValueError):
     """A bad setting; the message names it, in one line."""
+
+
+_TYPES = {"int": (numbers.Integral,), "float": (numbers.Real,), "str": (str,), "bool": (bool,),
+          "float | str": (numbers.Real, str), "str | float | None": (str, numbers.Real, type(None))}
+
+
+def shown(key: Any) -> str:
+    """A key or value from the user's YAML or JSON as it can go into a one-line message."""
+    return key if isinstance(key, str) and key.isprintable() and key.strip() == key and key else repr(key)
+
+
+def check_types(obj: Any, prefix: str = "") -> None:
+    """Each setting of a config dataclass has its declared type: YAML and JSON give any type
+    anywhere, and a "4" or 2.5 epochs or a true learning rate would fail a trial hours later.
+    Numbers must be finite, whole where an int is due, and fit in 64 bits (seeds go to torch)."""
+    for f in fields(obj):
+        v, allowed = getattr(obj, f.name), _TYPES.get(f.type)
+        if allowed is None:  # a nested dataclass: checked on its own
+            continue
+        bad = not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed)
+        if not bad and isinstance(v, numbers.Real) and not isinstance(v, bool):
+            bad = not math.isfinite(v) or abs(v) >= 2**63
+        if bad:
+            raise ConfigError(f"{prefix}{f.name}: expected {f.type.replace(' | ', ' or ')}, got {repr(v)[:60]}")
 
 
 @dataclass
@@ -62,10 +88,12 @@ class TrainConfig:
             if k in aug_names:
                 aug[k] = d.pop(k)
         names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names) + sorted(set(aug) - aug_names)
+        unknown = sorted(set(d) - names, key=str) + sorted(set(aug) - aug_names, key=str)
         if unknown:
-            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(sorted(names | aug_names))}")
+            raise ConfigError(f"unknown setting(s): {', '.join(map(shown, unknown))}; known: {', '.join(sorted(names | aug_names))}")
         cfg = cls(**d, augment=AugmentConfig(**aug))
+        check_types(cfg)
+        check_types(cfg.augment)
         cfg.validate()
         return cfg
 

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from .augment import AugmentConfig
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, check_types, shown
 
 SEARCH_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 DISTRIBUTIONS = {"loguniform": 2, "uniform": 2, "randint": 2, "qloguniform": 3, "quniform": 3, "choice": None}
@@ -110,21 +110,23 @@ def _dataclass_from(kind: type, raw: Any, where: str):
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
     names = {f.name for f in fields(kind)}
-    unknown = sorted(set(raw) - names)
+    unknown = sorted(set(raw) - names, key=str)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-    return kind(**raw)
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(shown, unknown))}; known: {', '.join(sorted(names))}")
+    obj = kind(**raw)
+    check_types(obj, f"{where}.")
+    return obj
 
 
 def _check_distribution(name: str, spec: Any, where: str) -> None:
     if name not in SEARCHABLE:
-        raise ConfigError(f"{where}: search.{name} is not a setting; searchable: {', '.join(sorted(SEARCHABLE))}")
+        raise ConfigError(f"{where}: search.{shown(name)} is not a setting; searchable: {', '.join(sorted(SEARCHABLE))}")
     if not isinstance(spec, dict) or len(spec) != 1:
         raise ConfigError(f"{where}: search.{name} must be one of {{{', '.join(DISTRIBUTIONS)}: [...]}}"
                           " (and optionally when: {...})")
     (kind, args), = spec.items()
     if kind not in DISTRIBUTIONS:
-        raise ConfigError(f"{where}: search.{name}: unknown distribution '{kind}'; use one of {', '.join(DISTRIBUTIONS)}")
+        raise ConfigError(f"{where}: search.{name}: unknown distribution {kind!r}; use one of {', '.join(DISTRIBUTIONS)}")
     if not isinstance(args, list) or not args:
         raise ConfigError(f"{where}: search.{name}.{kind} needs a list of values")
     if kind == "choice":
@@ -149,17 +151,24 @@ def load_spec(path: str | Path) -> SearchSpec:
     if not p.exists():
         raise ConfigError(f"--search-space {path}: no such file (built in: {', '.join(sorted(x.stem for x in SEARCH_SPACES.glob('*.yaml')))})")
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = yaml.safe_load(p.read_bytes().decode("utf-8"))
+    except OSError as e:  # a folder, unreadable
+        raise ConfigError(f"{p}: cannot read it ({e.strerror or e}): give a search-space YAML file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}): give a search-space YAML file") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: nested too deeply to be a search space") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+        problem = (str(getattr(e, "problem", None) or e).splitlines() or [""])[0]
+        raise ConfigError(f"{p}: not valid YAML{at}: {problem}") from None
     where = str(p)
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping with search/fixed/tune/resources")
-    unknown = sorted(set(raw) - {"search", "fixed", "tune", "resources"})
+    unknown = sorted(set(raw) - {"search", "fixed", "tune", "resources"}, key=str)
     if unknown:
-        raise ConfigError(f"{where}: unknown section(s) {', '.join(unknown)}; sections: search, fixed, tune, resources")
+        raise ConfigError(f"{where}: unknown section(s) {', '.join(map(shown, unknown))}; sections: search, fixed, tune, resources")
     search = raw.get("search") or {}
     if not isinstance(search, dict):
         raise ConfigError(f"{where}: search must be a mapping of setting -> distribution")
@@ -196,7 +205,7 @@ def _check_condition(name: str, cond: Any, search: dict, where: str) -> dict[str
         values = values if isinstance(values, list) else [values]
         choices = (search.get(parent) or {}).get("choice") if isinstance(search.get(parent), dict) else None
         if parent not in earlier or not isinstance(choices, list):
-            raise ConfigError(f"{where}: search.{name}.when.{parent}: must name a choice parameter listed above {name}")
+            raise ConfigError(f"{where}: search.{name}.when.{shown(parent)}: must name a choice parameter listed above {name}")
         missing = [v for v in values if v not in choices]
         if missing or not values:
             raise ConfigError(f"{where}: search.{name}.when.{parent}: {missing or values} not among its choices {choices}")
@@ -267,9 +276,9 @@ class DefineByRun:
 def check_settings(spec: SearchSpec, where: str) -> None:
     t, r = spec.tune, spec.resources
     if t.searcher not in ("optuna", "random"):
-        raise ConfigError(f"{where}: searcher '{t.searcher}' unknown; use optuna or random")
+        raise ConfigError(f"{where}: searcher {t.searcher!r} unknown; use optuna or random")
     if t.scheduler not in ("asha", "fifo"):
-        raise ConfigError(f"{where}: scheduler '{t.scheduler}' unknown; use asha or fifo")
+        raise ConfigError(f"{where}: scheduler {t.scheduler!r} unknown; use asha or fifo")
     if t.num_samples < 1 or t.max_concurrent < 0:
         raise ConfigError(f"{where}: num_samples must be >= 1 and max_concurrent >= 0")
     if t.startup_trials < 0:

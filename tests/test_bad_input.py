@@ -333,3 +333,125 @@ def test_evaluate_on_odd_names_reads_them_as_text(tiny_bundle, odd_data, tmp_pat
     assert "caf\\xe9" in proc.stdout and "ta\\x09b" in proc.stdout
     metrics = json.loads((tmp_path / "ev" / "test_metrics.json").read_bytes().decode("utf-8"))
     assert set(metrics["per_class"]) == {"caf\\xe9", "ta\\x09b", "yes"}
+
+
+# ----------------------------------------------------------------------------- search-space YAML
+
+SMOKE = Path(__file__).resolve().parent.parent / "search_spaces" / "smoke.yaml"
+odd_values = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 3), st.sampled_from([10**30, -10**30, 2**63, 1e308, -1e-308]),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8), st.sampled_from(["1e-3", "", "auto", "30m", "-1"]),
+    st.lists(st.one_of(st.integers(-5, 5), st.floats(-10, 10), st.text(max_size=3)), max_size=4),
+    st.dictionaries(st.text(max_size=6), st.integers(), max_size=2),
+)
+
+
+@st.composite
+def search_yaml(draw) -> str:
+    """smoke.yaml with a few mutations: wrong types, unknown keys, inverted or empty ranges, huge values."""
+    import copy
+
+    import yaml
+
+    doc = yaml.safe_load(SMOKE.read_text())
+    for _ in range(draw(st.integers(1, 3))):
+        section = draw(st.sampled_from(["search", "fixed", "tune", "resources", None]))
+        how = draw(st.sampled_from(["set", "unknown", "range", "drop", "whole"]))
+        if section is None:  # the document itself
+            doc = draw(st.one_of(odd_values, st.just(doc))) if how == "whole" else doc
+            continue
+        if not isinstance(doc, dict):
+            break
+        part = doc.get(section)
+        if how == "drop":
+            doc.pop(section, None)
+        elif how == "whole" or not isinstance(part, dict):
+            doc[section] = draw(odd_values)
+        elif how == "unknown":
+            part[draw(st.sampled_from(["lr_max", "epoch", "num_sample", "x", "GPU", ""]))] = draw(odd_values)
+        elif how == "range" and section == "search":
+            name = draw(st.sampled_from(sorted(part)))
+            kind = draw(st.sampled_from(["loguniform", "uniform", "randint", "quniform", "choice", "normal"]))
+            lo, hi = draw(odd_values), draw(odd_values)
+            args = draw(st.sampled_from([[hi, lo], [lo, lo], [], [lo], [lo, hi, lo], lo]))
+            part[name] = {kind: copy.deepcopy(args)}
+            if draw(st.booleans()):
+                part[name]["when"] = draw(st.one_of(odd_values, st.just({"norm": "group"}), st.just({"lr": 1})))
+        else:
+            key = draw(st.sampled_from(sorted(part) or ["x"]))
+            part[key] = draw(odd_values)
+    return yaml.safe_dump(doc, allow_unicode=True)
+
+
+def _one_line_naming(msg: str, where: str) -> None:
+    assert len(msg.splitlines()) == 1 and where in msg, msg
+
+
+@bounded(250)
+@given(search_yaml())
+def test_generated_search_spaces_load_or_fail_in_one_line(text):
+    from audionet_ray.config import ConfigError, TrainConfig
+    from audionet_ray.search_space import load_spec
+
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / "space.yaml"
+        f.write_text(text)
+        try:
+            spec = load_spec(f)
+        except ConfigError as e:
+            _one_line_naming(str(e), str(f))
+            return
+    # what loads is usable: each setting has its type, and every choice and bound makes a TrainConfig
+    for section in (spec.tune, spec.resources):
+        for name, default in vars(type(section)()).items():
+            value = getattr(section, name)
+            if isinstance(default, bool) or default is None or isinstance(default, str):
+                continue
+            assert isinstance(value, (int, float)) and not isinstance(value, bool), (name, value)
+            if isinstance(default, int) and name != "gpus_per_trial":
+                assert isinstance(value, int), (name, value)
+            assert np.isfinite(float(value)) and abs(value) < 2**63, (name, value)
+    TrainConfig.from_dict({**spec.fixed, "data": ""})
+
+
+@bounded(60)
+@given(st.one_of(st.binary(max_size=60), st.sampled_from([b"[" * 3000, b"search: {lr: \xe9}", b"\x00", b"a: b: c",
+                                                          b"search:\n\t- x", b"{" * 100 + b"}" * 99])))
+def test_search_space_files_that_are_not_yaml_fail_in_one_line(raw):
+    from audionet_ray.config import ConfigError
+    from audionet_ray.search_space import load_spec
+
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / "space.yaml"
+        f.write_bytes(raw)
+        try:
+            load_spec(f)  # an empty or comment-only file is an empty space: the defaults
+        except ConfigError as e:
+            _one_line_naming(str(e), str(f))
+
+
+def test_a_folder_given_as_search_space_is_one_line(tmp_path):
+    from audionet_ray.config import ConfigError
+    from audionet_ray.search_space import load_spec
+
+    (tmp_path / "space.yaml").mkdir()
+    with pytest.raises(ConfigError, match="cannot read it"):
+        load_spec(tmp_path / "space.yaml")
+
+
+@pytest.mark.parametrize("section, key, value, needle", [
+    ("tune", "num_samples", "8", "tune.num_samples: expected int, got '8'"),  # a wrong type
+    ("fixed", "epoch", 3, "unknown setting(s): epoch"),  # an unknown key
+    ("search", "lr", {"loguniform": [1.0e-2, 1.0e-4]}, "low 0.01 must be below high 0.0001"),  # inverted range
+    ("fixed", "seed", 10**30, "seed: expected int"),  # a huge value (torch takes 64 bits)
+])
+def test_tune_cli_refuses_a_broken_search_space_in_one_line(prepared_demo, tmp_path, section, key, value, needle):
+    import yaml
+
+    doc = yaml.safe_load(SMOKE.read_text())
+    doc[section][key] = value
+    f = tmp_path / "space.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    proc = run_module("audionet_ray.tune", "--search-space", f, "--data", prepared_demo, "--storage", tmp_path / "runs")
+    assert_one_line_error(proc, str(f), needle)
+    assert not (tmp_path / "runs").exists()  # refused before anything was written or started
