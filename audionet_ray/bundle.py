@@ -29,6 +29,7 @@ FORMAT = 1  # bump when a reader of the old format could misread a new bundle
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 ONNX_FILE = "model.onnx"
+MODEL_SUFFIXES = {".onnx", ".safetensors", ".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle"}
 NOT_KEYWORDS = (SILENCE, UNKNOWN)  # classes that are never reported as detected keywords
 STANDARDISE_EPS = 1e-5  # as in augment.standardise, used in training and validation
 
@@ -155,6 +156,12 @@ def verify_files(path: Path, config: dict) -> None:
         if sha256_file(f) != digest:
             raise BundleError(f"{f}: does not match its sha256 in {CONFIG_FILE} (file changed or corrupt): "
                               f"broken or tampered bundle, export it again")
+    # a model file export did not write would look like part of the model; notes and evaluate's
+    # figures beside it are fine
+    extra = sorted(f.name for f in path.iterdir() if f.suffix.lower() in MODEL_SUFFIXES and f.name not in files)
+    if extra:
+        raise BundleError(f"{path / extra[0]}: a model file {CONFIG_FILE} does not list (not written by export): "
+                          f"remove it, or export the bundle again")
 
 
 def _torch_model(path: Path, config: dict, device: torch.device) -> AudioNet:

@@ -455,3 +455,60 @@ def test_tune_cli_refuses_a_broken_search_space_in_one_line(prepared_demo, tmp_p
     proc = run_module("audionet_ray.tune", "--search-space", f, "--data", prepared_demo, "--storage", tmp_path / "runs")
     assert_one_line_error(proc, str(f), needle)
     assert not (tmp_path / "runs").exists()  # refused before anything was written or started
+
+
+# ----------------------------------------------------------------------------- tampered bundles
+
+BUNDLE_FILES = ["config.json", "model.safetensors", "model.onnx"]
+HARMLESS_EXTRAS = ["notes.txt", "test_metrics.json", "confusion_matrix.png", ".DS_Store"]
+MODEL_EXTRAS = ["model.pt", "weights.safetensors", "model2.onnx", "model.int8.onnx"]
+
+
+@bounded(40)
+@given(st.sampled_from(["change", "cut", "missing", "extra"]), st.sampled_from(BUNDLE_FILES),
+       st.floats(0, 1, exclude_max=True), st.integers(1, 255), st.sampled_from(HARMLESS_EXTRAS + MODEL_EXTRAS),
+       st.sampled_from(["torch", "onnx"]))
+def test_a_changed_missing_or_extra_bundle_file_is_refused_in_one_line(tiny_bundle, how, name, at, xor, extra,
+                                                                       backend):
+    from audionet_ray.bundle import BundleError, load
+
+    with tempfile.TemporaryDirectory() as tmp:
+        b = Path(tmp) / "bundle"
+        shutil.copytree(tiny_bundle, b)
+        f = b / name
+        raw = bytearray(f.read_bytes())
+        pos = int(at * len(raw))
+        if how == "change":
+            raw[pos] ^= xor
+            f.write_bytes(bytes(raw))
+        elif how == "cut":
+            f.write_bytes(bytes(raw[:pos]))
+        elif how == "missing":
+            f.unlink()
+        else:
+            (b / extra).write_bytes(bytes(raw))  # a copy of a real file under another name
+        try:
+            load(b, backend=backend)
+        except BundleError as e:
+            msg = str(e)
+            assert len(msg.splitlines()) == 1 and str(b) in msg, msg
+            assert how != "extra" or extra in msg, msg
+            return
+        if how == "extra":
+            assert extra in HARMLESS_EXTRAS, f"{extra} was not noticed"
+        else:  # only a change that leaves config.json's content as it was (its whitespace) may pass
+            same = json.loads((tiny_bundle / name).read_bytes()) == json.loads(f.read_bytes())
+            assert name == "config.json" and same, f"{how} {name} at {pos} was not noticed"
+
+
+@pytest.mark.parametrize("cli", ["predict", "evaluate"])
+def test_predict_and_evaluate_refuse_a_tampered_bundle_in_one_line(tiny_bundle, odd_data, tmp_path, cli):
+    b = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, b)
+    raw = bytearray((b / "model.safetensors").read_bytes())
+    raw[-3] ^= 1  # one bit of one weight
+    (b / "model.safetensors").write_bytes(bytes(raw))
+    args = [odd_data / os.fsdecode(b"yes/amy_nohash_0.wav")] if cli == "predict" else ["--data", odd_data]
+    proc = run_module(f"audionet_ray.{cli}", b, *args)
+    assert_one_line_error(proc, "model.safetensors", "export it again")
+    assert sorted(p.name for p in b.iterdir()) == sorted(p.name for p in tiny_bundle.iterdir())  # nothing written
