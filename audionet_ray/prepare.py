@@ -23,6 +23,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import threading
 import time
@@ -48,6 +49,7 @@ MANIFEST = "manifest.json"
 NOISE_FILE = "noise.npy"
 SERIAL_BELOW = 256  # fewer clips than this: decoding in-process beats starting a pool
 SPLIT_PARTS = ("trainval", "test")
+STAGING = ".staging"  # a new preparation is written here and moved in whole, so a full disk or a crash keeps the old one
 
 
 @dataclass
@@ -211,14 +213,40 @@ def prepare(
             old["cached"] = True
             return old
 
-    t0 = time.time()
     for s in found.empty_classes:
         _fail_strict(opts, escape_path(rootp / s), "empty class folder")
-    out.mkdir(parents=True, exist_ok=True)
-    manifest_path.unlink(missing_ok=True)  # its absence marks the folder incomplete until the end
+    had_old = manifest_path.exists()
+    stage = out / STAGING
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(stage, ignore_errors=True)  # left by a crash
+        stage.mkdir()
+        manifest = _prepare_into(stage, found, opts, key, workers, progress)
+    except BaseException as e:
+        shutil.rmtree(stage, ignore_errors=True)
+        if not isinstance(e, OSError):
+            raise
+        kept = "the earlier preparation there is unchanged" if had_old else "nothing was kept"
+        raise DatasetError(f"{escape_path(getattr(e, 'filename', None) or out)}: {e.strerror or e} while writing "
+                           f"the prepared data ({kept}): free some space or choose another OUT, then run again") from None
+    # The swap needs no new space. The manifest goes first and comes back last: its presence
+    # always means a complete preparation, whenever a crash lands.
+    manifest_path.unlink(missing_ok=True)
     for stale in [*out.glob("part-*.parquet"), *out.glob("trainval-*.parquet"), *out.glob("test-*.parquet")]:
         stale.unlink()
+    for name in [NOISE_FILE, *manifest["shards"]]:
+        (stage / name).replace(out / name)
+    (stage / MANIFEST).replace(manifest_path)
+    stage.rmdir()
+    manifest["cached"] = False
+    return manifest
 
+
+def _prepare_into(stage: Path, found: Discovery, opts: PrepareOptions, key: str, workers: int | None,
+                  progress: bool) -> dict:
+    """Decode and write everything (noise, shards, manifest) into `stage`; returns the manifest."""
+    t0 = time.time()
+    rootp = Path(found.root)
     # every path that leaves for JSON or Parquet goes through escape_path (see the module docstring)
     skipped: list[dict] = [{"path": f"{escape_path(c)}/", "reason": "empty class folder"} for c in found.empty_classes]
     repaired: Counter = Counter()
@@ -230,12 +258,12 @@ def prepare(
             _fail_strict(opts, escape_path(rootp / rel), str(e))
             skipped.append({"path": escape_path(rel), "reason": str(e)})
     noise = np.concatenate(noise_parts) if noise_parts else np.zeros(0, np.int16)
-    np.save(out / NOISE_FILE, noise, allow_pickle=False)
+    np.save(stage / NOISE_FILE, noise, allow_pickle=False)
 
     # Shuffled once, deterministically: every shard then mixes classes and speakers.
     order = np.random.default_rng(opts.seed).permutation(len(found.items))
     items = [found.items[i] for i in order]
-    writers = {part: _ShardWriter(out, part) for part in SPLIT_PARTS}
+    writers = {part: _ShardWriter(stage, part) for part in SPLIT_PARTS}
     counts: dict[str, dict[str, int]] = {part: {} for part in SPLIT_PARTS}
     speakers: Counter = Counter()  # trainval clips per speaker: which train_ratio leaves both splits
     workers = workers or min(8, os.cpu_count() or 1)
@@ -291,10 +319,7 @@ def prepare(
         "options": {"words": opts.words, "unknown": opts.unknown, "silence": opts.silence, "seed": opts.seed},
         "seconds": round(time.time() - t0, 2),
     }
-    tmp = manifest_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    tmp.replace(manifest_path)  # written last and atomically: its presence means "complete"
-    manifest["cached"] = False
+    (stage / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest
 
 

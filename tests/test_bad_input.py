@@ -512,3 +512,56 @@ def test_predict_and_evaluate_refuse_a_tampered_bundle_in_one_line(tiny_bundle, 
     proc = run_module(f"audionet_ray.{cli}", b, *args)
     assert_one_line_error(proc, "model.safetensors", "export it again")
     assert sorted(p.name for p in b.iterdir()) == sorted(p.name for p in tiny_bundle.iterdir())  # nothing written
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MiB filesystem of the test's own (tmpfs), to fill up; skipped where mounting is not allowed."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("the full-disk tests mount a 2 MiB tmpfs, which needs root")
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(disk)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a size-limited tmpfs here ({proc.stderr.strip() or proc.returncode})")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+def _noise_tree(root: Path, n: int, start: int = 0) -> None:
+    for k in range(start, start + n):  # white noise: compresses to nearly its 32 kB
+        (root / ("yes" if k % 2 else "no")).mkdir(parents=True, exist_ok=True)
+        write_clip(root / ("yes" if k % 2 else "no") / f"s{k:03d}_nohash_0.wav", Clip("wav16", seed=k))
+
+
+def test_a_full_disk_during_prepare_keeps_the_earlier_preparation(small_disk, tmp_path):
+    root, out = tmp_path / "data", small_disk / "prepared"
+    _noise_tree(root, 20)
+    first = prepare(root, out, workers=1, progress=False)
+    rows = {r["path"]: r["pcm"].copy() for r in shard_rows(out, first)}
+    _noise_tree(root, 60, start=20)  # 80 clips: more than the disk holds beside the first 20
+    with pytest.raises(DatasetError) as e:
+        prepare(root, out, workers=1, progress=False)
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1 and "No space left on device" in msg, msg
+    assert "the earlier preparation there is unchanged" in msg
+    assert load_manifest(out)["cache_key"] == first["cache_key"]  # still the first, whole and readable
+    again = {r["path"]: r["pcm"] for r in shard_rows(out, first)}
+    assert again.keys() == rows.keys() and all(np.array_equal(again[k], rows[k]) for k in rows)
+    assert sorted(p.name for p in out.iterdir()) == sorted(["manifest.json", "noise.npy", *first["shards"]])
+    proc = run_module("audionet_ray.data", "prepare", root, out)
+    assert_one_line_error(proc, "No space left on device", "unchanged")
+
+
+def test_a_full_disk_on_a_first_prepare_says_nothing_was_kept(small_disk, tmp_path):
+    root, out = tmp_path / "data", small_disk / "prepared"
+    _noise_tree(root, 80)
+    proc = run_module("audionet_ray.data", "prepare", root, out)
+    assert_one_line_error(proc, "No space left on device", "nothing was kept", "free some space")
+    assert list(out.iterdir()) == []  # no half-written shards left to fill the disk
