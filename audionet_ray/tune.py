@@ -127,6 +127,7 @@ class TimeBudget:
     rung_s: list[float] = field(default_factory=list)  # seconds from a trial's start to its first rung
     started: dict[str, float] = field(default_factory=dict)  # trial id -> spent() when it started
     t0: float = field(default_factory=time.monotonic)
+    closed: tuple | None = None  # (spent, left, needed) when it first refused a trial
 
     @property
     def reserve_s(self) -> float:
@@ -146,7 +147,10 @@ class TimeBudget:
 
     def can_start(self) -> bool:
         need = self.rung_estimate()
-        return self.left() > 0 and (need is None or self.left() >= need)
+        ok = self.left() > 0 and (need is None or self.left() >= need)
+        if not ok and self.closed is None:
+            self.closed = (self.spent(), self.left(), need)
+        return ok
 
     def trial_started(self, trial_id: str) -> None:
         self.started[trial_id] = self.spent()
@@ -554,6 +558,11 @@ def main(argv: list[str] | None = None) -> int:
         trial_id, ckpt, meta = best_checkpoint(exp_dir, spec.tune.metric, spec.tune.mode)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
+        elif budget and budget.closed:
+            spent, left, need = budget.closed
+            print(f"\ntime budget of {fmt_duration(budget.budget_s)}: no trial started after {fmt_duration(spent)}, "
+                  f"as the {fmt_duration(left)} left was less than the {fmt_duration(need or 0)} trials took to reach "
+                  f"epoch {budget.first_rung}", flush=True)
         return 1
     print(f"\nbest trial {trial_id}: {spec.tune.metric} {meta['metrics'][spec.tune.metric]:.4f} at epoch "
           f"{meta['epoch']} with " + ", ".join(f"{k}={_fmt(meta['train_config'][k])}" for k in spec.search))

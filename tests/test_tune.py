@@ -126,7 +126,7 @@ def test_time_budget_starts_no_trial_that_cannot_reach_its_first_rung():
     b.trial_reached("a", 2)
     assert 59 < b.rung_estimate() < 62 and b.can_start()  # 70 s left >= 60 s needed
     b.spent_before += 15  # 55 s left: a new trial would be stopped before epoch 2
-    assert not b.can_start()
+    assert not b.can_start() and b.closed[1] == pytest.approx(55, abs=0.5) and b.closed[2] == b.rung_estimate()
     again = TimeBudget.resume(100.0, b.state(), 2, t0=b.t0)  # a resumed search: what was spent, and the estimate
     assert again.spent() == pytest.approx(b.spent(), abs=0.2) and again.rung_s == b.rung_s and not again.can_start()
 
@@ -536,8 +536,15 @@ def test_killed_search_resumes_with_asha_rungs_and_the_time_budget_left(ray_sess
     assert f"epoch 2: {len(at_rung2)} trial(s)" in refill_line, refill_line
     spent = read_budget(exp)["spent_s"]
     assert spent_at_kill < spent <= budget + 10 and took <= left + 60, (spent, took, left)
-    assert "time budget of 6m00s reached: unfinished trials stopped" in out and len(_rows(exp)) < trials
+    rows = _rows(exp)
+    # the budget ended it: by stopping trials when it ran out, or by starting none that could not reach epoch 2
+    assert re.search(r"time budget of 6m00s( reached: unfinished trials stopped|: no trial started after)", out), out
+    assert len(rows) < trials
     assert "exported the best model" in out and (exp / "bundle" / "config.json").exists()
+
+    again = _tune(["--resume", str(exp), *base, "--no-export"], timeout=300)  # nothing left to spend: no trial starts
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert len(_rows(exp)) == len(rows) and read_budget(exp)["spent_s"] <= budget + 10, again.stdout[-3000:]
 
 
 @pytest.mark.parametrize("cpus,samples,want_n,want_cpw", [
