@@ -219,8 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, BundleError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:
-        print(f"error: {e.filename or args.out_dir}: {e.strerror or e} (is OUT_DIR writable?)", file=sys.stderr)
+    except OSError as e:  # e.g. a full disk: write_bundle replaces OUT_DIR only once the new bundle is whole
+        kept = ("an earlier bundle there is unchanged" if (Path(args.out_dir).expanduser() / CONFIG_FILE).is_file()
+                else "nothing was written")
+        print(f"error: {e.filename or args.out_dir}: {e.strerror or e} ({kept}): free some space or check that "
+              f"OUT_DIR is writable", file=sys.stderr)
         return 2
     meta = choice["meta"]
     who = {"search": f"trial {choice['name']}", "checkpoint": f"checkpoint {choice['checkpoint']}"}.get(

@@ -283,12 +283,11 @@ def odd_data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_bundle(odd_data, tmp_path_factory) -> Path:
-    """An untrained small AudioNet over odd_data's classes, exported: enough to run predict and evaluate."""
+def tiny_checkpoint(odd_data, tmp_path_factory) -> Path:
+    """A checkpoint of an untrained small AudioNet over odd_data's classes: enough to export and run."""
     import torch
 
     from audionet_ray.config import TrainConfig
-    from audionet_ray.export import export
     from audionet_ray.model import AudioNet, ModelConfig
     from audionet_ray.train import save_checkpoint
 
@@ -302,7 +301,14 @@ def tiny_bundle(odd_data, tmp_path_factory) -> Path:
     ckpt.mkdir()
     save_checkpoint(ckpt, model, torch.optim.NAdam(model.parameters()), 1, cfg, model_cfg, classes,
                     {"val_accuracy": 0.5})
-    return export(ckpt, tmp_path_factory.mktemp("odd_export") / "bundle")
+    return ckpt
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
+    from audionet_ray.export import export
+
+    return export(tiny_checkpoint, tmp_path_factory.mktemp("odd_export") / "bundle")
 
 
 def test_predict_names_every_odd_file_on_one_line(tiny_bundle, odd_data, tmp_path, capsys):
@@ -517,21 +523,33 @@ def test_predict_and_evaluate_refuse_a_tampered_bundle_in_one_line(tiny_bundle, 
 # ----------------------------------------------------------------------------- a full disk
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A 2 MiB filesystem of the test's own (tmpfs), to fill up; skipped where mounting is not allowed."""
+def disk_of(tmp_path):
+    """disk_of(kib) -> a folder on a filesystem of that size (tmpfs), the test's own to fill up;
+    the test is skipped, saying why, where mounting is not allowed."""
     import subprocess
 
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("the full-disk tests mount a 2 MiB tmpfs, which needs root")
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(disk)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a size-limited tmpfs here ({proc.stderr.strip() or proc.returncode})")
-    try:
-        yield disk
-    finally:
+    mounted = []
+
+    def mount(kib: int) -> Path:
+        disk = tmp_path / f"disk{len(mounted)}"
+        disk.mkdir()
+        if os.geteuid() != 0:
+            pytest.skip("the full-disk tests mount a small tmpfs, which needs root")
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(disk)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a size-limited tmpfs here ({proc.stderr.strip() or proc.returncode})")
+        mounted.append(disk)
+        return disk
+
+    yield mount
+    for disk in mounted:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+@pytest.fixture
+def small_disk(disk_of) -> Path:
+    return disk_of(2048)
 
 
 def _noise_tree(root: Path, n: int, start: int = 0) -> None:
@@ -565,3 +583,43 @@ def test_a_full_disk_on_a_first_prepare_says_nothing_was_kept(small_disk, tmp_pa
     proc = run_module("audionet_ray.data", "prepare", root, out)
     assert_one_line_error(proc, "No space left on device", "nothing was kept", "free some space")
     assert list(out.iterdir()) == []  # no half-written shards left to fill the disk
+
+
+def test_a_full_disk_during_export_keeps_the_earlier_bundle(tiny_checkpoint, tiny_bundle, disk_of):
+    from audionet_ray.bundle import load
+
+    size = sum(f.stat().st_size for f in tiny_bundle.iterdir())
+    disk = disk_of(int(size * 1.4) // 1024 + 16)  # room for one bundle, not for a second beside it
+    out = disk / "bundle"
+    shutil.copytree(tiny_bundle, out)
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    proc = run_module("audionet_ray.export", tiny_checkpoint, out)
+    assert_one_line_error(proc, "No space left on device", "earlier bundle there is unchanged")
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before and load(out).classes
+    assert sorted(p.name for p in disk.iterdir()) == ["bundle"]  # the half-written copy is gone
+
+
+def test_a_full_disk_during_a_checkpoint_save_keeps_the_earlier_checkpoint(tiny_checkpoint, disk_of):
+    """The new checkpoint is cut short; export and the best-checkpoint pick see only the whole one."""
+    import torch
+
+    from audionet_ray.config import TrainConfig
+    from audionet_ray.export import pick
+    from audionet_ray.model import AudioNet, ModelConfig
+    from audionet_ray.results import read_meta
+    from audionet_ray.train import save_checkpoint
+
+    size = sum(f.stat().st_size for f in tiny_checkpoint.iterdir())
+    disk = disk_of(int(size * 1.4) // 1024 + 16)  # room for one checkpoint, not for a second
+    run = disk / "run"
+    shutil.copytree(tiny_checkpoint, run / "checkpoint_000001")
+    meta = json.loads((tiny_checkpoint / "meta.json").read_text())
+    cfg, model_cfg = TrainConfig.from_dict(meta["train_config"]), ModelConfig(**meta["model"])
+    model = AudioNet.from_config(model_cfg)
+    (run / "checkpoint_000002").mkdir()
+    with pytest.raises((OSError, RuntimeError)):  # torch.save reports a full disk as a RuntimeError
+        save_checkpoint(run / "checkpoint_000002", model, torch.optim.NAdam(model.parameters()), 2, cfg, model_cfg,
+                        meta["classes"], {"val_accuracy": 0.9})
+    assert read_meta(run / "checkpoint_000002")[0] is None
+    chosen = pick(run)
+    assert chosen["checkpoint"].name == "checkpoint_000001" and chosen["candidates"] == 1
