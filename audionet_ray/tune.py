@@ -4,7 +4,8 @@ Each trial is a Tune function trainable that builds and fits one TorchTrainer (t
 2.60 documents for Tune driving Train V2); `TuneReportCallback` forwards each epoch's metrics
 to Tune, where ASHA stops weak trials and Optuna proposes the next ones. Every trial's Train
 run is named after the trial id, so a restarted trial (or a restored search) resumes from its
-last checkpoint instead of epoch 0.
+last checkpoint instead of epoch 0. A restored search also gets back what Tune does not save:
+ASHA's rungs (`refill_asha`) and the time budget that was left (`TimeBudget`, budget.json).
 
 With no arguments it makes the demo dataset, prepares it (cached) and runs the default search.
 """
