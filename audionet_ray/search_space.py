@@ -291,6 +291,9 @@ def check_settings(spec: SearchSpec, where: str) -> None:
         raise ConfigError(f"{where}: workers_per_trial must be >= 1")
     if r.gpus_per_trial != "auto" and not (isinstance(r.gpus_per_trial, (int, float)) and r.gpus_per_trial >= 0):
         raise ConfigError(f"{where}: gpus_per_trial must be 'auto' or a number >= 0")
+    if r.cpus_per_worker != "auto" and not (isinstance(r.cpus_per_worker, (int, float))
+                                            and not isinstance(r.cpus_per_worker, bool) and r.cpus_per_worker > 0):
+        raise ConfigError(f"{where}: cpus_per_worker must be 'auto' or a number > 0")
 
 
 def to_tune_space(search: dict[str, dict]) -> dict:
@@ -305,6 +308,3 @@ def to_tune_space(search: dict[str, dict]) -> dict:
         (kind, args), = spec.items()
         space[name] = tune.choice(args) if kind == "choice" else make[kind](*args)
     return space
-    if r.cpus_per_worker != "auto" and not (isinstance(r.cpus_per_worker, (int, float))
-                                            and not isinstance(r.cpus_per_worker, bool) and r.cpus_per_worker > 0):
-        raise ConfigError(f"{where}: cpus_per_worker must be 'auto' or a number > 0")

@@ -546,6 +546,11 @@ def main(argv: list[str] | None = None) -> int:
         if budget and budget.left() <= 0:
             print(f"\ntime budget of {fmt_duration(budget.budget_s)} reached: unfinished trials stopped "
                   "(their checkpoints are kept)", flush=True)
+        elif budget and budget.closed:
+            spent, left, need = budget.closed
+            print(f"\ntime budget of {fmt_duration(budget.budget_s)}: no trial started after {fmt_duration(spent)}, "
+                  f"as the {fmt_duration(left)} left was less than the {fmt_duration(need or 0)} trials took to reach "
+                  f"epoch {budget.first_rung}", flush=True)
     rows = write_results(results, exp_dir, spec.tune.metric, spec.tune.mode)
     finished = len(results) >= spec.tune.num_samples and all(r.error or (r.metrics or {}).get("done") for r in results)
     if study_url and finished:
@@ -559,11 +564,6 @@ def main(argv: list[str] | None = None) -> int:
         trial_id, ckpt, meta = best_checkpoint(exp_dir, spec.tune.metric, spec.tune.mode)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
-        elif budget and budget.closed:
-            spent, left, need = budget.closed
-            print(f"\ntime budget of {fmt_duration(budget.budget_s)}: no trial started after {fmt_duration(spent)}, "
-                  f"as the {fmt_duration(left)} left was less than the {fmt_duration(need or 0)} trials took to reach "
-                  f"epoch {budget.first_rung}", flush=True)
         return 1
     print(f"\nbest trial {trial_id}: {spec.tune.metric} {meta['metrics'][spec.tune.metric]:.4f} at epoch "
           f"{meta['epoch']} with " + ", ".join(f"{k}={_fmt(meta['train_config'][k])}" for k in spec.search))
