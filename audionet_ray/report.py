@@ -64,7 +64,15 @@ def _latest_state(exp_dir: Path) -> dict:
     states = sorted(exp_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
     if not states:
         raise ConfigError(f"{exp_dir}: no Tune experiment state (experiment_state-*.json) yet: has the search started?")
-    return json.loads(states[-1].read_text())
+    for state in reversed(states):  # the newest that is whole: a crash or a full disk can cut the last one short
+        try:
+            data = json.loads(state.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and isinstance(data.get("trial_data"), list):
+            return data
+    raise ConfigError(f"{states[-1]}: cut short or unreadable (a crash or a full disk?): "
+                      f"resume the search (python -m audionet_ray.tune --resume {exp_dir}) to write it again")
 
 
 def _history(trial_dir: Path) -> list[dict]:

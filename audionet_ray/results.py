@@ -61,7 +61,14 @@ def load_spec_json(exp_dir: str | Path) -> dict:
     path = location(exp_dir) / SPEC_FILE
     if not path.exists():
         raise ConfigError(f"{exp_dir}: not an audionet-ray experiment folder (no {SPEC_FILE})")
-    return json.loads(path.read_text())
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        saved = None
+    if not isinstance(saved, dict) or not isinstance(saved.get("spec"), dict):
+        raise ConfigError(f"{path}: cut short or not a search's {SPEC_FILE} (a crash or a full disk while the "
+                          f"search started?): start the search again")
+    return saved
 
 
 def trial_results(exp_dir: str | Path) -> dict[str, list[dict]]:

@@ -543,8 +543,12 @@ def disk_of(tmp_path):
         return disk
 
     yield mount
+    import gc
+
+    gc.collect()  # a writer that failed mid-file may still hold it open until collected
     for disk in mounted:
-        subprocess.run(["umount", str(disk)], check=False)
+        if subprocess.run(["umount", str(disk)], capture_output=True).returncode:
+            subprocess.run(["umount", "-l", str(disk)], check=False)  # detached now, freed when closed
 
 
 @pytest.fixture
@@ -623,3 +627,74 @@ def test_a_full_disk_during_a_checkpoint_save_keeps_the_earlier_checkpoint(tiny_
     assert read_meta(run / "checkpoint_000002")[0] is None
     chosen = pick(run)
     assert chosen["checkpoint"].name == "checkpoint_000001" and chosen["candidates"] == 1
+
+
+# ----------------------------------------------------------------------------- experiment folders cut short
+
+TINY_SEARCH = """search:
+  lr: {loguniform: [1.0e-3, 3.0e-3]}
+fixed: {epochs: 2, width: 4, dense: 8, checkpoint_every: 1, seed: 0}
+tune: {num_samples: 2, max_concurrent: 1, searcher: random, scheduler: fifo, seed: 0}
+resources: {workers_per_trial: 1, gpus_per_trial: 0, cpus_per_worker: 0.5}
+"""
+
+
+@pytest.fixture(scope="module")
+def experiment(ray_session, prepared_demo, tmp_path_factory) -> Path:
+    """A real (tiny) search's experiment folder: 2 trials of 2 epochs, a checkpoint every epoch."""
+    storage = tmp_path_factory.mktemp("cut_search")
+    space = storage / "tiny.yaml"
+    space.write_text(TINY_SEARCH)
+    proc = run_module("audionet_ray.tune", "--search-space", space, "--data", prepared_demo, "--storage", storage,
+                      "--name", "x", "--address", ray_session.get_runtime_context().gcs_address, "--no-export",
+                      timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return storage / "x"
+
+
+def cut_short(src: Path, dst: Path, at: float, keep: float) -> str:
+    """Copy `src` as a crash or a full disk at a moment would have left it: files in the order
+    they were last written; those after the moment gone, the one it caught cut to `keep` of its size."""
+    shutil.copytree(src, dst, symlinks=True)
+    files = sorted((p for p in dst.rglob("*") if p.is_file() and not p.is_symlink()),
+                   key=lambda p: (p.stat().st_mtime_ns, str(p)))
+    k = int(at * len(files))
+    for p in files[k + 1:]:
+        p.unlink()
+    caught = files[k]
+    caught.write_bytes(caught.read_bytes()[: int(keep * caught.stat().st_size)])
+    return str(caught.relative_to(dst))
+
+
+@pytest.mark.slow
+@bounded(12)
+@given(st.floats(0, 1, exclude_max=True), st.floats(0, 1, exclude_max=True))
+def test_experiment_cut_short_anywhere_export_picks_a_whole_checkpoint_or_says_why(experiment, at, keep):
+    from audionet_ray.config import ConfigError
+    from audionet_ray.discover import DatasetError
+    from audionet_ray.export import pick
+    from audionet_ray.report import write_report
+    from audionet_ray.results import read_meta
+
+    with tempfile.TemporaryDirectory() as tmp:
+        exp = Path(tmp) / "x"
+        caught = cut_short(experiment, exp, at, keep)
+        try:
+            chosen = pick(exp)
+            assert read_meta(chosen["checkpoint"])[0] is not None, caught  # never a cut-short checkpoint
+        except ConfigError as e:
+            assert len(str(e).splitlines()) == 1 and str(exp) in str(e), (caught, e)
+        try:
+            write_report(exp)
+        except (ConfigError, DatasetError) as e:
+            assert len(str(e).splitlines()) == 1, (caught, e)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cli", ["export", "report"])
+def test_export_and_report_on_a_folder_cut_short_give_one_line(experiment, tmp_path, cli):
+    exp = tmp_path / "x"
+    cut_short(experiment, exp, 0.0, 0.5)  # only the first file written, and half of it
+    args = [exp, tmp_path / "bundle"] if cli == "export" else [exp]
+    proc = run_module(f"audionet_ray.{cli}", *args)
+    assert_one_line_error(proc, str(exp))
