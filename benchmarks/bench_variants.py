@@ -41,12 +41,16 @@ VARIANTS: dict[str, dict] = {
     "batch-smooth": {"norm": "batch", "label_smoothing": 0.1},
     "batch-nodrop": {"norm": "batch", "dropout": 0.0},
     "reference-cosine": {"schedule": "cosine", "warmup_epochs": 1.0},
+    "batch-avg-lr3e-3": {"norm": "batch", "pool": "avg", "lr": 3e-3},
+    "batch-avg-cosine-lr3e-3": {"norm": "batch", "pool": "avg", "lr": 3e-3, "schedule": "cosine"},
+    "batch-avg-w64": {"norm": "batch", "pool": "avg", "width": 64},
 }
 
 
-def load_split(prepared: Path, train_ratio: float) -> dict:
+def load_split(prepared: Path, train_ratio: float, train_share: float = 1.0) -> dict:
     """train / val / test clips (int16) and labels from the Parquet shards, split by speaker
-    bucket as `data.split_datasets` does, read with pyarrow (no Ray)."""
+    bucket as `data.split_datasets` does, read with pyarrow (no Ray). `train_share` < 1 trains
+    on fewer speakers (buckets below train_share x train_ratio), the validation ones unchanged."""
     import numpy as np
     import pyarrow.parquet as pq
     import torch
@@ -71,7 +75,7 @@ def load_split(prepared: Path, train_ratio: float) -> dict:
     xt, yt, _ = read("test")
     t = lambda a: torch.from_numpy(a)  # noqa: E731
     return {"classes": m["classes"], "noise": t(load_noise(prepared)),
-            "train": (t(x[b < train_ratio]), t(y[b < train_ratio])),
+            "train": (t(x[b < train_share * train_ratio]), t(y[b < train_share * train_ratio])),
             "val": (t(x[b >= train_ratio]), t(y[b >= train_ratio])),
             "test": (t(xt), t(yt))}
 
@@ -142,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3, help="the reference recipe's lr (a variant may set its own)")
     ap.add_argument("--train-ratio", type=float, default=0.9)
+    ap.add_argument("--train-share", type=float, default=1.0,
+                    help="train on this share of the training speakers (a quicker run on a large set)")
     ap.add_argument("--seeds", default="0", help="comma list of seeds; each variant runs once per seed")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     ap.add_argument("--quick", action="store_true", help="tiny model, 2 epochs, two variants: a smoke test")
@@ -173,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    rows = load_split(Path(data), args.train_ratio)
+    rows = load_split(Path(data), args.train_ratio, args.train_share)
     report_at = {e for e in (2, 4, args.epochs) if e <= args.epochs}
     info = machine()
     print(f"machine: {machine_line(info)}; {args.threads} torch thread(s)")

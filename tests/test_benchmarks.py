@@ -91,3 +91,12 @@ def test_bench_search_quick(tmp_path, bench_cache):
         assert ys == sorted(ys) and 0 <= ys[-1] <= 1, method  # best-so-far never falls
     fifo = next(r for r in fig["rows"] if r["method"] == "random + FIFO")
     assert fifo["trial_epochs"] == fig["budget"], "random + FIFO runs every trial to the end"
+
+
+def test_bench_variants_quick(tmp_path, bench_cache):
+    fig = run_bench("bench_variants.py", tmp_path, bench_cache)
+    rows = {r["variant"]: r for r in fig["results"]}
+    assert set(rows) == {"reference", "batch"}
+    assert rows["batch"]["params"] - rows["reference"]["params"] == 5 * 2 * 8  # width 8: scale and shift per channel
+    for r in rows.values():
+        assert 0 <= r["val@2"] <= 1 and 0 <= r["test"] <= 1 and r["s/epoch"] > 0
