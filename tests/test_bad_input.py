@@ -91,7 +91,7 @@ BAD = {  # kind -> the start of the reason prepare must give
     "empty": "empty file", "truncated": "truncated WAV", "text": "not readable as audio",
     "png": "not readable as audio", "nan": "NaN or infinite samples", "inf": "NaN or infinite samples",
     "folder": "not a regular file", "dangling": "broken symlink", "loop": "cannot stat file",
-    "too_short": "too short to resample",
+    "too_short": "too short to resample", "fifo": "not a regular file",
 }
 RATES = [SR, SR, 8_000, 11_025, 22_050, 44_100, 48_000, 96_000, 7_350, 1_000, 12_345]
 
@@ -135,6 +135,8 @@ def write_clip(path: Path, c: Clip) -> None:
         path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(rng.integers(0, 256, 200, dtype=np.uint8)))
     elif c.kind == "folder":
         path.mkdir()
+    elif c.kind == "fifo":  # a named pipe: opening it to read would wait forever
+        os.mkfifo(path)
     elif c.kind == "dangling":
         path.symlink_to(path.parent / "nowhere-at-all")
     elif c.kind == "loop":
