@@ -1,8 +1,10 @@
 """An exported model, checked on load: weights, config and ONNX graph in one folder.
 
 A bundle is what leaves the experiment directory (see export.py): `model.safetensors` (plain
-tensors, no pickle), `config.json` (model shape, class names, preprocessing, provenance, and a
-sha256 of every file and of itself) and `model.onnx`. `load()` refuses a bundle whose files do
+tensors, no pickle), `config.json` (model shape, class names, preprocessing, provenance, the
+detector's calibrated operating point, deployment figures, and a sha256 of every file and of
+itself), `model.onnx` and `model.int8.onnx` (static int8 quantisation). `write_config` here is
+the one place config.json is written, so its checksums cannot be forgotten. `load()` refuses a bundle whose files do
 not match their checksums, or one written by a newer format than this package reads, with one
 line saying what to do; what it returns knows how to turn waveforms into what AudioNet saw in
 training (int16-scale samples, one second, standardised per clip).
@@ -29,6 +31,8 @@ FORMAT = 1  # bump when a reader of the old format could misread a new bundle
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 ONNX_FILE = "model.onnx"
+INT8_FILE = "model.int8.onnx"
+BACKENDS = ("torch", "onnx", "int8")
 MODEL_SUFFIXES = {".onnx", ".safetensors", ".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle"}
 NOT_KEYWORDS = (SILENCE, UNKNOWN)  # classes that are never reported as detected keywords
 STANDARDISE_EPS = 1e-5  # as in augment.standardise, used in training and validation
@@ -75,9 +79,9 @@ class Bundle:
     classes: list[str]
     sample_rate: int
     clip_samples: int
-    backend: str = "torch"  # or "onnx"
-    model: AudioNet | None = None  # eval mode; None with the onnx backend
-    session: object | None = None  # onnxruntime.InferenceSession with the onnx backend
+    backend: str = "torch"  # or "onnx" (model.onnx), "int8" (model.int8.onnx), both with onnxruntime
+    model: AudioNet | None = None  # eval mode; None with the onnx backends
+    session: object | None = None  # onnxruntime.InferenceSession with the onnx backends
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     def preprocess(self, clips: np.ndarray) -> torch.Tensor:
@@ -104,7 +108,7 @@ class Bundle:
         out = []
         for i in range(0, len(x), batch_size):
             part = x[i:i + batch_size]
-            if self.backend == "onnx":
+            if self.backend in ("onnx", "int8"):
                 out.append(self.session.run(None, {self.config["onnx"]["input"]: part.numpy()})[0])
             else:
                 out.append(self.model(part.to(self.device)).float().cpu().numpy())
@@ -178,8 +182,13 @@ def _torch_model(path: Path, config: dict, device: torch.device) -> AudioNet:
     return model.to(device).eval()
 
 
-def _onnx_session(path: Path, config: dict):
-    if not config.get("onnx") or ONNX_FILE not in config.get("files", {}):
+def _onnx_session(path: Path, config: dict, int8: bool = False):
+    name = INT8_FILE if int8 else ONNX_FILE
+    if int8 and (not config.get("int8") or INT8_FILE not in config.get("files", {})):
+        why = (config.get("int8_skipped") or "exported by an older audionet-ray").rstrip(".")
+        raise BundleError(f"{path}: this bundle has no {INT8_FILE} ({why}): export it again with --data ROOT, "
+                          f"or run without --int8")
+    if not int8 and (not config.get("onnx") or ONNX_FILE not in config.get("files", {})):
         raise BundleError(f"{path}: this bundle has no {ONNX_FILE} (exported without the onnx package): "
                           f"install it (pip install 'audionet-ray[onnx]') and export again, or run with torch")
     try:
@@ -189,19 +198,31 @@ def _onnx_session(path: Path, config: dict):
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(path / ONNX_FILE), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(str(path / name), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for invalid graphs
-        raise BundleError(f"{path / ONNX_FILE}: onnxruntime cannot load it ({str(e).splitlines()[0][:160]})") from None
+        raise BundleError(f"{path / name}: onnxruntime cannot load it ({str(e).splitlines()[0][:160]})") from None
+
+
+def write_config(folder: Path, config: dict) -> dict:
+    """Write folder/config.json: `config` plus the sha256 of each file in `config["files"]` (names
+    only; they must be in the folder) and of the config itself. Returns what was written."""
+    config = {k: v for k, v in config.items() if k != "config_sha256"}
+    config["files"] = {name: sha256_file(folder / name) for name in config.get("files", {})}
+    config["config_sha256"] = config_digest(config)
+    tmp = folder / f".{CONFIG_FILE}.tmp"
+    tmp.write_text(json.dumps(config, indent=1) + "\n")
+    tmp.replace(folder / CONFIG_FILE)
+    return config
 
 
 def load(path: str | Path, backend: str = "torch", device: str | torch.device = "cpu") -> Bundle:
     """A checked, ready-to-run bundle. Raises `BundleError` (one line) for anything wrong.
 
     backend "torch" gives `bundle.model`, an AudioNet in eval mode on `device`; "onnx" runs
-    model.onnx with onnxruntime on the CPU instead.
+    model.onnx with onnxruntime on the CPU instead, "int8" model.int8.onnx (checked like the rest).
     """
-    if backend not in ("torch", "onnx"):
-        raise BundleError(f"unknown backend {backend!r}: choose torch or onnx")
+    if backend not in BACKENDS:
+        raise BundleError(f"unknown backend {backend!r}: choose {', '.join(BACKENDS)}")
     path = Path(path).expanduser()
     config = read_config(path)
     verify_files(path, config)
@@ -219,7 +240,7 @@ def load(path: str | Path, backend: str = "torch", device: str | torch.device = 
             raise BundleError(f"{path / CONFIG_FILE}: {len(classes)} class names for a model with "
                               f"{bundle.model.config.n_classes} outputs: broken bundle")
     else:
-        bundle.session = _onnx_session(path, config)
+        bundle.session = _onnx_session(path, config, int8=backend == "int8")
     return bundle
 
 

@@ -5,6 +5,10 @@ and lives in its own shards, which no training or search ever reads; this reads 
 pyarrow (no Ray needed), classifies every clip exactly as training validated (standardised
 int16 clips), and reports accuracy, per-class precision and recall as a table, and the
 confusion matrix as a PNG plus the numbers as JSON (in the bundle folder unless --out).
+
+With --streaming it judges the bundle as a keyword spotter instead (streaming.py): long streams
+built from the test split, false accepts per hour and false-reject rate per keyword across
+thresholds, the DET curve as a PNG, and the threshold for --target-fa-per-hour.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from .prepare import load_manifest, pcm_from_binary
 
 PNG_FILE = "confusion_matrix.png"
 METRICS_FILE = "test_metrics.json"
+DET_FILE = "det_curve.png"
+STREAMING_FILE = "streaming_metrics.json"
 
 
 def test_batches(prepared: Path, batch_size: int = 512) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -153,6 +159,61 @@ def evaluate(bundle: Bundle, data: str | Path, out_dir: Path) -> dict:
     return s
 
 
+def evaluate_streaming(bundle: Bundle, data: str | Path, out_dir: Path, target_fa_per_hour: float = 1.0,
+                       minutes: float = 10.0, seed: int = 0) -> dict:
+    """Streaming evaluation on the test split (streaming.py); writes the DET PNG and JSON into out_dir.
+
+    The detector runs with the bundle's operating point (threshold, smoothing) when it has one,
+    and the figures at that threshold are reported beside the test split's own best threshold.
+    """
+    from . import plots
+    from .data import ensure_prepared
+    from .predict import detector_settings
+    from .streaming import StreamOptions, evaluate_streams
+
+    prepared = ensure_prepared(data)
+    settings = detector_settings(bundle)
+    opts = StreamOptions(seed=seed, minutes=minutes, stride_ms=settings["stride_ms"],
+                         average_ms=settings["average_ms"], suppress_ms=settings["suppress_ms"])
+    r = evaluate_streams(bundle, prepared, "test", opts, target_fa_per_hour).to_dict()
+    at = settings["threshold"]
+    r["bundle_threshold"] = {"threshold": at, "from": settings["from"],
+                             "point": min(r["curve"], key=lambda c: abs(c["threshold"] - at))}
+    r.update({"bundle": str(bundle.path), "data": str(data), "backend": bundle.backend, "det_png": DET_FILE})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots.det_curve(r, out_dir / DET_FILE)
+    (out_dir / STREAMING_FILE).write_text(json.dumps(r, indent=1) + "\n")
+    return r
+
+
+def streaming_lines(r: dict) -> list[str]:
+    """The streaming result as a few lines: per keyword FRR at the bundle's threshold and at the target."""
+    op, bt = r["operating_point"], r["bundle_threshold"]["point"]
+    kws = r["keywords"]
+    width = max(8, *(len(k) for k in kws))
+    pct = lambda v: "-" if v is None else f"{100 * v:5.1f} %"  # noqa: E731
+    head = f"{'keyword':<{width}}  spoken  FRR at {bt['threshold']:g} ({r['bundle_threshold']['from']})"
+    if op:
+        head += f"  FRR at {op['threshold']:g} ({r['target_fa_per_hour']:g} FA/h)"
+    lines = [f"{len(r['streams'])} streams, {r['total_hours'] * 60:.1f} min ({r['keyword_free_hours'] * 60:.1f} min "
+             f"keyword-free, {r['noise_only_hours'] * 60:.1f} min of it background noise alone), test split", head]
+    for k in kws:
+        row = f"{k:<{width}}  {r['spoken'][k]:>6}  {pct(bt['frr_per_keyword'][k]):>10}"
+        if op:
+            row += f"  {pct(op['frr_per_keyword'][k]):>10}"
+        lines.append(row)
+    lines.append(f"at threshold {bt['threshold']:g}: {bt['fa_per_hour']:.3g} false accepts per hour, "
+                 f"FRR {pct(bt['frr']).strip()}")
+    if op:
+        lines.append(f"threshold for <= {r['target_fa_per_hour']:g} FA/h: {op['threshold']:g} "
+                     f"({op['fa_per_hour']:.3g} FA/h, FRR {pct(op['frr']).strip()})")
+    else:
+        lines.append(f"no threshold up to {r['curve'][-1]['threshold']:g} keeps false accepts at or below "
+                     f"{r['target_fa_per_hour']:g} per hour")
+    lines.append(("" if r["enough_audio"] else "warning: ") + r["note"])
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m audionet_ray.evaluate", description=__doc__.splitlines()[0])
     ap.add_argument("bundle", metavar="BUNDLE", help="a bundle folder from export (or the end of a search)")
@@ -160,7 +221,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help=f"folder for {PNG_FILE} and {METRICS_FILE} (default: the bundle folder)")
     ap.add_argument("--onnx", action="store_true", help="run model.onnx with onnxruntime instead of torch")
     ap.add_argument("--device", default="auto", help="torch device: auto (GPU if any), cpu, cuda (default: auto)")
+    ap.add_argument("--streaming", action="store_true",
+                    help=f"judge it as a keyword spotter on long streams: FA/h, FRR, DET curve ({DET_FILE}, {STREAMING_FILE})")
+    ap.add_argument("--target-fa-per-hour", type=float, default=1.0,
+                    help="with --streaming: the false-accept rate to find a threshold for (default: 1)")
+    ap.add_argument("--minutes", type=float, default=10.0,
+                    help="with --streaming: at most this many minutes of keyword streams (default: 10)")
+    ap.add_argument("--seed", type=int, default=0, help="with --streaming: how the streams are laid out (default: 0)")
     args = ap.parse_args(argv)
+    for ok, msg in [(args.target_fa_per_hour > 0, f"--target-fa-per-hour must be > 0, got {args.target_fa_per_hour:g}"),
+                    (args.minutes > 0, f"--minutes must be > 0, got {args.minutes:g}")]:
+        if not ok:
+            print(f"error: {msg}", file=sys.stderr)
+            return 2
     try:
         bundle = load(args.bundle, backend="onnx" if args.onnx else "torch",
                       device="cpu" if args.onnx else resolve_device(args.device))
@@ -172,13 +245,21 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = Path(args.out).expanduser() if args.out else bundle.path
         if not args.data:
             print(f"data: {data} (the bundle's training data)")
-        s = evaluate(bundle, data, out_dir)
+        if args.streaming:
+            r = evaluate_streaming(bundle, data, out_dir, args.target_fa_per_hour, args.minutes, args.seed)
+        else:
+            s = evaluate(bundle, data, out_dir)
     except (BundleError, DatasetError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
         print(f"error: {e.filename or args.out}: {e.strerror or e} (pass --out DIR to write elsewhere)", file=sys.stderr)
         return 2
+    if args.streaming:
+        print("\n".join(streaming_lines(r)))
+        print(f"DET curve: {out_dir / DET_FILE}")
+        print(f"metrics: {out_dir / STREAMING_FILE}")
+        return 0
     print(table(s))
     extra = f"; left out {sum(s['left_out'].values())} clip(s) of classes the model does not know" if s["left_out"] else ""
     print(f"test accuracy {s['accuracy']:.4f} on {s['n_clips']} clips{extra}")

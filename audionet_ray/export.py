@@ -5,32 +5,50 @@ folder from `python -m audionet_ray.train` (its best checkpoint), a folder of su
 checkpoint folder (model.pt + meta.json). The bundle (see bundle.py) holds the weights as
 safetensors, config.json and model.onnx; it is written next to OUT_DIR and moved into place
 whole, so a crash never leaves half a bundle behind.
+
+With the training data at hand (--data, else the path the checkpoint records) export also
+- calibrates the detector: streams built from the *validation* split (never the test split,
+  which stays for evaluate --streaming to judge) give the lowest threshold whose false accepts
+  per hour stay at --target-fa-per-hour; that threshold and the smoothing it was measured with
+  go into config.json as the operating point `predict` uses by default;
+- writes model.int8.onnx: onnxruntime's static quantisation (QDQ, int8 weights per channel and
+  int8 activations) calibrated on clips of the training split, with its test accuracy and its
+  largest disagreement with the float model recorded.
+Every bundle records deployment figures: parameters, size on disk, multiply-accumulates per
+second of audio, and the median latency of one one-second window with onnxruntime on one thread.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import platform
 import shutil
 import sys
 import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from . import __version__
-from .bundle import (CONFIG_FILE, FORMAT, KIND, ONNX_FILE, WEIGHTS_FILE, BundleError, config_digest,
-                     preprocessing_config, sha256_file)
-from .audio import CLIP_SAMPLES
+from .bundle import (CONFIG_FILE, FORMAT, INT8_FILE, KIND, ONNX_FILE, WEIGHTS_FILE, Bundle, BundleError,
+                     preprocessing_config, sha256_file, write_config)
+from .audio import CLIP_SAMPLES, SAMPLE_RATE
+from .augment import standardise
 from .config import ConfigError
-from .model import AudioNet, count_parameters
+from .discover import DatasetError
+from .model import AudioNet, count_parameters, flops_per_clip
 from .results import SPEC_FILE, TRAIN_RUNS, checkpoints, read_meta
 
 MODEL_FILE, META_FILE = "model.pt", "meta.json"  # as written by train.save_checkpoint
 ONNX_OPSET = 17
 ONNX_INPUT, ONNX_OUTPUT = "clips", "logits"
+INT8_CALIBRATION_CLIPS = 256  # training clips that set the activation ranges
+LATENCY_WARMUP, LATENCY_RUNS = 10, 50
 
 
 # ----------------------------------------------------------------------------- which checkpoint
@@ -131,8 +149,179 @@ def export_onnx(model: AudioNet, path: Path) -> dict | None:
     return info
 
 
-def write_bundle(choice: dict, out_dir: str | Path) -> Path:
-    """Write the bundle of `choice` (from `pick`) into out_dir, replacing an earlier bundle there."""
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def onnx_latency_ms(path: Path, runs: int = LATENCY_RUNS, warmup: int = LATENCY_WARMUP) -> dict:
+    """Median (and fastest) time of one one-second window through onnxruntime on one intra-op
+    thread: a device-like figure, after `warmup` runs. Other processes on the machine slow it;
+    the load average is recorded beside it."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    x = standardise(torch.randn(1, CLIP_SAMPLES, generator=torch.Generator().manual_seed(0))).numpy()
+    for _ in range(warmup):
+        sess.run(None, {ONNX_INPUT: x})
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, {ONNX_INPUT: x})
+        times.append(time.perf_counter() - t0)
+    return {"median_ms": round(1000 * float(np.median(times)), 4), "min_ms": round(1000 * float(np.min(times)), 4)}
+
+
+def deployment_figures(model: AudioNet, folder: Path, files: list[str], stride_ms: float) -> dict:
+    """What a device needs to know: size, compute per second of audio and latency per window."""
+    macs = flops_per_clip(model.config, training=False) / 2
+    figures = {"parameters": count_parameters(model),
+               "size_bytes": {f: (folder / f).stat().st_size for f in files},
+               "macs_per_window": int(macs),
+               "macs_per_second_of_audio": int(macs * 1000 / stride_ms),
+               "windows_per_second": 1000 / stride_ms,
+               "latency_per_window_ms": {},
+               "latency_method": (f"onnxruntime, 1 intra-op thread, batch 1, {LATENCY_WARMUP} warm-up runs, "
+                                  f"median of {LATENCY_RUNS}"),
+               "cpu": _cpu_name(), "cpu_load_1min": round(os.getloadavg()[0], 2)}
+    try:
+        import onnxruntime as ort
+
+        figures["onnxruntime"] = ort.__version__
+    except ImportError:
+        return figures
+    for name, f in (("float", ONNX_FILE), ("int8", INT8_FILE)):
+        if f in files:
+            figures["latency_per_window_ms"][name] = onnx_latency_ms(folder / f)
+    lat = figures["latency_per_window_ms"]
+    if "float" in lat and "int8" in lat:
+        figures["int8_speedup"] = round(lat["float"]["median_ms"] / max(lat["int8"]["median_ms"], 1e-9), 2)
+    return figures
+
+
+def _clips(prepared: Path, part: str, train_ratio: float, limit: int | None = None, seed: int = 0) -> tuple:
+    from .streaming import split_clips
+
+    x, y = split_clips(prepared, part, train_ratio)
+    if limit is not None and len(x) > limit:
+        keep = np.sort(np.random.default_rng(seed).choice(len(x), limit, replace=False))
+        x, y = x[keep], y[keep]
+    return x, y
+
+
+def quantize_int8(folder: Path, prepared: Path, train_ratio: float, classes: list[str]) -> dict:
+    """model.int8.onnx from folder/model.onnx: static QDQ quantisation (per-channel int8 weights,
+    int8 activations, MinMax ranges from INT8_CALIBRATION_CLIPS training clips), then the float
+    and int8 graphs side by side on the test split."""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
+                                          quantize_static)
+    import onnxruntime as ort
+
+    calib, _ = _clips(prepared, "train", train_ratio, INT8_CALIBRATION_CLIPS)
+    if not len(calib):
+        raise DatasetError(f"{prepared}: no training clips to calibrate the int8 model on")
+    feed = standardise(torch.from_numpy(calib)).numpy()
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.rows = iter(range(len(feed)))
+
+        def get_next(self):
+            i = next(self.rows, None)
+            return None if i is None else {ONNX_INPUT: feed[i:i + 1]}
+
+    pre = folder / ".model.pre.onnx"
+    try:
+        quant_pre_process(str(folder / ONNX_FILE), str(pre))
+        quantize_static(str(pre), str(folder / INT8_FILE), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    finally:
+        pre.unlink(missing_ok=True)
+    info = {"file": INT8_FILE, "quantisation": "onnxruntime quantize_static, QDQ, per-channel int8 weights, "
+            "int8 activations, MinMax calibration", "calibration_clips": int(len(feed)),
+            "calibration_split": "train", "input": ONNX_INPUT, "output": ONNX_OUTPUT}
+    x, y = _clips(prepared, "test", train_ratio)
+    m = load_manifest_classes(prepared)
+    to_model = np.array([classes.index(c) if c in classes else -1 for c in m])
+    y = to_model[y] if len(y) else y
+    x, y = x[y >= 0], y[y >= 0]
+    if not len(x):
+        info["test_clips"] = 0
+        return info
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    xs = standardise(torch.from_numpy(x)).numpy()
+    out = {}
+    for name, f in (("float", ONNX_FILE), ("int8", INT8_FILE)):
+        sess = ort.InferenceSession(str(folder / f), opts, providers=["CPUExecutionProvider"])
+        out[name] = np.concatenate([sess.run(None, {ONNX_INPUT: xs[i:i + 256]})[0] for i in range(0, len(xs), 256)])
+    probs = {k: np.exp(v - v.max(1, keepdims=True)) / np.exp(v - v.max(1, keepdims=True)).sum(1, keepdims=True)
+             for k, v in out.items()}
+    acc = {k: float((v.argmax(1) == y).mean()) for k, v in out.items()}
+    info.update({"test_clips": int(len(x)), "test_accuracy": acc["int8"], "float_test_accuracy": acc["float"],
+                 "accuracy_drop_points": round(100 * (acc["float"] - acc["int8"]), 3),
+                 "top1_agreement_with_float": float((out["int8"].argmax(1) == out["float"].argmax(1)).mean()),
+                 "max_abs_prob_diff_vs_float": float(np.abs(probs["int8"] - probs["float"]).max()),
+                 "max_abs_logit_diff_vs_float": float(np.abs(out["int8"] - out["float"]).max())})
+    return info
+
+
+def load_manifest_classes(prepared: Path) -> list[str]:
+    from .prepare import load_manifest
+
+    return load_manifest(prepared)["classes"]
+
+
+def calibrate(model: AudioNet, classes: list[str], prepared: Path, train_ratio: float, target_fa_per_hour: float,
+              minutes: float) -> dict:
+    """The operating point on validation-split streams: the lowest threshold at the target FA/h."""
+    from .predict import DEFAULTS
+    from .streaming import StreamOptions, evaluate_streams
+
+    b = Bundle(path=prepared, config={}, classes=classes, sample_rate=SAMPLE_RATE, clip_samples=CLIP_SAMPLES,
+               model=model)
+    opts = StreamOptions(minutes=minutes, stride_ms=DEFAULTS["stride_ms"], average_ms=DEFAULTS["average_ms"],
+                         suppress_ms=DEFAULTS["suppress_ms"])
+    r = evaluate_streams(b, prepared, "val", opts, target_fa_per_hour, train_ratio)
+    point, met = r.operating_point, r.operating_point is not None
+    if point is None:  # no threshold is that quiet: the quietest one, and say so
+        point = min(r.curve, key=lambda c: (c["fa_per_hour"], -c["threshold"]))
+    return {"threshold": point["threshold"], "stride_ms": opts.stride_ms, "average_ms": opts.average_ms,
+            "suppress_ms": opts.suppress_ms, "fa_per_hour_target": target_fa_per_hour, "target_met": met,
+            "fa_per_hour": point["fa_per_hour"], "frr": point["frr"], "frr_per_keyword": point["frr_per_keyword"],
+            "measured_on": f"validation split streams ({r.total_hours * 60:.1f} min, seed {opts.seed})",
+            "keyword_free_hours": r.keyword_free_hours, "enough_audio": r.enough_audio, "note": r.note}
+
+
+def _prepared_data(data: str | Path | None, train_config: dict) -> tuple[Path | None, str]:
+    """The prepared dataset to calibrate on, or None and why not."""
+    from .data import ensure_prepared
+
+    data = data or train_config.get("data")
+    if not data:
+        return None, "the checkpoint does not say which data it was trained on: pass --data ROOT"
+    try:
+        return ensure_prepared(data, progress=False), ""
+    except (DatasetError, OSError) as e:
+        return None, f"no usable training data ({str(e).splitlines()[0][:160]}): pass --data ROOT"
+
+
+def write_bundle(choice: dict, out_dir: str | Path, data: str | Path | None = None, calibrate_fa: float | None = 1.0,
+                 int8: bool = True, calibration_minutes: float = 10.0) -> Path:
+    """Write the bundle of `choice` (from `pick`) into out_dir, replacing an earlier bundle there.
+
+    With the training data (`data`, else the checkpoint's), the operating point is calibrated at
+    `calibrate_fa` false accepts per hour (None: not calibrated) and the int8 model is written
+    (`int8`); without it both are left out and config.json says why.
+    """
     out = Path(out_dir).expanduser().resolve()
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / CONFIG_FILE).is_file())):
         raise ConfigError(f"{out} exists and is not a bundle folder: choose a new or empty OUT_DIR")
@@ -160,6 +349,31 @@ def write_bundle(choice: dict, out_dir: str | Path) -> Path:
                   metadata={"format": "audionet-ray", "classes": json.dumps(classes)})
         onnx_info = export_onnx(model, tmp / ONNX_FILE)
         train_config = meta.get("train_config", {})
+        train_ratio = float(train_config.get("train_ratio", 0.9))
+        prepared, why = _prepared_data(data, train_config) if (int8 or calibrate_fa) else (None, "not asked for")
+        operating, int8_info, skipped = None, None, {}
+        if calibrate_fa and prepared:
+            try:
+                operating = calibrate(model, classes, prepared, train_ratio, calibrate_fa, calibration_minutes)
+            except (DatasetError, OSError) as e:  # e.g. shards behind a URI this machine cannot read
+                skipped["operating_point_skipped"] = str(e).splitlines()[0][:300]
+        elif calibrate_fa:
+            skipped["operating_point_skipped"] = why
+        if int8 and onnx_info and prepared:
+            try:
+                int8_info = quantize_int8(tmp, prepared, train_ratio, classes)
+            except ImportError:
+                skipped["int8_skipped"] = "onnxruntime is not installed (pip install 'audionet-ray[onnx]')"
+            except (DatasetError, OSError) as e:
+                if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+                    raise  # a full disk: no new bundle, rather than one quietly without its int8 model
+                skipped["int8_skipped"] = str(e).splitlines()[0][:300]
+        elif int8:
+            skipped["int8_skipped"] = why if onnx_info else "no model.onnx (the onnx package is not installed)"
+        files = [WEIGHTS_FILE] + ([ONNX_FILE] if onnx_info else []) + ([INT8_FILE] if int8_info else [])
+        from .predict import DEFAULTS
+
+        deployment = deployment_figures(model, tmp, files, (operating or DEFAULTS)["stride_ms"])
         config = {
             "kind": KIND,
             "format": FORMAT,
@@ -177,11 +391,13 @@ def write_bundle(choice: dict, out_dir: str | Path) -> Path:
                        ("trial_id" if choice["kind"] == "search" else "run"): choice["name"],
                        "model_pt_sha256": sha256_file(ckpt / MODEL_FILE)},
             "onnx": onnx_info,
-            "files": {WEIGHTS_FILE: sha256_file(tmp / WEIGHTS_FILE),
-                      **({ONNX_FILE: sha256_file(tmp / ONNX_FILE)} if onnx_info else {})},
+            "int8": int8_info,
+            "operating_point": operating,
+            "deployment": deployment,
+            **skipped,
+            "files": files,
         }
-        config["config_sha256"] = config_digest(config)
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
+        write_config(tmp, config)
         mode = (tmp / CONFIG_FILE).stat().st_mode & 0o777  # what the umask gives a plain file
         for f in tmp.iterdir():  # safetensors writes owner-only files; a bundle is for sharing
             f.chmod(mode)
@@ -198,9 +414,11 @@ def write_bundle(choice: dict, out_dir: str | Path) -> Path:
     return out
 
 
-def export(exp_dir: str | Path, out_dir: str | Path, metric: str = "val_accuracy", mode: str | None = None) -> Path:
-    """Export the best checkpoint under exp_dir (a search, a Train run or a checkpoint) to out_dir."""
-    return write_bundle(pick(exp_dir, metric, mode), out_dir)
+def export(exp_dir: str | Path, out_dir: str | Path, metric: str = "val_accuracy", mode: str | None = None,
+           **options) -> Path:
+    """Export the best checkpoint under exp_dir (a search, a Train run or a checkpoint) to out_dir;
+    `options` are write_bundle's (data, calibrate_fa, int8, calibration_minutes)."""
+    return write_bundle(pick(exp_dir, metric, mode), out_dir, **options)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -212,10 +430,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out_dir", metavar="OUT_DIR", help="the bundle folder to write (replaced if it holds a bundle)")
     ap.add_argument("--metric", default="val_accuracy", help="which checkpoint is best (default: val_accuracy)")
     ap.add_argument("--mode", choices=["max", "min"], help="default: the search's mode; min for losses, else max")
+    ap.add_argument("--data", help="the training data (dataset root or prepared folder) to calibrate the threshold "
+                                   "and the int8 model on (default: the data the checkpoint was trained on)")
+    ap.add_argument("--target-fa-per-hour", type=float, default=1.0,
+                    help="calibrate the detector's threshold for this many false accepts per hour on validation "
+                         "streams (default: 1; 0: leave the threshold uncalibrated)")
+    ap.add_argument("--calibration-minutes", type=float, default=10.0,
+                    help="at most this many minutes of validation keyword streams (default: 10)")
+    ap.add_argument("--no-int8", action="store_true", help="leave out model.int8.onnx")
     args = ap.parse_args(argv)
+    for ok, msg in [(args.target_fa_per_hour >= 0, f"--target-fa-per-hour must be >= 0, got {args.target_fa_per_hour:g}"),
+                    (args.calibration_minutes > 0, f"--calibration-minutes must be > 0, got {args.calibration_minutes:g}")]:
+        if not ok:
+            print(f"error: {msg}", file=sys.stderr)
+            return 2
     try:
         choice = pick(args.source, args.metric, args.mode)
-        out = write_bundle(choice, args.out_dir)
+        out = write_bundle(choice, args.out_dir, data=args.data, calibrate_fa=args.target_fa_per_hour or None,
+                           int8=not args.no_int8, calibration_minutes=args.calibration_minutes)
     except (ConfigError, BundleError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -234,6 +466,22 @@ def main(argv: list[str] | None = None) -> int:
     if not config["onnx"]:
         print("note: the onnx package is not installed, so the bundle has no model.onnx "
               "(pip install 'audionet-ray[onnx]' and export again for --onnx)", file=sys.stderr)
+    op, q, dep = config.get("operating_point"), config.get("int8"), config.get("deployment", {})
+    if op:
+        print(f"operating point: threshold {op['threshold']:g} ({op['fa_per_hour']:.3g} FA/h, FRR "
+              f"{100 * (op['frr'] or 0):.1f} % on {op['measured_on']})"
+              + ("" if op["target_met"] else f"; no threshold reached {op['fa_per_hour_target']:g} FA/h"))
+        if not op["enough_audio"]:
+            print(f"note: {op['note']}", file=sys.stderr)
+    for key in ("operating_point_skipped", "int8_skipped"):
+        if config.get(key):
+            print(f"note: {key.replace('_', ' ')}: {config[key]}", file=sys.stderr)
+    if q and "test_accuracy" in q:
+        print(f"int8: test accuracy {q['test_accuracy']:.4f} (float {q['float_test_accuracy']:.4f}), "
+              f"agrees with float on {100 * q['top1_agreement_with_float']:.1f} % of {q['test_clips']} test clips")
+    lat = dep.get("latency_per_window_ms", {})
+    print(f"deployment: {dep.get('parameters', 0):,} parameters, {dep.get('macs_per_second_of_audio', 0) / 1e6:,.1f} M "
+          f"MACs per second of audio" + "".join(f", {k} {v['median_ms']:.3g} ms per window" for k, v in lat.items()))
     print(f"bundle: {out}")
     print(f"try: python -m audionet_ray.predict {out} CLIP.wav")
     return 0

@@ -136,3 +136,40 @@ def confusion_matrix(cm: np.ndarray, classes: list[str], title: str, path: Path)
                             color="white" if share[i, j] > 0.5 else "black")
     ax.set_title(title)
     return _save(fig, path)
+
+
+def det_curve(result: dict, path: Path) -> Path:
+    """False-reject rate against false accepts per hour as the threshold moves (a DET curve): one
+    thin line per keyword, the thick one all keywords together; the operating point is marked.
+
+    Zero false accepts cannot sit on a log axis: the x axis is linear below one false accept in
+    the whole keyword-free audio (1/H per hour) and logarithmic above.
+    """
+    curve, hours = result["curve"], result["keyword_free_hours"]
+    resolution = 1.0 / hours if hours > 0 else 1.0
+    fig = Figure(figsize=(7.5, 5.2), layout="constrained")
+    ax = fig.subplots()
+    curve = sorted(curve, key=lambda c: (c["fa_per_hour"] or 0.0, -c["threshold"]))  # left to right
+    xs = [c["fa_per_hour"] or 0.0 for c in curve]
+    keywords = result["keywords"]
+    for kw, color in zip(keywords, _colors(len(keywords))):
+        ys = [c["frr_per_keyword"].get(kw) for c in curve]
+        if any(v is not None for v in ys):
+            ax.plot(xs, [np.nan if v is None else 100 * v for v in ys], color=color, lw=1, alpha=0.8,
+                    label=f"{kw} ({result['spoken'].get(kw, 0)} spoken)")
+    ax.plot(xs, [np.nan if c["frr"] is None else 100 * c["frr"] for c in curve], color="black",
+            lw=2.5, label="all keywords")
+    op = result.get("operating_point")
+    if op:
+        ax.plot([op["fa_per_hour"]], [100 * (op["frr"] or 0)], "o", ms=9, mfc="none", mec="red", mew=2,
+                label=f"threshold {op['threshold']:g}: {op['fa_per_hour']:.2g} FA/h, FRR {100 * (op['frr'] or 0):.1f} %")
+    ax.axvline(result["target_fa_per_hour"], color="red", ls=":", lw=1)
+    ax.set_xscale("symlog", linthresh=resolution, linscale=0.5)
+    ax.set_xlim(left=0)
+    ax.set_ylim(-2, 102)
+    ax.set_xlabel(f"false accepts per hour (keyword-free audio: {hours * 60:.1f} min)")
+    ax.set_ylabel("false-reject rate (%)")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title(f"DET curve, {result['split']} split streams" + ("" if result["enough_audio"] else " (too little audio: rough)"))
+    return _save(fig, path)

@@ -3,7 +3,8 @@
 Any sample rate (resampled with soxr), any channel count (mixed down), any length. A clip of
 about a second gets its top-k labels with probabilities. Longer audio is scanned like a
 streaming keyword spotter: a one-second window every --stride-ms; consecutive windows that
-agree on a keyword above --threshold become one detection, printed with its time. _silence_
+agree on a keyword above --threshold become one detection, printed with its time (threshold
+and smoothing default to the operating point export calibrated into the bundle). _silence_
 and _unknown_ are never reported as keywords, nor are windows quieter than -60 dBFS (digital
 silence has no shape to classify). A bad file gets one error line; the others still run, and
 the exit status is 1 if any file failed (2 for a bad bundle or option).
@@ -26,6 +27,17 @@ from .discover import escape_path
 SCAN_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}  # what a folder argument is searched for
 ONE_CLIP_SLACK = 0.01  # up to 1.01 s counts as one clip (resampling can add a sample or two)
 QUIET_DBFS = -60.0  # windows below this RMS level are silence, whatever the model says
+DEFAULTS = {"threshold": 0.6, "stride_ms": 250.0, "average_ms": 500.0, "suppress_ms": 1000.0}  # an uncalibrated bundle
+
+
+def detector_settings(bundle: Bundle) -> dict:
+    """The detector's threshold and smoothing: the bundle's calibrated operating point (see
+    export.py) when it has one, else DEFAULTS; "from" says which."""
+    op = bundle.config.get("operating_point") or {}
+    if isinstance(op.get("threshold"), (int, float)):
+        return {**DEFAULTS, **{k: float(op[k]) for k in DEFAULTS if isinstance(op.get(k), (int, float))},
+                "from": f"calibrated: {op.get('fa_per_hour_target', '?')} FA/h on {op.get('measured_on', '?')}"}
+    return {**DEFAULTS, "from": "default, not calibrated"}
 
 
 @dataclass
@@ -91,6 +103,36 @@ def detections(labels: list[str], probs: np.ndarray, starts_s: list[float], loud
     return sorted(kept, key=lambda d: d.time_s)
 
 
+@dataclass
+class Windows:
+    """What the sliding window saw: per window its start, top label, that label's (smoothed)
+    probability and whether it was loud enough to count. Computed once, it can be read at any
+    threshold (streaming.py scores a whole DET curve from one pass)."""
+
+    starts_s: list[float]
+    labels: list[str]
+    probs: np.ndarray
+    loud: np.ndarray
+    win_s: float
+
+    def detections(self, threshold: float, suppress_ms: float = 1000.0) -> list[Detection]:
+        return detections(self.labels, self.probs, self.starts_s, self.loud, threshold, self.win_s,
+                          suppress_ms / 1000)
+
+
+def scan(bundle: Bundle, audio: np.ndarray, stride_ms: float = 250.0, average_ms: float = 500.0) -> Windows:
+    """The streaming detector's model pass over float audio at the bundle's rate (>= one window long):
+    a one-second window every stride_ms, probabilities averaged over +-average_ms/2."""
+    sr, win = bundle.sample_rate, bundle.clip_samples
+    stride = max(1, int(round(stride_ms * sr / 1000)))
+    starts = window_starts(len(audio), win, stride)
+    windows = np.lib.stride_tricks.sliding_window_view(audio, win)[starts]
+    probs = smooth(bundle.predict_proba(windows), int(average_ms / 2 // (stride / sr * 1000)))
+    top = probs.argmax(axis=1)
+    return Windows(starts_s=[s / sr for s in starts], labels=[bundle.classes[i] for i in top],
+                   probs=probs[np.arange(len(top)), top], loud=rms_dbfs(windows) >= QUIET_DBFS, win_s=win / sr)
+
+
 def predict_file(bundle: Bundle, path: Path, top_k: int = 3, stride_ms: float = 250.0, threshold: float = 0.6,
                  average_ms: float = 500.0, suppress_ms: float = 1000.0) -> dict:
     """One file's result as a dict (raises BadClip for audio that cannot be read)."""
@@ -102,19 +144,10 @@ def predict_file(bundle: Bundle, path: Path, top_k: int = 3, stride_ms: float = 
         order = np.argsort(-probs)[:top_k]
         result["top_k"] = [{"label": bundle.classes[i], "prob": float(probs[i])} for i in order]
         return result
-    stride = max(1, int(round(stride_ms * sr / 1000)))
-    starts = window_starts(len(audio), win, stride)
-    windows = np.lib.stride_tricks.sliding_window_view(audio, win)[starts]
-    probs = smooth(bundle.predict_proba(windows), int(average_ms / 2 // (stride / sr * 1000)))
-    top = probs.argmax(axis=1)
-    labels = [bundle.classes[i] for i in top]
-    best = probs[np.arange(len(top)), top]
-    starts_s = [s / sr for s in starts]
-    loud = rms_dbfs(windows) >= QUIET_DBFS
-    found = detections(labels, best, starts_s, loud, threshold, win / sr, suppress_ms / 1000)
+    w = scan(bundle, audio, stride_ms, average_ms)
     result["windows"] = [{"start_s": round(t, 4), "label": lab, "prob": float(p), "quiet": not bool(q)}
-                         for t, lab, p, q in zip(starts_s, labels, best, loud)]
-    result["detections"] = [asdict(d) for d in found]
+                         for t, lab, p, q in zip(w.starts_s, w.labels, w.probs, w.loud)]
+    result["detections"] = [asdict(d) for d in w.detections(threshold, suppress_ms)]
     return result
 
 
@@ -146,35 +179,45 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("bundle", metavar="BUNDLE", help="a bundle folder from export (or the end of a search)")
     ap.add_argument("inputs", metavar="FILE_OR_DIR", nargs="+", help="audio files, or folders searched for them")
     ap.add_argument("--top-k", type=int, default=3, help="labels shown per one-second clip (default: 3)")
-    ap.add_argument("--stride-ms", type=float, default=250.0, help="window step for longer audio (default: 250)")
-    ap.add_argument("--threshold", type=float, default=0.6, help="probability a window needs to count (default: 0.6)")
-    ap.add_argument("--average-ms", type=float, default=500.0,
-                    help="average each window's probabilities with its neighbours within +-half this span (default: 500; 0: off)")
-    ap.add_argument("--suppress-ms", type=float, default=1000.0,
-                    help="drop a detection this close to a stronger one (default: 1000; 0: off)")
+    ap.add_argument("--stride-ms", type=float,
+                    help="window step for longer audio (default: the bundle's operating point, else 250)")
+    ap.add_argument("--threshold", type=float,
+                    help="probability a window needs to count (default: the bundle's calibrated threshold, else 0.6)")
+    ap.add_argument("--average-ms", type=float,
+                    help="average each window's probabilities with its neighbours within +-half this span "
+                         "(default: the bundle's operating point, else 500; 0: off)")
+    ap.add_argument("--suppress-ms", type=float,
+                    help="drop a detection this close to a stronger one (default: the bundle's, else 1000; 0: off)")
     ap.add_argument("--format", choices=["text", "json"], default="text", help="json: one document on stdout")
     ap.add_argument("--onnx", action="store_true", help="run model.onnx with onnxruntime instead of torch")
+    ap.add_argument("--int8", action="store_true", help="run the bundle's int8 model (model.int8.onnx) with onnxruntime")
     ap.add_argument("--device", default="cpu", help="torch device: cpu, cuda, auto (default: cpu)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    given = lambda v: v is not None  # noqa: E731 - options left out come from the bundle
     problems = [(args.top_k >= 1, f"--top-k must be at least 1, got {args.top_k}"),
-                (0 < args.stride_ms <= 1000, f"--stride-ms must be in (0, 1000], got {args.stride_ms:g}"),
-                (0 < args.threshold <= 1, f"--threshold must be in (0, 1], got {args.threshold:g}"),
-                (args.average_ms >= 0, f"--average-ms must be >= 0, got {args.average_ms:g}"),
-                (args.suppress_ms >= 0, f"--suppress-ms must be >= 0, got {args.suppress_ms:g}")]
+                (not given(args.stride_ms) or 0 < args.stride_ms <= 1000, f"--stride-ms must be in (0, 1000], got {args.stride_ms}"),
+                (not given(args.threshold) or 0 < args.threshold <= 1, f"--threshold must be in (0, 1], got {args.threshold}"),
+                (not given(args.average_ms) or args.average_ms >= 0, f"--average-ms must be >= 0, got {args.average_ms}"),
+                (not given(args.suppress_ms) or args.suppress_ms >= 0, f"--suppress-ms must be >= 0, got {args.suppress_ms}"),
+                (not (args.onnx and args.int8), "--onnx and --int8: choose one (--int8 runs onnxruntime too)")]
     for ok, msg in problems:
         if not ok:
             print(f"error: {msg}", file=sys.stderr)
             return 2
     try:
-        bundle = load(args.bundle, backend="onnx" if args.onnx else "torch",
-                      device=resolve_device(args.device) if not args.onnx else "cpu")
+        backend = "int8" if args.int8 else "onnx" if args.onnx else "torch"
+        bundle = load(args.bundle, backend=backend, device=resolve_device(args.device) if backend == "torch" else "cpu")
     except (BundleError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    settings = detector_settings(bundle)
+    for k in DEFAULTS:
+        if getattr(args, k) is None:
+            setattr(args, k, settings[k])
     results, failed = [], 0
     for path, problem in expand(args.inputs):
         try:
@@ -193,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.format == "json":
         doc = {"bundle": str(bundle.path), "backend": bundle.backend, "classes": bundle.classes,
                "threshold": args.threshold, "stride_ms": args.stride_ms, "average_ms": args.average_ms,
-               "suppress_ms": args.suppress_ms, "files": results}
+               "suppress_ms": args.suppress_ms, "operating_point": settings["from"], "files": results}
         print(json.dumps(doc, indent=1))
     return 1 if failed else 0
 

@@ -2,8 +2,10 @@
 
 The page has learning curves of every trial (trials the scheduler stopped early end in an x),
 each hyperparameter against val_accuracy, Optuna's hyperparameter importances, the best trial's
-confusion matrix on the test split, and a table of trials. Plots are PNG files in `plots/` next
-to the page, referenced relatively: the folder can be copied, opened offline, and needs no CDN.
+confusion matrix on the test split, the exported bundle's operating point, int8 model,
+deployment figures and DET curve (when `evaluate --streaming` has run), and a table of
+trials. Plots are PNG files in `plots/` next to the page, referenced relatively: the folder can
+be copied, opened offline, and needs no CDN.
 
 Read from the experiment folder only, without Ray: Tune's experiment state (which trials exist
 and how they ended) and each trial's result.json (one result per epoch), the Optuna study (the
@@ -207,6 +209,49 @@ def _figure(title: str, img: Path | None, note: str, out_dir: Path) -> str:
     return f"<h2>{html.escape(title)}</h2>\n{body}\n" + (f'<p class="muted">{html.escape(note)}</p>\n' if note else "")
 
 
+def _bundle_section(bundle_dir: Path, img_dir: Path, out_dir: Path) -> str:
+    """The exported bundle as a keyword spotter: its operating point, int8 model and deployment
+    figures (config.json), and the DET curve when `evaluate --streaming` has run on it."""
+    from . import plots
+
+    try:
+        config = json.loads((bundle_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    op, q, dep = config.get("operating_point"), config.get("int8"), config.get("deployment") or {}
+    rows = []
+    if dep:
+        lat = dep.get("latency_per_window_ms", {})
+        rows += [("parameters", f"{dep['parameters']:,}"),
+                 ("size on disk", ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in dep.get("size_bytes", {}).items())),
+                 ("MACs per second of audio", f"{dep['macs_per_second_of_audio'] / 1e6:,.1f} M "
+                                              f"({dep['windows_per_second']:g} windows a second)"),
+                 ("latency per window", ", ".join(f"{k} {v['median_ms']:.3g} ms" for k, v in lat.items())
+                  + f" ({dep.get('latency_method', '')}; {dep.get('cpu', '')}, load {dep.get('cpu_load_1min')})")]
+    if op:
+        rows.append(("operating point", f"threshold {op['threshold']:g}, average {op['average_ms']:g} ms: "
+                                        f"{op['fa_per_hour']:.3g} FA/h, FRR {100 * (op['frr'] or 0):.1f} % on "
+                                        f"{op['measured_on']}" + ("" if op["enough_audio"] else f" ({op['note']})")))
+    else:
+        rows.append(("operating point", config.get("operating_point_skipped") or "not calibrated"))
+    if q and "test_accuracy" in q:
+        rows.append(("int8 model", f"test accuracy {q['test_accuracy']:.4f} (float {q['float_test_accuracy']:.4f}); "
+                                   f"top-1 agreement {q['top1_agreement_with_float']:.4f}"))
+    table = ("<table>\n" + "\n".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+             + "\n</table>\n")
+    part = f"<h2>The exported bundle</h2>\n<p class=muted>{html.escape(str(bundle_dir))}</p>\n{table}"
+    try:
+        r = json.loads((bundle_dir / "streaming_metrics.json").read_text())
+        img = plots.det_curve(r, img_dir / "det_curve.png")
+        note = (f"evaluate --streaming on the {r['split']} split: {r['keyword_free_hours'] * 60:.1f} min of "
+                f"keyword-free audio. {r['note']}")
+        part += _figure("DET curve (streaming)", img, note, out_dir)
+    except (OSError, ValueError, KeyError):
+        part += (f'<p class="muted">No DET curve yet: python -m audionet_ray.evaluate {html.escape(str(bundle_dir))} '
+                 f"--streaming</p>\n")
+    return part
+
+
 def _trial_table(trials: list[Trial], search: list[str], metric: str, mode: str, max_epochs: int,
                  best_id: str | None) -> str:
     ending = {"finished": "finished", "stopped": "stopped early", "failed": "failed", "unfinished": "not finished"}
@@ -292,6 +337,7 @@ def write_report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
             f"<style>{STYLE}</style></head><body>\n<h1>Search {html.escape(exp_dir.name)}</h1>\n"
             f'<p class="muted">{html.escape(str(exp_dir))} &middot; written {time.strftime("%Y-%m-%d %H:%M")}</p>\n'
             f"<p>{html.escape(summary)}</p>\n" + "".join(parts)
+            + _bundle_section(exp_dir / "bundle", img_dir, out.parent)
             + "<h2>Trials</h2>\n" + _trial_table(trials, search, metric, mode, max_epochs, best_trial.trial_id)
             + f'<p class="muted">Live views: <code>{html.escape(live)}</code></p>\n</body></html>\n')
     out.parent.mkdir(parents=True, exist_ok=True)

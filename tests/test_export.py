@@ -136,7 +136,7 @@ def test_bundle_loads_with_the_checkpoints_logits(word_checkpoint, word_bundle, 
     assert config["model"]["config"] == meta["model"]
     assert config["training"]["hyperparameters"]["lr"] == 1e-3
     assert config["source"]["checkpoint"] == str(word_checkpoint.resolve())
-    assert set(config["files"]) == {"model.safetensors", "model.onnx"}
+    assert set(config["files"]) == {"model.safetensors", "model.onnx", "model.int8.onnx"}
     assert config["onnx"]["max_abs_diff_vs_torch"] < 1e-4
     assert not any(p.name.startswith(".") for p in word_bundle.parent.iterdir())  # no temp folders left
 
@@ -274,7 +274,9 @@ def test_predict_finds_two_keywords_in_a_five_second_file(word_bundle, word_data
     f = tmp_path / "two_words.wav"
     sf.write(f, audio, SR, subtype="PCM_16")
 
-    p = _run("audionet_ray.predict", str(word_bundle), str(f), "--format", "json", "--stride-ms", "250")
+    # the threshold the test was written for, not the bundle's calibrated one (tested below)
+    p = _run("audionet_ray.predict", str(word_bundle), str(f), "--format", "json", "--stride-ms", "250",
+             "--threshold", "0.6")
     assert p.returncode == 0, p.stderr
     (r,) = json.loads(p.stdout)["files"]
     assert r["duration_s"] == pytest.approx(5.0)
@@ -282,7 +284,7 @@ def test_predict_finds_two_keywords_in_a_five_second_file(word_bundle, word_data
     found = [(d["label"], d["time_s"]) for d in r["detections"]]
     assert [lab for lab, _ in found] == [w1, w2], found
     assert 0.5 <= found[0][1] <= 1.5 and 3.0 <= found[1][1] <= 4.0, found
-    text = _run("audionet_ray.predict", str(word_bundle), str(f))
+    text = _run("audionet_ray.predict", str(word_bundle), str(f), "--threshold", "0.6")
     assert "2 keyword(s)" in text.stdout and w1 in text.stdout and w2 in text.stdout, text.stdout
 
 
@@ -460,3 +462,97 @@ def test_batch_norm_variant_round_trips_to_predict_on_both_backends(word_data, d
             assert a["prob"] == pytest.approx(c["prob"], abs=1e-4)
         assert rt["top_k"][0]["prob"] == pytest.approx(float(want[i].max()), abs=1e-4)
 
+
+# ----------------------------------------------------------------------------- operating point, int8, deployment
+
+def test_config_holds_operating_point_int8_and_deployment_figures(word_bundle, word_data):
+    from audionet_ray.model import count_parameters, flops_per_clip
+
+    config = json.loads((word_bundle / "config.json").read_text())
+    assert set(config["files"]) == {"model.safetensors", "model.onnx", "model.int8.onnx"}
+    op = config["operating_point"]
+    assert 0 < op["threshold"] <= 1 and op["measured_on"].startswith("validation split streams")
+    assert (op["stride_ms"], op["average_ms"], op["suppress_ms"]) == (250, 500, 1000)
+    assert op["fa_per_hour_target"] == 1 and op["target_met"] == (op["fa_per_hour"] <= 1)
+    assert op["enough_audio"] is False and "3.0 h are needed" in op["note"]  # minutes of demo noise
+
+    b = load(word_bundle)
+    dep = config["deployment"]
+    assert dep["parameters"] == count_parameters(b.model) == config["model"]["parameters"]
+    assert dep["size_bytes"] == {f: (word_bundle / f).stat().st_size for f in config["files"]}
+    assert dep["macs_per_window"] == int(flops_per_clip(b.model.config, training=False) / 2)
+    assert dep["macs_per_second_of_audio"] == pytest.approx(4 * dep["macs_per_window"], rel=1e-6)
+    for kind in ("float", "int8"):
+        lat = dep["latency_per_window_ms"][kind]
+        assert 0 < lat["min_ms"] <= lat["median_ms"] < 1000
+    assert "1 intra-op thread" in dep["latency_method"]
+
+    q = config["int8"]
+    x, y, _ = _split(word_data, "test")
+    int8 = load(word_bundle, backend="int8").predict_logits(x)
+    flt = load(word_bundle, backend="onnx").predict_logits(x)
+    assert q["test_clips"] == len(y)
+    assert q["test_accuracy"] == pytest.approx(float((int8.argmax(1) == y).mean()))
+    assert q["float_test_accuracy"] == pytest.approx(float((flt.argmax(1) == y).mean()))
+    assert q["max_abs_logit_diff_vs_float"] == pytest.approx(float(np.abs(int8 - flt).max()), rel=1e-4)
+    assert 0 < q["max_abs_logit_diff_vs_float"] < 2  # quantised, and close
+    assert q["calibration_split"] == "train" and q["calibration_clips"] > 0
+
+
+def test_a_tampered_int8_model_is_refused(word_bundle, tmp_path):
+    b = tmp_path / "bundle"
+    shutil.copytree(word_bundle, b)
+    load(b, backend="int8")
+    data = bytearray((b / "model.int8.onnx").read_bytes())
+    data[-200] ^= 0xFF
+    (b / "model.int8.onnx").write_bytes(bytes(data))
+    for backend in ("int8", "torch"):  # the whole bundle is checked, whichever model runs
+        with pytest.raises(BundleError) as e:
+            load(b, backend=backend)
+        assert "model.int8.onnx: does not match its sha256" in str(e.value) and "\n" not in str(e.value)
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, np.zeros(SR, np.int16), SR)
+    p = _run("audionet_ray.predict", str(b), str(clip), "--int8")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "model.int8.onnx: does not match its sha256" in p.stderr
+
+
+def test_predict_int8_and_the_bundles_operating_point(word_bundle, word_data, demo_root, tmp_path):
+    """predict --int8 runs the int8 graph; with no --threshold predict takes the bundle's calibrated one."""
+    (w1, c1), (w2, c2) = _confident_clips(word_bundle, word_data, 2)
+    noise, _ = sf.read(demo_root / "_background_noise_" / "pink_noise.wav", dtype="float32")
+    audio = noise[: 5 * SR] * 0.02
+    audio[int(0.5 * SR):int(1.5 * SR)] += c1 / 32768
+    audio[int(3.0 * SR):int(4.0 * SR)] += c2 / 32768
+    f = tmp_path / "two_words.wav"
+    sf.write(f, audio, SR, subtype="PCM_16")
+    op = json.loads((word_bundle / "config.json").read_text())["operating_point"]
+    runs = {}
+    for name, extra in (("float", ["--onnx"]), ("int8", ["--int8"])):
+        p = _run("audionet_ray.predict", str(word_bundle), str(f), "--format", "json", *extra)
+        assert p.returncode == 0, p.stderr
+        runs[name] = doc = json.loads(p.stdout)
+        assert doc["backend"] == ("int8" if name == "int8" else "onnx")
+        assert doc["threshold"] == op["threshold"] and doc["operating_point"].startswith("calibrated")
+    (rf,), (ri,) = runs["float"]["files"], runs["int8"]["files"]
+    same = [a["label"] == b["label"] for a, b in zip(ri["windows"], rf["windows"])]
+    assert len(same) == 17 and sum(same) >= 15  # a near tie may fall either way
+    assert [d["label"] for d in ri["detections"]] == [d["label"] for d in rf["detections"]]
+    p = _run("audionet_ray.predict", str(word_bundle), str(f), "--format", "json", "--threshold", "0.5")
+    assert json.loads(p.stdout)["threshold"] == 0.5  # an explicit option wins
+    p = _run("audionet_ray.predict", str(word_bundle), str(f), "--int8", "--onnx")
+    assert p.returncode == 2 and p.stderr.startswith("error: --onnx and --int8")
+
+
+def test_export_without_data_leaves_out_int8_and_calibration_and_says_why(word_checkpoint, tmp_path):
+    p = _run("audionet_ray.export", str(word_checkpoint), str(tmp_path / "bundle"), "--data", str(tmp_path / "gone"))
+    assert p.returncode == 0, p.stderr
+    assert "note: int8 skipped:" in p.stderr and "pass --data ROOT" in p.stderr
+    config = json.loads((tmp_path / "bundle" / "config.json").read_text())
+    assert config["int8"] is None and config["operating_point"] is None and "model.int8.onnx" not in config["files"]
+    assert config["deployment"]["latency_per_window_ms"].keys() == {"float"}
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, np.zeros(SR, np.int16), SR)
+    p = _run("audionet_ray.predict", str(tmp_path / "bundle"), str(clip), "--int8")
+    assert p.returncode == 2 and p.stderr.count("\n") == 1 and "has no model.int8.onnx" in p.stderr, p.stderr
+    p = _run("audionet_ray.predict", str(tmp_path / "bundle"), str(clip), "--format", "json")
+    assert json.loads(p.stdout)["threshold"] == 0.6  # uncalibrated: the default
