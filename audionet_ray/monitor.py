@@ -16,6 +16,7 @@ Everything here plugs into the Tuner that tune.py builds:
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from ray.tune import CLIReporter
@@ -25,7 +26,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from .config import ConfigError
-from .ray_private import FilteredCLIReporter, optuna_told, optuna_trial
+from .ray_private import FilteredCLIReporter, optuna_told, optuna_trial, tbx_writer
 from .storage import is_uri
 
 OPTUNA_DB = "optuna.db"
@@ -54,11 +55,33 @@ def progress_reporter(metric: str, params: list[str], verbosity: int) -> CLIRepo
 # ----------------------------------------------------------------------------- TensorBoard
 
 class EpochTBXLogger(TBXLoggerCallback):
-    """Scalars per epoch in each trial folder (events.out.tfevents.*), as Tune writes them."""
+    """Scalars per epoch in each trial folder (events.out.tfevents.*), as Tune writes them.
+
+    A trial that starts again (a resumed search, a retried trial) goes on from its checkpoint's
+    epoch, or from 1 without one; the killed attempt may have logged epochs past that. Its first
+    result is therefore preceded by TensorBoard's restart marker (SessionLog START) at its epoch,
+    on which TensorBoard drops the older points from that step on: the curve never repeats a step.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._restarted: set = set()  # trials whose next result starts a new attempt
+
+    def log_trial_start(self, trial):
+        super().log_trial_start(trial)
+        self._restarted.add(trial)
 
     def log_trial_result(self, iteration, trial, result):
         if "epoch" in result:
             result = {**result, TRAINING_ITERATION: result["epoch"]}  # Tune's step, not logged itself
+            if tbx_writer(self, trial) is None:
+                self.log_trial_start(trial)
+            if trial in self._restarted:
+                from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+                self._restarted.discard(trial)
+                tbx_writer(self, trial).file_writer.add_event(
+                    Event(step=int(result["epoch"]), wall_time=time.time(), session_log=SessionLog(status=SessionLog.START)))
         super().log_trial_result(iteration, trial, result)
 
 

@@ -12,6 +12,8 @@ When it does, fix it here, not at the call sites.
   ray-project/ray#30838), so a resumed search refills them from the recorded results.
 - `OptunaSearch._ot_trials` / `_completed_trials`: the Optuna trial behind a Tune trial, and
   which trials Optuna has been told about (monitor.StudySearch).
+- `TBXLoggerCallback._trial_writer`: the tensorboardX writer of a trial (monitor.EpochTBXLogger
+  marks where a restarted trial's curve starts again).
 - `CLIReporter._print`: where the progress table is printed (monitor.ProgressTable drops a line),
   and `CLIReporter._metric` / `_sort_by_metric`: Tune sorts finished trials by the metric and
   raises a TypeError on two that never reported it (trials the time budget stopped in their
@@ -54,6 +56,11 @@ def optuna_trial(searcher, trial_id: str):
 def optuna_told(searcher, trial_id: str) -> bool:
     """Whether OptunaSearch has already told Optuna that a trial ended."""
     return trial_id in searcher._completed_trials
+
+
+def tbx_writer(callback, trial):
+    """The tensorboardX SummaryWriter Tune's TBXLoggerCallback keeps for a trial, or None."""
+    return callback._trial_writer.get(trial)
 
 
 class FilteredCLIReporter(CLIReporter):

@@ -303,6 +303,29 @@ def test_progress_table_survives_unreported_trials_and_conditional_parameters(ra
     assert "Current best trial: t2 with val_accuracy=0.9 and parameters={'norm': 'batch', 'norm_groups': None}" in out
 
 
+def test_tensorboard_curve_of_a_restarted_trial_never_repeats_a_step(ray_session, tmp_path):
+    """monitor.EpochTBXLogger through TBXLoggerCallback._trial_writer: a driver killed after epoch 3,
+    and a new one resuming the trial from its epoch-1 checkpoint, leave one point per epoch, the
+    resumed attempt's."""
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.experiment import Trial
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from audionet_ray.monitor import EpochTBXLogger
+
+    trial = Trial("probe", trial_id="t0", stub=True, storage=StorageContext(str(tmp_path), "x", trial_dir_name="t0"))
+    for attempt, epochs in ((1, [1, 2, 3]), (2, [2, 3, 4])):
+        logger = EpochTBXLogger()  # each driver has its own
+        for e in epochs:
+            logger.log_trial_result(e, trial, {"epoch": e, "val_accuracy": attempt + e / 10, "training_iteration": 1})
+        logger.log_trial_end(trial)
+        time.sleep(1.1)  # event files are named by the second they were opened in
+    events = EventAccumulator(str(trial.local_path))
+    events.Reload()
+    points = [(s.step, round(s.value, 3)) for s in events.Scalars("ray/tune/val_accuracy")]
+    assert points == [(1, 1.1), (2, 2.2), (3, 2.3), (4, 2.4)], points
+
+
 # ----------------------------------------------------------------------------- resources
 
 def _spec(workers=1, gpus="auto", cpus=1.0, max_concurrent=0, n=8):
