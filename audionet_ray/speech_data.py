@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import _ctypes
 import argparse
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -72,10 +73,13 @@ class SpeechConfig:
     def clips(self) -> int:
         return self.speakers * self.takes * len(self.words)
 
+    def to_dict(self) -> dict:
+        return {**asdict(self), "words": list(self.words)}
+
 
 # demo: what `python -m audionet_ray.tune` trains on without --data (docs/README: size and timing)
 PRESETS = {
-    "demo": SpeechConfig(speakers=80, takes=2),
+    "demo": SpeechConfig(speakers=112, takes=1),
     "full": SpeechConfig(speakers=200, takes=1),
 }
 DEMO = PRESETS["demo"]
@@ -89,6 +93,8 @@ class SpeechUnavailable(RuntimeError):
 _AUDIO_OUTPUT_SYNCHRONOUS, _INIT_DONT_EXIT = 2, 0x8000
 _RATE, _PITCH, _RANGE = 1, 3, 4  # espeak_PARAMETER
 _POS_CHARACTER, _CHARS_UTF8 = 1, 1
+_LIBC = ctypes.CDLL(None)  # the C library this process already has (srand)
+_LIBC.srand.argtypes = [ctypes.c_uint]
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
 
@@ -192,6 +198,7 @@ class Espeak:
             for param, value in ((_RATE, rate), (_PITCH, pitch), (_RANGE, pitch_range)):
                 lib.espeak_SetParameter(param, int(value), 0)
             lib.espeak_ng_SetRandSeed(seed)  # breath and klatt noise
+            _LIBC.srand(seed & 0xFFFFFFFF)  # the speechPlayer voices (klatt 6: Reed, caleb) use libc's rand()
             self._chunks = []
             b = text.encode() + b"\0"
             if lib.espeak_Synth(b, len(b), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None) != 0:
@@ -207,7 +214,10 @@ def check_espeak() -> str:
     """espeak-ng's version, after checking that it speaks and that it speaks the same twice
     (the determinism this module promises rests on unloading the library between utterances)."""
     eng = Espeak()
-    a, b = eng.say("yes", "en-us+klatt2", seed=1), eng.say("yes", "en-us+klatt2", seed=1)
+    probe = "en-us+caleb" if "caleb" in variants() else "en-us+klatt2"  # caleb: libc's rand() too
+    a = eng.say("yes", probe, seed=1)
+    _LIBC.rand()
+    b = eng.say("yes", probe, seed=1)
     if len(a) < 1000 or np.abs(a).max() < 100:
         raise SpeechUnavailable("espeak-ng produced no audio")
     if not np.array_equal(a, b):
@@ -220,6 +230,8 @@ def variants(data: str | None = None) -> list[str]:
     """espeak-ng's voice variants that sound like people (sorted: same package, same speakers)."""
     data = data or espeak_paths()[1]
     folder = Path(data) / "voices" / "!v"
+    if not folder.is_dir():
+        raise SpeechUnavailable(f"no espeak-ng voice variants in {folder}")
     return sorted(p.name for p in folder.iterdir() if p.is_file() and p.name not in _NOT_VOICES
                   and not p.name.startswith("robosoft") and " " not in p.name)
 
@@ -285,17 +297,17 @@ def make_speaker(seed: int, index: int, voices: list[str]) -> Speaker:
     variant = voices[int(rng.integers(len(voices)))]
     return Speaker(
         voice=f"{accent}+{variant}",
-        pitch=int(rng.integers(20, 81)),
+        pitch=int(rng.integers(25, 76)),
         pitch_range=int(rng.integers(20, 91)),
-        rate=int(round(np.exp(rng.uniform(np.log(120), np.log(260))))),
-        rt60=float(rng.choice([0.0, rng.uniform(0.15, 0.7)], p=[0.35, 0.65])),
-        wet=float(rng.uniform(0.05, 0.5)),
-        snr_db=float(rng.uniform(8.0, 40.0)),
+        rate=int(round(np.exp(rng.uniform(np.log(130), np.log(230))))),
+        rt60=float(rng.choice([0.0, rng.uniform(0.1, 0.5)], p=[0.5, 0.5])),
+        wet=float(rng.uniform(0.05, 0.3)),
+        snr_db=float(rng.uniform(12.0, 40.0)),
         noise_colour=float(rng.uniform(0.0, 2.0)),
         hum=float(rng.uniform(0.5, 3.0) if rng.uniform() < 0.15 else 0.0),
         hum_hz=float(rng.choice([50.0, 60.0])),
         highpass_hz=float(np.exp(rng.uniform(np.log(40), np.log(300)))),
-        lowpass_hz=float(rng.choice([3400.0, rng.uniform(4500, 7900)], p=[0.15, 0.85])),
+        lowpass_hz=float(rng.choice([3400.0, rng.uniform(4500, 7900)], p=[0.1, 0.9])),
         tilt_db=float(rng.uniform(-3.0, 3.0)),
         presence_hz=float(np.exp(rng.uniform(np.log(1500), np.log(6000)))),
         presence_db=float(rng.uniform(-6.0, 8.0)),
@@ -530,15 +542,15 @@ def _prepare_out(out: Path, cfg: SpeechConfig) -> None:
 def generated_with(out: str | Path) -> dict | None:
     """The settings a finished dataset in `out` was generated with (None if none is there)."""
     try:
-        return json.loads((Path(out) / MARKER).read_text())["config"]
-    except (OSError, ValueError, KeyError):
+        marker = json.loads((Path(out) / MARKER).read_text())
+        return marker["config"] if marker["complete"] else None
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def _config_dict(cfg: SpeechConfig) -> dict:
-    d = asdict(cfg)
-    d["words"] = list(cfg.words)
-    return d
+def _mark(out: Path, cfg: SpeechConfig, version: str, complete: bool) -> None:
+    marker = {"config": cfg.to_dict(), "espeak_ng": version, "complete": complete}
+    (out / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
 
 
 def generate(out: str | Path, cfg: SpeechConfig = DEMO, jobs: int | None = None, progress: bool = True) -> Path:
@@ -555,11 +567,17 @@ def generate(out: str | Path, cfg: SpeechConfig = DEMO, jobs: int | None = None,
     voices = variants(data)
     out = Path(out).expanduser()
     _prepare_out(out, cfg)
+    _mark(out, cfg, version, complete=False)  # an interrupted run's folder is still known as ours
     ids = speaker_ids(cfg.speakers, cfg.seed)
     split = split_speakers(ids, cfg.seed)
     jobs = max(1, jobs or len(os.sched_getaffinity(0)))
+    ctx = _pool_context()  # before tqdm's monitor thread, which would rule out fork
     bar = tqdm(total=cfg.clips, desc="speaking", unit="clip", disable=not progress, mininterval=0.5)
-    with fast_voice_data(data) as fast_data, bar:
+    try:
+        voice_data = fast_voice_data(data)
+    except OSError:  # no symbolic links here: every utterance reads every voice file (slower, same sound)
+        voice_data = contextlib.nullcontext(data)
+    with voice_data as fast_data, bar:
         espeak = (library, fast_data)
         speaker_jobs = [_Job(str(out), espeak, cfg.seed, i, sid, cfg.words, cfg.takes, voices)
                         for i, sid in enumerate(ids)]
@@ -570,7 +588,7 @@ def generate(out: str | Path, cfg: SpeechConfig = DEMO, jobs: int | None = None,
             for j in speaker_jobs:
                 bar.update(_speaker_job(j))
         else:
-            with _pool_context().Pool(jobs) as pool:
+            with ctx.Pool(jobs) as pool:
                 noise = pool.map_async(_noise_job, noise_jobs, chunksize=1)
                 for n in pool.imap_unordered(_speaker_job, speaker_jobs, chunksize=1):
                     bar.update(n)
@@ -584,8 +602,7 @@ def generate(out: str | Path, cfg: SpeechConfig = DEMO, jobs: int | None = None,
     (out / "README.txt").write_text(_README.format(
         version=version, seed=cfg.seed, speakers=cfg.speakers, takes=cfg.takes, words=",".join(cfg.words),
         n_voices=len(voices), n_accents=len(ACCENTS), noise=", ".join(NOISE_KINDS), secs=NOISE_SECONDS))
-    # last: a folder with the marker is complete (demo_dataset() reuses it)
-    (out / MARKER).write_text(json.dumps({"config": _config_dict(cfg), "espeak_ng": version}, indent=1) + "\n")
+    _mark(out, cfg, version, complete=True)  # last: demo_dataset() reuses a complete folder
     return out
 
 
@@ -599,7 +616,7 @@ random onset. A speaker is one of {n_accents} English accents x {n_voices} voice
 pitch range and rate, recorded through a room, a noise floor, a microphone colour and a level
 of its own. _background_noise_/ holds {noise} ({secs} s each).
 validation_list.txt and testing_list.txt hold whole speakers (about 10 % each).
-The same arguments give byte-identical files with the same espeak-ng.
+The same arguments give byte-identical files with the same espeak-ng, numpy and soxr.
 """
 
 
