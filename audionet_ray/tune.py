@@ -437,12 +437,25 @@ def apply_overrides(spec: SearchSpec, args: argparse.Namespace) -> SearchSpec:
 
 
 def demo_dataset() -> Path:
-    """The embedded demo data, generated once into the cache."""
+    """The demo data, generated once into the cache: speech spoken by espeak-ng (speech_data's
+    demo preset), or the formant synthesizer's clips where espeak-ng cannot be loaded."""
+    from . import speech_data
+
+    cache = Path(os.environ.get("AUDIONET_CACHE", "~/.cache/audionet_ray")).expanduser()
+    root, cfg = cache / "speech_demo", speech_data.DEMO
+    if speech_data.generated_with(root) == cfg.to_dict():
+        return root
+    try:
+        print(f"generating the demo dataset (espeak-ng speech: {len(cfg.words)} words x {cfg.speakers} "
+              f"speakers x {cfg.takes} takes) into {root} ...", flush=True)
+        return speech_data.generate(root, cfg)
+    except speech_data.SpeechUnavailable as e:
+        print(f"espeak-ng cannot be used ({e}): the demo uses the formant synthesizer (demo_data) instead", flush=True)
     from .demo_data import generate
 
-    root = Path(os.environ.get("AUDIONET_CACHE", "~/.cache/audionet_ray")).expanduser() / "demo_data"
+    root = cache / "demo_data"
     if not (root / "testing_list.txt").exists():
-        print(f"generating the demo dataset into {root} ...", flush=True)
+        print(f"generating the demo dataset (formant synthesizer) into {root} ...", flush=True)
         generate(root)
     return root
 
