@@ -1,4 +1,4 @@
-"""Real synthetic speech in Google Speech Commands' layout, spoken by espeak-ng.
+"""Synthetic speech in Google Speech Commands' layout, spoken by espeak-ng.
 
 Why: a model, a search space or a benchmark tuned on a toy synthesizer says little about speech.
 espeak-ng comes from the package registry alone (`espeakng-loader` ships the library and its
@@ -13,8 +13,8 @@ one speaker vary a little (pitch, rate, intonation, level, noise, the word's pos
 Deterministic: every random choice comes from `numpy.random.default_rng` seeded by
 (seed, purpose, speaker, word, take), never from the order of work, and the library is loaded
 afresh for every utterance (espeak-ng keeps pitch-flutter and gain state between utterances in
-static variables that no call resets), so the same arguments give byte-identical files whatever
-the number of processes.
+static variables that no call resets; its speechPlayer voices draw on libc's rand(), reseeded
+per utterance), so the same arguments give byte-identical files whatever the number of processes.
 
 CLI: ``python -m audionet_ray.speech_data OUT [--preset demo] [--words ...] [--speakers N]
 [--takes K] [--seed S] [--jobs J]``.
@@ -52,7 +52,7 @@ NOISE_KINDS = ("white_noise", "pink_noise", "brown_noise", "mains_hum", "babble"
 NOISE_SECONDS = 15
 BABBLE_TEXT = ("the weather was calm that morning and the river ran past the old mill while "
                "people talked about the market the garden the kitchen and a letter that never "
-               "arrived because somebody had written the wrong number on the envelope").split()
+               "arrived because somebody had written the wrong number across the envelope").split()
 MAX_WORD = int(0.96 * SAMPLE_RATE)  # longer utterances (very slow speakers) are cut with a fade
 ENV_LIBRARY, ENV_DATA = "AUDIONET_ESPEAK_LIBRARY", "AUDIONET_ESPEAK_DATA"  # override the loader's paths
 
@@ -443,7 +443,7 @@ def render_clip(eng: Espeak, word: str, rec: Recorder, seed: int, index: int, ta
     return to_int16(x)
 
 
-def render_noise(eng: Espeak, kind: str, seed: int, voices: list[str]) -> np.ndarray:
+def render_noise(eng: Espeak, kind: str, seed: int, voices: list[str], words: tuple[str, ...] = ()) -> np.ndarray:
     """`NOISE_SECONDS` of one kind of background noise, int16 at a peak of about -6 dBFS."""
     rng = _rng(seed, _TAG_NOISE, NOISE_KINDS.index(kind))
     n = NOISE_SECONDS * SAMPLE_RATE
@@ -457,13 +457,14 @@ def render_noise(eng: Espeak, kind: str, seed: int, voices: list[str]) -> np.nda
         blade = np.sin(2 * np.pi * rng.uniform(80, 160) * t) * 0.3
         x = (rush + blade) * (1 + 0.2 * np.sin(2 * np.pi * rng.uniform(0.2, 0.6) * t))
     else:  # babble: eight people talking at once, none of them saying a dataset word
+        talk = [w for w in BABBLE_TEXT if w not in words] or ["mm"]
         x = np.zeros(n)
         for _ in range(8):
             voice = f"{ACCENTS[int(rng.integers(len(ACCENTS)))]}+{voices[int(rng.integers(len(voices)))]}"
             pos = -int(rng.integers(0, SAMPLE_RATE))
             while pos < n:
-                words = rng.choice(BABBLE_TEXT, size=int(rng.integers(6, 14)))
-                raw = eng.say(" ".join(words) + ".", voice, int(rng.integers(140, 220)),
+                said = rng.choice(talk, size=int(rng.integers(6, 14)))
+                raw = eng.say(" ".join(said) + ".", voice, int(rng.integers(140, 220)),
                               int(rng.integers(20, 80)), 50, seed=int(rng.integers(1, 2**31)))
                 s = resample(raw.astype(np.float32) / 32768.0, eng.sample_rate).astype(np.float64)
                 s /= np.sqrt(np.mean(s**2)) + 1e-9
@@ -511,9 +512,10 @@ def _speaker_job(job: _Job) -> int:
     return len(job.words) * job.takes
 
 
-def _noise_job(args: tuple[str, tuple[str, str], str, int, list[str]]) -> int:
-    out, espeak, kind, seed, voices = args
-    write_wav(Path(out) / "_background_noise_" / f"{kind}.wav", render_noise(Espeak(*espeak), kind, seed, voices))
+def _noise_job(args: tuple[str, tuple[str, str], str, int, list[str], tuple[str, ...]]) -> int:
+    out, espeak, kind, seed, voices, words = args
+    write_wav(Path(out) / "_background_noise_" / f"{kind}.wav",
+              render_noise(Espeak(*espeak), kind, seed, voices, words))
     return 0
 
 
@@ -581,7 +583,7 @@ def generate(out: str | Path, cfg: SpeechConfig = DEMO, jobs: int | None = None,
         espeak = (library, fast_data)
         speaker_jobs = [_Job(str(out), espeak, cfg.seed, i, sid, cfg.words, cfg.takes, voices)
                         for i, sid in enumerate(ids)]
-        noise_jobs = [(str(out), espeak, kind, cfg.seed, voices) for kind in NOISE_KINDS]
+        noise_jobs = [(str(out), espeak, kind, cfg.seed, voices, cfg.words) for kind in NOISE_KINDS]
         if jobs == 1:
             for j in noise_jobs:
                 _noise_job(j)

@@ -106,6 +106,7 @@ def test_background_noise(dataset: Path) -> None:
         assert (rate, channels, width) == (16000, 1, 2)
         assert len(x) >= 10 * 16000, f
         assert x.astype(np.float64).std() > 300, f  # about -40 dBFS or louder: not silence
+    assert not set(sd.BABBLE_TEXT) & set(sd.DEFAULT_WORDS)  # _silence_ cut from babble says no class
 
 
 def test_prepare_takes_every_clip(dataset: Path, tmp_path: Path) -> None:
