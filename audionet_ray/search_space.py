@@ -31,6 +31,7 @@ from .config import ConfigError, TrainConfig, check_types, shown
 SEARCH_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
 DISTRIBUTIONS = {"loguniform": 2, "uniform": 2, "randint": 2, "qloguniform": 3, "quniform": 3, "choice": None}
 SEARCHABLE = {f.name for f in fields(TrainConfig)} - {"data", "augment"} | {f.name for f in fields(AugmentConfig)}
+WHOLE = {f.name: f.type == "int" for f in (*fields(TrainConfig), *fields(AugmentConfig))}  # settings that take ints
 
 
 @dataclass
@@ -141,6 +142,9 @@ def _check_distribution(name: str, spec: Any, where: str) -> None:
             raise ConfigError(f"{where}: search.{name}.{kind}: low {args[0]} must be below high {args[1]}")
         if kind.startswith(("log", "qlog")) and args[0] <= 0:
             raise ConfigError(f"{where}: search.{name}.{kind}: bounds must be > 0 on a log scale")
+        if kind != "randint" and WHOLE.get(name):  # Optuna would hand the trial 32.0, which TrainConfig refuses
+            raise ConfigError(f"{where}: search.{name}.{kind} samples fractions, but {name} is a whole number: "
+                              f"use randint or choice")
 
 
 def load_spec(path: str | Path) -> SearchSpec:

@@ -398,6 +398,9 @@ def _one_line_naming(msg: str, where: str) -> None:
 @bounded(250)
 @given(search_yaml())
 def test_generated_search_spaces_load_or_fail_in_one_line(text):
+    from dataclasses import fields
+
+    from audionet_ray.augment import AugmentConfig
     from audionet_ray.config import ConfigError, TrainConfig
     from audionet_ray.search_space import load_spec
 
@@ -420,6 +423,9 @@ def test_generated_search_spaces_load_or_fail_in_one_line(text):
                 assert isinstance(value, int), (name, value)
             assert np.isfinite(float(value)) and abs(value) < 2**63, (name, value)
     TrainConfig.from_dict({**spec.fixed, "data": ""})
+    whole = {f.name for f in (*fields(TrainConfig), *fields(AugmentConfig)) if f.type == "int"}
+    for name, dist in spec.search.items():  # what a trial draws fits the setting's type
+        assert not (set(dist) - {"randint", "choice"} and name in whole), (name, dist)
 
 
 @bounded(60)
