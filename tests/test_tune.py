@@ -426,7 +426,10 @@ def _done_trials(exp: Path) -> set[str]:
     """Trials Tune has recorded as finished in its experiment state."""
     done = set()
     for f in exp.glob("experiment_state-*.json"):
-        state = json.loads(f.read_text())
+        try:
+            state = json.loads(f.read_text())
+        except json.JSONDecodeError:  # Tune is rewriting it right now: the next poll reads it whole
+            continue
         for t in state.get("trial_data", []):
             trial = json.loads(t[0]) if isinstance(t, list) else t
             if isinstance(trial, dict) and trial.get("status") == "TERMINATED":
