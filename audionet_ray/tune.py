@@ -487,6 +487,14 @@ def prepare_search(args: argparse.Namespace) -> tuple[SearchSpec, str, Path]:
     return spec, str(data), exp_dir
 
 
+def data_streams(data: str | Path, workers: int) -> bool:
+    """Whether trials stream this data through Ray Data (and need CPUs for it) or hold it in memory."""
+    from .data import fits_in_memory
+    from .prepare import load_manifest
+
+    return not fits_in_memory(load_manifest(data), workers)
+
+
 def check_space_fits_data(spec: SearchSpec, data: str | Path) -> None:
     """Every train_ratio the space can sample must leave speakers to train and validate on;
     otherwise some trials would fail, or rank by an empty validation set, hours in."""
@@ -500,14 +508,6 @@ def check_space_fits_data(spec: SearchSpec, data: str | Path) -> None:
             check_train_ratio(manifest, ratio, data)
         except DatasetError as e:
             raise ConfigError(f"{where}{e}") from None
-def data_streams(data: str | Path, workers: int) -> bool:
-    """Whether trials stream this data through Ray Data (and need CPUs for it) or hold it in memory."""
-    from .data import fits_in_memory
-    from .prepare import load_manifest
-
-    return not fits_in_memory(load_manifest(data), workers)
-
-
 
 
 def start_ray(args: argparse.Namespace) -> dict:
