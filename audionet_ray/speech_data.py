@@ -93,8 +93,11 @@ class SpeechUnavailable(RuntimeError):
 _AUDIO_OUTPUT_SYNCHRONOUS, _INIT_DONT_EXIT = 2, 0x8000
 _RATE, _PITCH, _RANGE = 1, 3, 4  # espeak_PARAMETER
 _POS_CHARACTER, _CHARS_UTF8 = 1, 1
-_LIBC = ctypes.CDLL(None)  # the C library this process already has (srand)
-_LIBC.srand.argtypes = [ctypes.c_uint]
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None)  # the C library this process already has (srand)
+    _LIBC.srand.argtypes = [ctypes.c_uint]
+except (OSError, TypeError, AttributeError):  # not a POSIX C library (Windows): check_espeak tells
+    _LIBC = None
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 
 
@@ -198,7 +201,8 @@ class Espeak:
             for param, value in ((_RATE, rate), (_PITCH, pitch), (_RANGE, pitch_range)):
                 lib.espeak_SetParameter(param, int(value), 0)
             lib.espeak_ng_SetRandSeed(seed)  # breath and klatt noise
-            _LIBC.srand(seed & 0xFFFFFFFF)  # the speechPlayer voices (klatt 6: Reed, caleb) use libc's rand()
+            if _LIBC is not None:  # the speechPlayer voices (klatt 6: Reed, caleb) use libc's rand()
+                _LIBC.srand(seed & 0xFFFFFFFF)
             self._chunks = []
             b = text.encode() + b"\0"
             if lib.espeak_Synth(b, len(b), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None) != 0:
@@ -216,7 +220,8 @@ def check_espeak() -> str:
     eng = Espeak()
     probe = "en-us+caleb" if "caleb" in variants() else "en-us+klatt2"  # caleb: libc's rand() too
     a = eng.say("yes", probe, seed=1)
-    _LIBC.rand()
+    if _LIBC is not None:
+        _LIBC.rand()
     b = eng.say("yes", probe, seed=1)
     if len(a) < 1000 or np.abs(a).max() < 100:
         raise SpeechUnavailable("espeak-ng produced no audio")
