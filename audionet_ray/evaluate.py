@@ -220,6 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", help="dataset root or prepared folder (default: the data the model was trained on)")
     ap.add_argument("--out", help=f"folder for {PNG_FILE} and {METRICS_FILE} (default: the bundle folder)")
     ap.add_argument("--onnx", action="store_true", help="run model.onnx with onnxruntime instead of torch")
+    ap.add_argument("--int8", action="store_true", help="run the bundle's int8 model (model.int8.onnx) with onnxruntime")
     ap.add_argument("--device", default="auto", help="torch device: auto (GPU if any), cpu, cuda (default: auto)")
     ap.add_argument("--streaming", action="store_true",
                     help=f"judge it as a keyword spotter on long streams: FA/h, FRR, DET curve ({DET_FILE}, {STREAMING_FILE})")
@@ -230,13 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="with --streaming: how the streams are laid out (default: 0)")
     args = ap.parse_args(argv)
     for ok, msg in [(args.target_fa_per_hour > 0, f"--target-fa-per-hour must be > 0, got {args.target_fa_per_hour:g}"),
-                    (args.minutes > 0, f"--minutes must be > 0, got {args.minutes:g}")]:
+                    (args.minutes > 0, f"--minutes must be > 0, got {args.minutes:g}"),
+                    (not (args.onnx and args.int8), "--onnx and --int8: choose one (--int8 runs onnxruntime too)")]:
         if not ok:
             print(f"error: {msg}", file=sys.stderr)
             return 2
     try:
-        bundle = load(args.bundle, backend="onnx" if args.onnx else "torch",
-                      device="cpu" if args.onnx else resolve_device(args.device))
+        backend = "int8" if args.int8 else "onnx" if args.onnx else "torch"
+        bundle = load(args.bundle, backend=backend, device=resolve_device(args.device) if backend == "torch" else "cpu")
         data = args.data or bundle.config.get("training", {}).get("hyperparameters", {}).get("data")
         if not data:
             raise DatasetError("--data is needed: the bundle does not say which data it was trained on")

@@ -148,19 +148,20 @@ def test_a_stream_of_confident_clips_gives_its_known_detections(word_bundle, wor
 def test_evaluate_streaming_cli_writes_det_png_and_metrics(word_bundle, word_data, tmp_path):
     out = tmp_path / "eval"
     p = _run("audionet_ray.evaluate", str(word_bundle), "--data", str(word_data), "--streaming", "--out", str(out),
-             "--target-fa-per-hour", "2")
+             "--target-fa-per-hour", "2", "--int8")
     assert p.returncode == 0, p.stderr
     png = out / "det_curve.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     r = json.loads((out / "streaming_metrics.json").read_text())
     assert r["split"] == "test" and r["target_fa_per_hour"] == 2 and set(r["keywords"]) == set(WORDS)
+    assert r["backend"] == "int8"
     assert r["noise_only_hours"] > 0 and r["keyword_free_hours"] > r["noise_only_hours"]
     assert not r["enough_audio"] and "warning: only" in p.stdout  # the demo's noise is a few minutes long
     fa = [c["fa_per_hour"] for c in r["curve"]]
     assert all(a >= b for a, b in zip(fa, fa[1:]))  # fewer false accepts as the threshold rises
     for k in WORDS:
         assert k in p.stdout
-    again = evaluate_streams(load(word_bundle), word_data, "test", StreamOptions(**{
+    again = evaluate_streams(load(word_bundle, backend="int8"), word_data, "test", StreamOptions(**{
         **r["options"], "gap_s": tuple(r["options"]["gap_s"]), "noise_dbfs": tuple(r["options"]["noise_dbfs"])}), 2)
     assert again.curve == r["curve"]  # reproducible from what the JSON records
 
