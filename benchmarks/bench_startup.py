@@ -105,20 +105,26 @@ def _patch_train(T) -> None:
         trainer.fit = fit
         return trainer
 
-    @functools.wraps(real_batches)
-    def torch_batches(*a, **kw):
+    def first_data() -> bool:
+        """True on the loop's first data call (Ray Data's batches or the in-memory read): the end of
+        the loop's set-up; the first optimizer step after it is timed too."""
         from torch.optim.optimizer import register_optimizer_step_post_hook  # torch.optim hides the module
 
-        first_call = not getattr(torch_batches, "called", False)
-        torch_batches.called = True
-        if first_call:
-            emit("loop_first_torch_batches")
+        if getattr(first_data, "called", False):
+            return False
+        first_data.called = True
+        emit("loop_first_torch_batches")
 
-            def after_step(opt, args, kwargs):
-                emit("first_step_done")
-                handle.remove()
+        def after_step(opt, args, kwargs):
+            emit("first_step_done")
+            handle.remove()
 
-            handle = register_optimizer_step_post_hook(after_step)
+        handle = register_optimizer_step_post_hook(after_step)
+        return True
+
+    @functools.wraps(real_batches)
+    def torch_batches(*a, **kw):
+        first_call = first_data()
         it = iter(real_batches(*a, **kw))
         if first_call:
             batch = next(it)
@@ -130,7 +136,10 @@ def _patch_train(T) -> None:
     if real_read is not None:
         @functools.wraps(real_read)
         def _read_shard(*a, **kw):
+            first_call = first_data()
             out = real_read(*a, **kw)
+            if first_call:
+                emit("first_batch")
             emit("read_shard_done")
             return out
 
@@ -240,7 +249,7 @@ def phases(run: dict) -> list[tuple[str, float]]:
         ("Train start: controller, worker group, torch in the worker",
          first.get(f"import audionet_ray.train@{worker}", {}).get("t")),
         ("loop set-up (manifest, model, prepare_model, noise)", t("loop_first_torch_batches")),
-        ("Ray Data: first batch (pipeline start)", t("first_batch")),
+        ("first data: Ray Data's first batch, or the in-memory read", t("first_batch")),
         ("rest of the data into memory (small data only)", last_read),
         ("first training step", t("first_step_done")),
     ]
