@@ -100,3 +100,13 @@ def test_bench_variants_quick(tmp_path, bench_cache):
     assert rows["batch"]["params"] - rows["reference"]["params"] == 5 * 2 * 8  # width 8: scale and shift per channel
     for r in rows.values():
         assert 0 <= r["val@2"] <= 1 and 0 <= r["test"] <= 1 and r["s/epoch"] > 0
+
+
+def test_bench_kws_quick(tmp_path, bench_cache):
+    fig = run_bench("bench_kws.py", tmp_path, bench_cache)
+    assert set(fig["streaming"]) == {"onnx", "int8"}
+    assert fig["frr_rows"] and all(r["float FRR@bundle"] is None or 0 <= r["float FRR@bundle"] <= 1 for r in fig["frr_rows"])
+    assert fig["int8"]["test_clips"] > 0 and 0 <= fig["int8"]["test_accuracy"] <= 1
+    (lat,) = fig["latency"]
+    assert lat["float ms"] > 0 and lat["int8 ms"] > 0
+    assert fig["deployment"]["latency_per_window_ms"].keys() == {"float", "int8"}
