@@ -129,8 +129,9 @@ def study_from_trials(trials: list[Trial], spec: dict, metric: str, mode: str):
     study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
     for t in trials:
         if t.status == "TERMINATED" and t.last.get(metric) is not None:
-            study.add_trial(optuna.trial.create_trial(
-                params={k: t.config[k] for k in space}, distributions=space, value=t.last[metric]))
+            sampled = [k for k in space if k in t.config]  # a conditional parameter only where sampled
+            study.add_trial(optuna.trial.create_trial(params={k: t.config[k] for k in sampled},
+                                                      distributions={k: space[k] for k in sampled}, value=t.last[metric]))
     return study
 
 
