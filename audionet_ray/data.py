@@ -92,9 +92,7 @@ def read_split(prepared: str | Path, train_ratio: float, split: str, rank: int =
     part = "test" if split == "test" else "trainval"
     tables = []
     for shard in m["split_shards"][part]:
-        path = root / shard
-        source = path.open("rb") if is_uri(path) else str(path)
-        table = pq.read_table(source, columns=["pcm", "label", "bucket"])
+        table = pq.read_table(str(root / shard), columns=["pcm", "label", "bucket"])  # a path or a URI
         if split != "test":
             keep = pc.less(table["bucket"], train_ratio) if split == "train" else pc.greater_equal(table["bucket"], train_ratio)
             table = table.filter(keep)

@@ -257,6 +257,15 @@ def test_read_split_gives_each_split_bit_exact_and_deals_rows_to_workers(demo_ro
         assert max(sizes) - min(sizes) <= 1
 
 
+def test_read_split_reads_a_uri_as_a_folder(prepared_demo):
+    """Shared storage (file:// here, s3:// on a cluster) gives the same clips as the local folder."""
+    from audionet_ray.data import read_split
+
+    for name in ("train", "val"):
+        local, uri = read_split(prepared_demo, 0.6, name, 1, 2), read_split(f"file://{prepared_demo}", 0.6, name, 1, 2)
+        assert len(local[1]) > 0 and np.array_equal(local[0], uri[0]) and np.array_equal(local[1], uri[1])
+
+
 def test_split_datasets_errors(prepared_demo, tmp_path):
     from audionet_ray.data import split_datasets
 
