@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(PY) -m audionet_ray.tune
+	$(PY) -m audionet_ray.tune --time-budget 6m
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -123,20 +123,30 @@ def run_search(data: str, storage: Path, name: str, scheduler: str, trials: int,
     plan = next((ln for ln in proc.stdout.splitlines() if ln.startswith("search ")), "")
     trials_run = trial_epochs(storage / name)
     clips = sum(r["train_clips"] for rows in trials_run.values() for r in rows)
-    by_batch: dict[int, int] = {}
+    by_setting: dict[str, int] = {}  # what sets a trial's speed (model variant, batch size) -> clips trained
     for rows in trials_run.values():
         for r in rows:
-            bs = int(r["config"]["batch_size"]) if "config" in r and "batch_size" in r["config"] else 0
-            by_batch[bs] = by_batch.get(bs, 0) + int(r["train_clips"])
+            key = json.dumps(speed_settings(space, r.get("config") or {}), sort_keys=True)
+            by_setting[key] = by_setting.get(key, 0) + int(r["train_clips"])
     in_epochs = sum(r["epoch_seconds"] for rows in trials_run.values() for r in rows)
     return {"wall_s": wall, "train_clips": clips, "clips_per_s": clips / wall, "plan": plan,
             "trial_epochs": sum(len(v) for v in trials_run.values()), "trials": len(trials_run),
-            "clips_by_batch": by_batch, "idle_share": idle.idle_share, "epoch_seconds_sum": in_epochs,
+            "clips_by_setting": by_setting, "idle_share": idle.idle_share, "epoch_seconds_sum": in_epochs,
             **timeline(trials_run, launch)}
 
 
-def bare_rates(data: str, space: str, batch_sizes: list[int], epochs: int) -> dict[int, float]:
-    """Training clips/s of a plain loop (all cores, data in memory, same model and augmentation)."""
+def speed_settings(space: str, sampled: dict) -> dict:
+    """The settings of a trial that set its training speed: the model variant and the batch size."""
+    from audionet_ray.config import TrainConfig
+    from audionet_ray.search_space import load_spec
+
+    cfg = TrainConfig.from_dict({**load_spec(space).fixed, **sampled, "data": ""})
+    return {"batch_size": cfg.batch_size, **cfg.model_config(1).to_dict()}
+
+
+def bare_rates(data: str, space: str, settings: list[str], epochs: int) -> dict[str, float]:
+    """Training clips/s of a plain loop (all cores, data in memory, same model and augmentation) for
+    each setting (speed_settings as JSON) the search trained with."""
     import torch
     import torch.nn.functional as F
 
@@ -153,9 +163,11 @@ def bare_rates(data: str, space: str, batch_sizes: list[int], epochs: int) -> di
     pcm, labels = torch.from_numpy(pcm), torch.from_numpy(labels)
     noise = torch.from_numpy(load_noise(data))
     rates = {}
-    for bs in batch_sizes:
+    for key in settings:
+        setting = json.loads(key)
+        bs = setting.pop("batch_size")
         torch.manual_seed(0)
-        model = AudioNet.from_config(cfg.model_config(len(classes)))
+        model = AudioNet.from_config({**setting, "n_classes": len(classes)})
         opt = torch.optim.NAdam(model.parameters(), lr=1e-3)
         model.train()
         n, t0 = 0, time.perf_counter()
@@ -170,8 +182,8 @@ def bare_rates(data: str, space: str, batch_sizes: list[int], epochs: int) -> di
                 loss.backward()
                 opt.step()
                 n += len(idx)
-        rates[bs] = n / (time.perf_counter() - t0)
-        print(f"  bare loop, batch {bs}: {rates[bs]:.0f} clips/s over {epochs} epoch(s) of {len(labels)} clips "
+        rates[key] = n / (time.perf_counter() - t0)
+        print(f"  bare loop, batch {bs}, width {setting['width']}: {rates[key]:.0f} clips/s over {epochs} epoch(s) of {len(labels)} clips "
               f"({torch.get_num_threads()} threads)", flush=True)
     return rates
 
@@ -207,11 +219,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {sched}: {r['plan']}", flush=True)
             print(f"  {sched}: {r['train_clips']} clips in {r['trial_epochs']} trial-epochs, {r['wall_s']:.0f} s wall: "
                   f"{r['clips_per_s']:.1f} clips/s; idle {100 * r['idle_share']:.0f} % of the cores", flush=True)
-    batch_sizes = sorted({bs for r in searches.values() for bs in r["clips_by_batch"] if bs})
-    rates = bare_rates(data, args.space, batch_sizes, args.bare_epochs)
+    settings = sorted({k for r in searches.values() for k in r["clips_by_setting"]})
+    rates = bare_rates(data, args.space, settings, args.bare_epochs)
     for sched, r in searches.items():
-        clips = {bs: n for bs, n in r["clips_by_batch"].items() if bs in rates}
-        bare_s = sum(n / rates[bs] for bs, n in clips.items())  # the bare loop's time for the same clips
+        clips = r["clips_by_setting"]
+        bare_s = sum(n / rates[k] for k, n in clips.items())  # the bare loop's time for the same clips
         bare = sum(clips.values()) / bare_s if bare_s else float("nan")
         r["bare_clips_per_s"] = bare
         r["ratio"] = r["clips_per_s"] / bare
