@@ -348,9 +348,10 @@ def build_trainer(cfg: TrainConfig, run: RunSettings, callbacks: list | None = N
     """One TorchTrainer run. Same storage and name again = resume from its latest checkpoint."""
     cfg.validate()
     ray.data.DataContext.get_current().enable_progress_bars = False  # Tune/Train show progress
-    in_memory = fits_in_memory(load_manifest(cfg.data), run.workers)
+    manifest = load_manifest(cfg.data)
+    in_memory = fits_in_memory(manifest, run.workers)
     if in_memory:  # each worker reads its part itself (read_split): no Ray Data pipeline to start
-        check_train_ratio(load_manifest(cfg.data), cfg.train_ratio, cfg.data)
+        check_train_ratio(manifest, cfg.train_ratio, cfg.data)
         datasets = None
     else:
         datasets = split_datasets(cfg.data, cfg.train_ratio, shuffle_files=not cfg.deterministic)
