@@ -68,6 +68,8 @@ class TrainConfig:
     norm_groups: int = 8
     pool: str = "flatten"
     dense_layers: int = 4
+    frontend: str = "conv"
+    filters: int = 64
     seed: int = 0
     checkpoint_every: int = 2  # epochs; and always at the end
     bf16: bool = True  # autocast on GPU (ignored on CPU)
@@ -99,8 +101,8 @@ class TrainConfig:
 
     def model_config(self, n_classes: int) -> ModelConfig:
         """The model these settings train, for a dataset of `n_classes` words."""
-        return ModelConfig(n_classes, self.width, self.dense, self.dropout, self.norm, self.norm_groups,
-                           self.pool, self.dense_layers)
+        names = [f.name for f in fields(ModelConfig) if f.name != "n_classes"]
+        return ModelConfig(n_classes, **{k: getattr(self, k) for k in names})
 
     def validate(self) -> None:
         checks = [
@@ -121,7 +123,7 @@ class TrainConfig:
                 raise ConfigError(msg)
         try:
             self.model_config(1).validate()
-        except ValueError as e:  # width, dense, dropout, norm, norm_groups, pool, dense_layers
+        except ValueError as e:  # width, dense, ..., the model's settings
             raise ConfigError(str(e)) from None
 
 

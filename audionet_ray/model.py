@@ -15,11 +15,20 @@ options are the variants a search can turn:
 - `pool`: "flatten" (the reference: the last 6 steps side by side) or "avg" (their mean: a
   word shifted in time gives nearly the same features, and the dense input is `width`, not
   6 x `width`).
+- `frontend`: "conv" (the reference: the first conv reads the samples, kernel 32, stride 4) or
+  "filterbank": a learned filterbank on the raw waveform (Zeghidour et al. 2018, "Learning
+  filterbanks from raw speech"; LEAF, 2021): one Conv1d of `filters` complex Gabor filters, a
+  25 ms window every 10 ms, initialised at mel-spaced centre frequencies, then log power. The
+  five convs that follow read its 98 frames with kernel 3, stride 2. Measured, the reference's
+  first layers must learn a filterbank from scratch and are slow to (benchmarks/bench_variants.py);
+  started at one, the net learns words in a few epochs.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+
+import math
 
 import torch
 from torch import nn
@@ -30,6 +39,10 @@ KERNEL = 32
 STRIDE = 4
 NORMS = ("none", "batch", "group", "layer")
 POOLS = ("flatten", "avg")
+FRONTENDS = ("conv", "filterbank")
+SAMPLE_RATE = 16_000
+FB_WINDOW, FB_HOP = 400, 160  # 25 ms every 10 ms: 98 frames a second
+FB_KERNEL, FB_STRIDE = 3, 2  # the convs after a filterbank: 98 -> 49 -> 25 -> 13 -> 7 -> 4 frames
 
 
 @dataclass
@@ -42,6 +55,8 @@ class ModelConfig:
     norm_groups: int = 8  # GroupNorm's number of groups (norm="group" only); must divide width
     pool: str = "flatten"  # flatten | avg: how the last conv's time steps reach the dense layers
     dense_layers: int = 4  # hidden dense layers before the output layer
+    frontend: str = "conv"  # conv (the reference) | filterbank (learned Gabor filterbank, log power)
+    filters: int = 64  # filterbank bands (frontend="filterbank" only)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,6 +81,8 @@ class ModelConfig:
             (self.norm in NORMS, f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}"),
             (self.pool in POOLS, f"pool must be one of {', '.join(POOLS)}, got {self.pool!r}"),
             (self.dense_layers >= 0, f"dense_layers must be >= 0, got {self.dense_layers}"),
+            (self.frontend in FRONTENDS, f"frontend must be one of {', '.join(FRONTENDS)}, got {self.frontend!r}"),
+            (1 <= self.filters <= 512, f"filters must be between 1 and 512, got {self.filters}"),
             (self.norm != "group" or (self.norm_groups >= 1 and self.width % self.norm_groups == 0),
              f"norm_groups must be >= 1 and divide width ({self.width}), got {self.norm_groups}"),
         ]
@@ -74,13 +91,68 @@ class ModelConfig:
                 raise ValueError(msg)
 
 
-def conv_lengths(n_samples: int = CLIP_SAMPLES) -> list[int]:
-    """Output length of each conv layer: 3993, 991, 240, 53, 6 for one second."""
+def conv_lengths(n_samples: int = CLIP_SAMPLES, frontend: str = "conv") -> list[int]:
+    """Output length of each conv layer: 3993, 991, 240, 53, 6 for one second (the reference);
+    49, 25, 13, 7, 4 after the filterbank's 98 frames."""
+    if frontend == "filterbank":
+        lengths, n = [], (n_samples - FB_WINDOW) // FB_HOP + 1
+        for _ in range(N_CONV):
+            n = (n + 2 * (FB_KERNEL // 2) - FB_KERNEL) // FB_STRIDE + 1
+            lengths.append(n)
+        return lengths
     lengths, n = [], n_samples
     for _ in range(N_CONV):
         n = (n - KERNEL) // STRIDE + 1
         lengths.append(n)
     return lengths
+
+
+def _mel(hz: float) -> float:
+    return 2595.0 * math.log10(1.0 + hz / 700.0)
+
+
+def _hz(mel: float) -> float:
+    return 700.0 * (10 ** (mel / 2595.0) - 1.0)
+
+
+class Filterbank(nn.Module):
+    """Log power of `n` learned band-pass filters, a 25 ms window every 10 ms.
+
+    A Conv1d with 2n output channels holds each filter's real and imaginary part; it starts as
+    complex Gabor filters (a Gaussian window times a complex sinusoid) at mel-spaced centre
+    frequencies 60 Hz-7.6 kHz, each as wide as its mel band, and every weight trains. Power is
+    re^2 + im^2; the log compresses it as hearing does (and as log-mel features do). Each band's
+    mean over the clip is subtracted: a recording chain's colour is a per-band constant in the log
+    domain (measured on espeak-ng speech with varied microphones: +0.06-0.17 val accuracy).
+    """
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n = n
+        self.conv = nn.Conv1d(1, 2 * n, FB_WINDOW, FB_HOP, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(self.gabor(n))
+
+    @staticmethod
+    def gabor(n: int) -> torch.Tensor:
+        """(2n, 1, window) Gabor weights: mel-spaced centres, bandwidths of the mel bands."""
+        edges = [_hz(_mel(60.0) + i * (_mel(7600.0) - _mel(60.0)) / (n + 1)) for i in range(n + 2)]
+        t = torch.arange(FB_WINDOW, dtype=torch.float64) - (FB_WINDOW - 1) / 2
+        re, im = [], []
+        for k in range(n):
+            centre, width = edges[k + 1], max(edges[k + 2] - edges[k], 1.0)  # full width at half maximum, Hz
+            sigma = min(math.sqrt(2 * math.log(2)) / (math.pi * width) * SAMPLE_RATE, FB_WINDOW / 6)
+            env = torch.exp(-0.5 * (t / sigma) ** 2)
+            env = env / env.norm()
+            phase = 2 * math.pi * centre / SAMPLE_RATE * t
+            re.append(env * torch.cos(phase))
+            im.append(env * torch.sin(phase))
+        return torch.stack(re + im).unsqueeze(1).float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        y = torch.log(y[:, :self.n] ** 2 + y[:, self.n:] ** 2 + 1e-4)
+        return y - y.mean(dim=-1, keepdim=True)
 
 
 class ChannelLayerNorm(nn.LayerNorm):
@@ -100,13 +172,21 @@ def _norm(kind: str, channels: int, groups: int) -> nn.Module:
 
 class AudioNet(nn.Module):
     def __init__(self, n_classes: int, width: int = 256, dense: int = 512, dropout: float = 0.2,
-                 norm: str = "none", norm_groups: int = 8, pool: str = "flatten", dense_layers: int = 4):
+                 norm: str = "none", norm_groups: int = 8, pool: str = "flatten", dense_layers: int = 4,
+                 frontend: str = "conv", filters: int = 64):
         super().__init__()
-        self.config = cfg = ModelConfig(n_classes, width, dense, dropout, norm, norm_groups, pool, dense_layers)
+        self.config = cfg = ModelConfig(n_classes, width, dense, dropout, norm, norm_groups, pool, dense_layers,
+                                        frontend, filters)
         cfg.validate()
         convs: list[nn.Module] = []
+        if frontend == "filterbank":
+            # absent for the reference, so its state_dict keys stay as they were
+            self.frontend = nn.Sequential(Filterbank(filters), *([_norm(norm, filters, 1)] if norm != "none" else []))
         for i in range(N_CONV):
-            convs.append(nn.Conv1d(1 if i == 0 else width, width, KERNEL, STRIDE))
+            if frontend == "filterbank":
+                convs.append(nn.Conv1d(filters if i == 0 else width, width, FB_KERNEL, FB_STRIDE, FB_KERNEL // 2))
+            else:
+                convs.append(nn.Conv1d(1 if i == 0 else width, width, KERNEL, STRIDE))
             if norm != "none":
                 convs.append(_norm(norm, width, norm_groups))
             convs.append(nn.ReLU())
@@ -114,7 +194,7 @@ class AudioNet(nn.Module):
         # no parameters: the reference's state_dict keys stay as they were
         self.pool = nn.AdaptiveAvgPool1d(1) if pool == "avg" else nn.Identity()
         layers: list[nn.Module] = [nn.Flatten()]
-        n_in = width * (1 if pool == "avg" else conv_lengths()[-1])
+        n_in = width * (1 if pool == "avg" else conv_lengths(frontend=frontend)[-1])
         for i in range(dense_layers):
             layers += [nn.Linear(n_in, dense), nn.ReLU()]
             if i < dense_layers - 1:
@@ -134,7 +214,7 @@ class AudioNet(nn.Module):
         # layers, Glorot normal on convs 2-5, zero biases. Without normalisation layers the
         # network is sensitive to this. Norm layers keep torch's init (scale 1, shift 0).
         conv_layers = [m for m in self.features if isinstance(m, nn.Conv1d)]
-        for i, conv in enumerate(conv_layers):
+        for i, conv in enumerate(conv_layers):  # the filterbank keeps its Gabor start
             (nn.init.xavier_uniform_ if i == 0 else nn.init.xavier_normal_)(conv.weight)
             nn.init.zeros_(conv.bias)
         for m in self.classifier:
@@ -146,6 +226,8 @@ class AudioNet(nn.Module):
         """Logits for standardised clips of shape (B, 16000) or (B, 1, 16000)."""
         if x.dim() == 2:
             x = x.unsqueeze(1)
+        if self.config.frontend == "filterbank":
+            x = self.frontend(x)
         return self.classifier(self.pool(self.features(x)))
 
 
@@ -156,10 +238,13 @@ def count_parameters(model: nn.Module) -> int:
 def flops_per_clip(cfg: ModelConfig, training: bool = True) -> float:
     """Multiply-adds x2 from the layer shapes (norm layers are negligible); a training step is
     ~3x the forward pass."""
-    lengths = conv_lengths()
-    fwd, c_in = 0.0, 1
+    lengths = conv_lengths(frontend=cfg.frontend)
+    fwd, c_in, kernel = 0.0, 1, KERNEL
+    if cfg.frontend == "filterbank":
+        frames = (CLIP_SAMPLES - FB_WINDOW) // FB_HOP + 1
+        fwd, c_in, kernel = 2.0 * frames * 2 * cfg.filters * FB_WINDOW, cfg.filters, FB_KERNEL
     for n in lengths:
-        fwd += 2.0 * n * c_in * cfg.width * KERNEL
+        fwd += 2.0 * n * c_in * cfg.width * kernel
         c_in = cfg.width
     n_in = cfg.width * (1 if cfg.pool == "avg" else lengths[-1])
     dims = [n_in, *[cfg.dense] * cfg.dense_layers, cfg.n_classes]

@@ -44,6 +44,12 @@ VARIANTS: dict[str, dict] = {
     "batch-avg-lr3e-3": {"norm": "batch", "pool": "avg", "lr": 3e-3},
     "batch-avg-cosine-lr3e-3": {"norm": "batch", "pool": "avg", "lr": 3e-3, "schedule": "cosine"},
     "batch-avg-w64": {"norm": "batch", "pool": "avg", "width": 64},
+    "batch-avg-lr3e-3-w64": {"norm": "batch", "pool": "avg", "lr": 3e-3, "width": 64},
+    "fb": {"norm": "batch", "pool": "avg", "lr": 3e-3, "frontend": "filterbank"},
+    "fb-w64": {"norm": "batch", "pool": "avg", "lr": 3e-3, "frontend": "filterbank", "width": 64},
+    "fb-f40": {"norm": "batch", "pool": "avg", "lr": 3e-3, "frontend": "filterbank", "filters": 40},
+    "fb-lr1e-3": {"norm": "batch", "pool": "avg", "lr": 1e-3, "frontend": "filterbank"},
+    "fb-flatten": {"norm": "batch", "lr": 3e-3, "frontend": "filterbank"},
 }
 
 

@@ -419,13 +419,14 @@ def _variant_checkpoint(word_data: Path, out: Path, **variant) -> Path:
     return out
 
 
-@pytest.mark.parametrize("norm", ["batch", "group", "layer"])
-def test_every_norm_variant_exports_with_its_config_and_a_matching_onnx_graph(norm, word_data, tmp_path):
+@pytest.mark.parametrize("norm, frontend", [("batch", "conv"), ("group", "conv"), ("layer", "conv"),
+                                            ("batch", "filterbank"), ("none", "filterbank")])
+def test_every_norm_variant_exports_with_its_config_and_a_matching_onnx_graph(norm, frontend, word_data, tmp_path):
     ckpt = _variant_checkpoint(word_data, tmp_path / "checkpoint_000003", norm=norm, norm_groups=2, pool="avg",
-                               dense_layers=2)
+                               dense_layers=2, frontend=frontend, filters=16)
     b_dir = export(ckpt, tmp_path / "bundle")
     config = json.loads((b_dir / "config.json").read_text())
-    want = ModelConfig(len(config["classes"]), 8, 32, 0.2, norm, 2, "avg", 2)
+    want = ModelConfig(len(config["classes"]), 8, 32, 0.2, norm, 2, "avg", 2, frontend, 16)
     assert config["model"]["config"] == want.to_dict()  # the bundle records the whole variant
     assert config["onnx"]["max_abs_diff_vs_torch"] < 1e-4
     x_test, _, _ = _split(word_data, "test")
@@ -437,10 +438,11 @@ def test_every_norm_variant_exports_with_its_config_and_a_matching_onnx_graph(no
     assert np.abs(t.predict_logits(x_test[:1]) - lt[:1]).max() < 1e-4
 
 
-def test_batch_norm_variant_round_trips_to_predict_on_both_backends(word_data, demo_root, tmp_path):
+@pytest.mark.parametrize("frontend", ["conv", "filterbank"])
+def test_batch_norm_variant_round_trips_to_predict_on_both_backends(frontend, word_data, demo_root, tmp_path):
     """checkpoint -> export -> ONNX -> `python -m audionet_ray.predict`, for norm=batch: the CLI's
     top words and probabilities agree between torch and onnxruntime, and with the bundle API."""
-    ckpt = _variant_checkpoint(word_data, tmp_path / "checkpoint_000003", norm="batch")
+    ckpt = _variant_checkpoint(word_data, tmp_path / "checkpoint_000003", norm="batch", frontend=frontend)
     b_dir = export(ckpt, tmp_path / "bundle")
     b = load(b_dir)
     x_test, _, _ = _split(word_data, "test")

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from audionet_ray.model import AudioNet, ModelConfig, conv_lengths, count_parameters, flops_per_clip
+from audionet_ray.model import FRONTENDS, AudioNet, Filterbank, ModelConfig, conv_lengths, count_parameters, flops_per_clip
 
 
 def test_reference_parameter_count():
@@ -105,6 +105,8 @@ def test_batch_norm_adds_two_parameters_per_channel_of_each_conv():
     (dict(norm="group", width=12, norm_groups=8), "norm_groups must be >= 1 and divide width"),
     (dict(dense_layers=-1), "dense_layers must be >= 0"),
     (dict(dropout=1.0), "dropout must be in"),
+    (dict(frontend="mel"), "frontend must be one of conv, filterbank"),
+    (dict(frontend="filterbank", filters=0), "filters must be between 1 and 512"),
 ])
 def test_bad_variant_is_one_line_naming_the_option(bad, msg):
     with pytest.raises(ValueError, match=msg) as e:
@@ -122,6 +124,8 @@ variants = st.builds(
     norm_groups=st.sampled_from([1, 2, 4]),
     pool=st.sampled_from(POOLS),
     dense_layers=st.integers(0, 5),
+    frontend=st.sampled_from(FRONTENDS),
+    filters=st.sampled_from([1, 8, 40]),
 )
 
 
@@ -137,9 +141,13 @@ def test_every_variant_round_trips_and_counts_its_parameters(kw):
     per_conv = 2 if cfg.norm == "none" else 3
     assert len(kinds) == 5 * per_conv and kinds[::per_conv] == ["Conv1d"] * 5 and kinds[per_conv - 1::per_conv] == ["ReLU"] * 5
     # parameters from the shapes alone
-    w, d = cfg.width, cfg.dense
-    conv = (1 * 32 * w + w) + 4 * (w * 32 * w + w) + (0 if cfg.norm == "none" else 5 * 2 * w)
-    dims = [w * (1 if cfg.pool == "avg" else 6), *[d] * cfg.dense_layers, cfg.n_classes]
+    w, d, f = cfg.width, cfg.dense, cfg.filters
+    if cfg.frontend == "filterbank":  # 2f Gabor filters of 400 taps, no bias; its norm; kernel-3 convs
+        conv = 2 * f * 400 + (0 if cfg.norm == "none" else 2 * f) + (f * 3 * w + w) + 4 * (w * 3 * w + w)
+    else:
+        conv = (1 * 32 * w + w) + 4 * (w * 32 * w + w)
+    conv += 0 if cfg.norm == "none" else 5 * 2 * w
+    dims = [w * (1 if cfg.pool == "avg" else conv_lengths(frontend=cfg.frontend)[-1]), *[d] * cfg.dense_layers, cfg.n_classes]
     dense = sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
     assert count_parameters(m) == conv + dense
     m.eval()
@@ -149,6 +157,35 @@ def test_every_variant_round_trips_and_counts_its_parameters(kw):
         assert out.shape == (3, cfg.n_classes) and torch.isfinite(out).all()
         # in eval mode a clip's logits do not depend on the rest of its batch (batch norm uses its running statistics)
         assert torch.allclose(m(x[:1]), out[:1], atol=1e-5, rtol=1e-4)
+    assert flops_per_clip(cfg) == 3 * flops_per_clip(cfg, training=False) > 0
+
+
+def test_filterbank_starts_as_mel_spaced_band_passes_and_removes_channel_colour():
+    """Each Gabor filter's peak response sits at its mel-spaced centre, rising with the band
+    index; a fixed per-band gain (a microphone's colour) leaves the log features unchanged."""
+    fb = Filterbank(40)
+    w = fb.conv.weight.detach()[:, 0].double()
+    resp = torch.fft.rfft(w[:40], n=16000).abs() ** 2 + torch.fft.rfft(w[40:], n=16000).abs() ** 2  # 1 Hz bins
+    peaks = resp.argmax(1)
+    assert 50 < peaks[0] < 150 and 7000 < peaks[-1] < 7700
+    assert (peaks[1:] > peaks[:-1]).all()
+    torch.manual_seed(0)
+    x = torch.randn(2, 1, 16000)
+    with torch.no_grad():
+        a, b = fb(x), fb(3.0 * x)  # a gain is a constant in the log domain (log 9 = 2.2): gone after the mean, but for the 1e-4 floor
+    assert a.shape == (2, 40, 98)
+    assert (a - b).abs().mean() < 0.05 and torch.allclose(a.mean(-1), torch.zeros(2, 40), atol=1e-4)
+
+
+def test_filterbank_variant_is_cheap_and_the_reference_state_dict_keys_stay():
+    ref = AudioNet(31)
+    assert not any(k.startswith("frontend") for k in ref.state_dict())
+    fb = AudioNet(16, 64, 128, norm="batch", pool="avg", dense_layers=0, frontend="filterbank")
+    assert "frontend.0.conv.weight" in fb.state_dict()
+    assert conv_lengths(frontend="filterbank") == [49, 25, 13, 7, 4]
+    # ~200x fewer multiply-adds than the reference, ~7x fewer than the waveform net at the same width
+    small = ModelConfig(16, 64, 128, norm="batch", pool="avg", dense_layers=0)
+    assert flops_per_clip(fb.config) * 5 < flops_per_clip(small) and flops_per_clip(fb.config) * 200 < flops_per_clip(ref.config)
 
 
 @pytest.mark.parametrize("norm", NORMS)
