@@ -70,6 +70,7 @@ class TrainConfig:
     dense_layers: int = 4
     frontend: str = "conv"
     filters: int = 64
+    spec_augment: bool = False
     seed: int = 0
     checkpoint_every: int = 2  # epochs; and always at the end
     bf16: bool = True  # autocast on GPU (ignored on CPU)

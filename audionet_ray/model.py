@@ -22,6 +22,9 @@ options are the variants a search can turn:
   five convs that follow read its 98 frames with kernel 3, stride 2. Measured, the reference's
   first layers must learn a filterbank from scratch and are slow to (benchmarks/bench_variants.py);
   started at one, the net learns words in a few epochs.
+- `spec_augment` (filterbank only): SpecAugment's masks (Park et al. 2019) in training, two
+  band ranges of up to 1/8 of the bands and two spans of up to 10 frames set to the band mean;
+  nothing in eval mode, so bundles and ONNX graphs do not have it.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ class ModelConfig:
     dense_layers: int = 4  # hidden dense layers before the output layer
     frontend: str = "conv"  # conv (the reference) | filterbank (learned Gabor filterbank, log power)
     filters: int = 64  # filterbank bands (frontend="filterbank" only)
+    spec_augment: bool = False  # in training, mask 2 random band ranges and 2 time spans of the filterbank's output
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,6 +87,8 @@ class ModelConfig:
             (self.dense_layers >= 0, f"dense_layers must be >= 0, got {self.dense_layers}"),
             (self.frontend in FRONTENDS, f"frontend must be one of {', '.join(FRONTENDS)}, got {self.frontend!r}"),
             (1 <= self.filters <= 512, f"filters must be between 1 and 512, got {self.filters}"),
+            (not self.spec_augment or self.frontend == "filterbank",
+             "spec_augment needs frontend filterbank (it masks the filterbank's bands and frames)"),
             (self.norm != "group" or (self.norm_groups >= 1 and self.width % self.norm_groups == 0),
              f"norm_groups must be >= 1 and divide width ({self.width}), got {self.norm_groups}"),
         ]
@@ -126,9 +132,9 @@ class Filterbank(nn.Module):
     domain (measured on espeak-ng speech with varied microphones: +0.06-0.17 val accuracy).
     """
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, spec_augment: bool = False):
         super().__init__()
-        self.n = n
+        self.n, self.spec_augment = n, spec_augment
         self.conv = nn.Conv1d(1, 2 * n, FB_WINDOW, FB_HOP, bias=False)
         with torch.no_grad():
             self.conv.weight.copy_(self.gabor(n))
@@ -152,7 +158,24 @@ class Filterbank(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
         y = torch.log(y[:, :self.n] ** 2 + y[:, self.n:] ** 2 + 1e-4)
-        return y - y.mean(dim=-1, keepdim=True)
+        y = y - y.mean(dim=-1, keepdim=True)
+        if self.spec_augment and self.training:
+            y = y * spec_mask(y.shape, y.device)
+        return y
+
+
+def spec_mask(shape: torch.Size, device, masks: int = 2, max_frames: int = 10) -> torch.Tensor:
+    """(B, F, T) of 0/1: per clip, `masks` band ranges of 0..F/8 bands and `masks` spans of
+    0..max_frames frames are 0. Random from torch's global generator, as dropout is."""
+    b, f, t = shape
+    keep = torch.ones(shape, device=device)
+    for size, limit, axis in ((f, f // 8, 1), (t, max_frames, 2)):
+        pos = torch.arange(size, device=device).view((1, size, 1) if axis == 1 else (1, 1, size))
+        for _ in range(masks):
+            width = torch.randint(0, limit + 1, (b, 1, 1), device=device)
+            start = (torch.rand(b, 1, 1, device=device) * (size - width + 1)).long()
+            keep = keep.masked_fill((pos >= start) & (pos < start + width), 0.0)
+    return keep
 
 
 class ChannelLayerNorm(nn.LayerNorm):
@@ -173,15 +196,15 @@ def _norm(kind: str, channels: int, groups: int) -> nn.Module:
 class AudioNet(nn.Module):
     def __init__(self, n_classes: int, width: int = 256, dense: int = 512, dropout: float = 0.2,
                  norm: str = "none", norm_groups: int = 8, pool: str = "flatten", dense_layers: int = 4,
-                 frontend: str = "conv", filters: int = 64):
+                 frontend: str = "conv", filters: int = 64, spec_augment: bool = False):
         super().__init__()
         self.config = cfg = ModelConfig(n_classes, width, dense, dropout, norm, norm_groups, pool, dense_layers,
-                                        frontend, filters)
+                                        frontend, filters, spec_augment)
         cfg.validate()
         convs: list[nn.Module] = []
         if frontend == "filterbank":
             # absent for the reference, so its state_dict keys stay as they were
-            self.frontend = nn.Sequential(Filterbank(filters), *([_norm(norm, filters, 1)] if norm != "none" else []))
+            self.frontend = nn.Sequential(Filterbank(filters, spec_augment), *([_norm(norm, filters, 1)] if norm != "none" else []))
         for i in range(N_CONV):
             if frontend == "filterbank":
                 convs.append(nn.Conv1d(filters if i == 0 else width, width, FB_KERNEL, FB_STRIDE, FB_KERNEL // 2))

@@ -418,6 +418,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--norm", default=d.norm, help="after each conv: none (reference), batch, group or layer")
     ap.add_argument("--norm-groups", type=int, default=d.norm_groups, help="groups for --norm group; divides --width")
     ap.add_argument("--pool", default=d.pool, help="flatten (reference) or avg: the last conv's steps to the dense layers")
+    ap.add_argument("--frontend", default=d.frontend,
+                    help="conv (reference: the first conv reads the samples) or filterbank (learned Gabor filterbank, log power)")
+    ap.add_argument("--filters", type=int, default=d.filters, help="filterbank bands for --frontend filterbank")
+    ap.add_argument("--spec-augment", action="store_true", help="mask random bands and frames in training (--frontend filterbank)")
     ap.add_argument("--optimizer", default=d.optimizer, help="nadam (reference) or adamw")
     ap.add_argument("--schedule", default=d.schedule, help="learning rate per batch: constant (reference), cosine or onecycle")
     ap.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warm-up of --schedule cosine")
@@ -443,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           weight_decay=args.weight_decay, train_ratio=args.train_ratio, width=args.width,
                           dense=args.dense, dense_layers=args.dense_layers, dropout=args.dropout, norm=args.norm,
-                          norm_groups=args.norm_groups, pool=args.pool, optimizer=args.optimizer,
+                          norm_groups=args.norm_groups, pool=args.pool, frontend=args.frontend,
+                          filters=args.filters, spec_augment=args.spec_augment, optimizer=args.optimizer,
                           schedule=args.schedule, warmup_epochs=args.warmup_epochs,
                           label_smoothing=args.label_smoothing, seed=args.seed,
                           checkpoint_every=args.checkpoint_every, deterministic=args.deterministic)

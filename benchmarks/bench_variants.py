@@ -24,6 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import demo_prepared, machine, machine_line, print_table, write_json  # noqa: E402
 
+# the default space's augmentation: less uniform and background noise than the reference's
+LIGHT = {"noise_amplitude": 50, "background_volume": 0.03}
+REFERENCE_AUGMENT = {"noise_amplitude": 200, "background_volume": 0.1}
+
 # name -> TrainConfig settings that differ from the reference recipe (below, in main)
 VARIANTS: dict[str, dict] = {
     "reference": {},
@@ -45,11 +49,26 @@ VARIANTS: dict[str, dict] = {
     "batch-avg-cosine-lr3e-3": {"norm": "batch", "pool": "avg", "lr": 3e-3, "schedule": "cosine"},
     "batch-avg-w64": {"norm": "batch", "pool": "avg", "width": 64},
     "batch-avg-lr3e-3-w64": {"norm": "batch", "pool": "avg", "lr": 3e-3, "width": 64},
+    # the filterbank front end and the recipe of the default space (search_spaces/default.yaml)
     "fb": {"norm": "batch", "pool": "avg", "lr": 3e-3, "frontend": "filterbank"},
     "fb-w64": {"norm": "batch", "pool": "avg", "lr": 3e-3, "frontend": "filterbank", "width": 64},
     "fb-f40": {"norm": "batch", "pool": "avg", "lr": 3e-3, "frontend": "filterbank", "filters": 40},
     "fb-lr1e-3": {"norm": "batch", "pool": "avg", "lr": 1e-3, "frontend": "filterbank"},
-    "fb-flatten": {"norm": "batch", "lr": 3e-3, "frontend": "filterbank"},
+    **{f"{front}-w64-1d{extra}": {"norm": "batch", "pool": "avg", "lr": 3e-3, "frontend": fe, "width": 64,
+                                  "dense_layers": 1, **LIGHT, **settings}
+       for front, fe in (("wave", "conv"), ("fb", "filterbank"))
+       for extra, settings in (("", {"schedule": "cosine"}), ("-constant", {}),
+                               ("-refaug", {"schedule": "cosine", **REFERENCE_AUGMENT}),
+                               ("-4dense", {"schedule": "cosine", "dense_layers": 4}))},
+    "fb-w128-1d": {"norm": "batch", "pool": "avg", "lr": 3e-3, "frontend": "filterbank", "width": 128,
+                   "dense_layers": 1, "schedule": "cosine", **LIGHT},
+    "fb-w128-0d": {"norm": "batch", "pool": "avg", "lr": 3e-3, "frontend": "filterbank", "width": 128,
+                   "dense_layers": 0, "schedule": "cosine", **LIGHT},
+    "fb-w128-1d-ls-spec": {"norm": "batch", "pool": "avg", "lr": 3e-3, "frontend": "filterbank", "width": 128,
+                           "dense_layers": 1, "schedule": "cosine", "label_smoothing": 0.1, "spec_augment": True,
+                           **LIGHT},
+    "fb-w128-1d-ls": {"norm": "batch", "pool": "avg", "lr": 3e-3, "frontend": "filterbank", "width": 128,
+                      "dense_layers": 1, "schedule": "cosine", "label_smoothing": 0.1, **LIGHT},
 }
 
 
@@ -179,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     base = dict(data=str(data), epochs=args.epochs, width=args.width, dense=args.dense, batch_size=args.batch_size,
                 lr=args.lr, train_ratio=args.train_ratio)
     try:
-        cfgs = {v: TrainConfig(**{**base, **VARIANTS[v]}) for v in names}
+        cfgs = {v: TrainConfig.from_dict({**base, **VARIANTS[v]}) for v in names}
         for c in cfgs.values():
             c.validate()
     except ConfigError as e:
@@ -195,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         for v in names:
-            cfg = TrainConfig(**{**base, **VARIANTS[v], "seed": seed})
+            cfg = TrainConfig.from_dict({**base, **VARIANTS[v], "seed": seed})
             r = run_variant(cfg, rows, report_at)
             row = {"variant": v, "seed": seed, "params": r["params"],
                    **{f"val@{e}": r["val"][e] for e in sorted(report_at)}, "test": r["test"],

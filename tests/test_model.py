@@ -126,12 +126,14 @@ variants = st.builds(
     dense_layers=st.integers(0, 5),
     frontend=st.sampled_from(FRONTENDS),
     filters=st.sampled_from([1, 8, 40]),
+    spec_augment=st.booleans(),
 )
 
 
 @settings(max_examples=30, deadline=None)
 @given(variants)
 def test_every_variant_round_trips_and_counts_its_parameters(kw):
+    kw["spec_augment"] = kw["spec_augment"] and kw["frontend"] == "filterbank"  # masks need the filterbank
     torch.manual_seed(0)
     m = AudioNet(**kw)
     cfg = m.config
@@ -175,6 +177,23 @@ def test_filterbank_starts_as_mel_spaced_band_passes_and_removes_channel_colour(
         a, b = fb(x), fb(3.0 * x)  # a gain is a constant in the log domain (log 9 = 2.2): gone after the mean, but for the 1e-4 floor
     assert a.shape == (2, 40, 98)
     assert (a - b).abs().mean() < 0.05 and torch.allclose(a.mean(-1), torch.zeros(2, 40), atol=1e-4)
+
+
+def test_spec_augment_masks_bands_and_frames_in_training_only():
+    torch.manual_seed(0)
+    fb = Filterbank(64, spec_augment=True)
+    x = torch.randn(16, 1, 16000)
+    with torch.no_grad():
+        masked = fb.train()(x)
+        plain = fb.eval()(x)
+    zero = masked == 0
+    assert 0.05 < zero.float().mean() < 0.5
+    # whole bands (all 98 frames) and whole frames (all 64 bands) are masked, elsewhere unchanged
+    assert zero.all(dim=2).any() and zero.all(dim=1).any()
+    assert torch.equal(masked[~zero], plain[~zero])
+    assert not (plain == 0).any()
+    with pytest.raises(ValueError, match="spec_augment needs frontend filterbank"):
+        AudioNet(5, 8, 16, spec_augment=True)
 
 
 def test_filterbank_variant_is_cheap_and_the_reference_state_dict_keys_stay():
