@@ -217,6 +217,9 @@ def _clips(prepared: Path, part: str, train_ratio: float, limit: int | None = No
     return x, y
 
 
+FLOAT_NODES = ("/frontend/",)  # ONNX node names (torch.onnx's module paths) that int8 leaves in float
+
+
 def quantize_int8(folder: Path, prepared: Path, train_ratio: float, classes: list[str]) -> dict:
     """model.int8.onnx from folder/model.onnx: static QDQ quantisation (per-channel int8 weights,
     int8 activations, MinMax ranges from INT8_CALIBRATION_CLIPS training clips), then the float
@@ -241,12 +244,18 @@ def quantize_int8(folder: Path, prepared: Path, train_ratio: float, classes: lis
     pre = folder / ".model.pre.onnx"
     try:
         quant_pre_process(str(folder / ONNX_FILE), str(pre))
+        import onnx
+
+        # The filterbank front end stays float: its power spans ~7 decades before the log, which
+        # int8 steps cannot hold (measured: 0.09 test accuracy with it quantised, 0.87 float).
+        float_nodes = [n.name for n in onnx.load(str(pre)).graph.node if n.name.startswith(FLOAT_NODES)]
         quantize_static(str(pre), str(folder / INT8_FILE), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=float_nodes)
     finally:
         pre.unlink(missing_ok=True)
     info = {"file": INT8_FILE, "quantisation": "onnxruntime quantize_static, QDQ, per-channel int8 weights, "
-            "int8 activations, MinMax calibration", "calibration_clips": int(len(feed)),
+            "int8 activations, MinMax calibration" + (", filterbank front end in float" if float_nodes else ""),
+            "calibration_clips": int(len(feed)),
             "calibration_split": "train", "input": ONNX_INPUT, "output": ONNX_OUTPUT}
     x, y = _clips(prepared, "test", train_ratio)
     m = load_manifest_classes(prepared)

@@ -525,7 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec, data, exp_dir = prepare_search(args)
         budget_s = spec.tune.time_budget_s
-        budget = TimeBudget.resume(budget_s, read_budget(exp_dir), spec.tune.grace_period, t0) if budget_s else None
+        first_rung = min(spec.tune.grace_period, int(spec.fixed.get("epochs", TrainConfig.epochs)))  # a short run's end is its rung
+        budget = TimeBudget.resume(budget_s, read_budget(exp_dir), first_rung, t0) if budget_s else None
     except (ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

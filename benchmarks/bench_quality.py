@@ -6,8 +6,8 @@ defaults generalise), each run as a user runs it (CLI subprocesses), each export
 and scored by `python -m audionet_ray.evaluate` on the speaker-disjoint test split:
 
   (a) the seed's recipe by hand: `python -m audionet_ray.train`, NAdam lr 1e-4, batch 128,
-      30 epochs, no normalisation, constant lr (the seed's AudioNet at the default space's width:
-      at the reference's 256 channels 30 epochs take hours on 2 cores);
+      30 epochs, no normalisation, constant lr, the reference's noise (the seed's AudioNet at
+      width 64, dense 128: at the reference's 256 channels 30 epochs take hours on 2 cores);
   (b) the default search (Optuna TPE + ASHA) with `--time-budget`;
   (c) random search + FIFO, same space and budget.
 
@@ -70,12 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         args.budget, args.seed_epochs = "90s", 2
         search_extra = ["--num-samples", "2", "--epochs", "2"]
     from audionet_ray.data import ensure_prepared
-    from audionet_ray.search_space import load_spec
 
     data = str(ensure_prepared(args.data, progress=False) if args.data else
                speech_prepared(*((12, 1) if args.quick else (200, 1))))
-    fixed = load_spec("default").fixed
-    width, dense = int(fixed.get("width", 32)), int(fixed.get("dense", 128))
+    width, dense = 64, 128
     info = machine()
     print(f"machine: {machine_line(info)}")
     print(f"data {data}; searches with --time-budget {args.budget}; seed recipe {args.seed_epochs} epochs at "
