@@ -129,7 +129,8 @@ class Filterbank(nn.Module):
     frequencies 60 Hz-7.6 kHz, each as wide as its mel band, and every weight trains. Power is
     re^2 + im^2; the log compresses it as hearing does (and as log-mel features do). Each band's
     mean over the clip is subtracted: a recording chain's colour is a per-band constant in the log
-    domain (measured on espeak-ng speech with varied microphones: +0.06-0.17 val accuracy).
+    domain (measured on espeak-ng speech with varied microphones: +0.03-0.08 val accuracy at 30
+    epochs with a cosine schedule, level with a constant one).
     """
 
     def __init__(self, n: int, spec_augment: bool = False):
