@@ -1,8 +1,10 @@
 """Optuna TPE + ASHA against random search + FIFO: best val_accuracy against trial-epochs spent.
 
 Each search is a real `python -m audionet_ray.tune` run on the demo data (its own local Ray),
-with a search space written here: lr, batch_size and dropout of a small AudioNet, train_ratio
-fixed so that every trial is scored on the same validation speakers. Both methods get the same
+with the default search space (`--space default`: search_spaces/default.yaml's model, recipe and
+sampled parameters, `--epochs` per trial) or the first benchmark's space (`--space legacy`: lr,
+batch_size and dropout of a small waveform AudioNet); train_ratio is fixed at 0.8 so that every
+trial is scored on the same validation speakers. Both methods get the same
 budget of trial-epochs (an epoch of one trial is the unit of work ASHA saves): random + FIFO
 runs `--fifo-trials` trials to the end; TPE + ASHA gets as many trials as ASHA should fit in the
 same budget, and its curve is cut at that budget. Three searcher seeds each, interleaved
@@ -14,7 +16,8 @@ each epoch was reported: x = trial-epochs spent so far, y = best val_accuracy so
 Goal (issue 8): TPE + ASHA reaches the best accuracy random + FIFO ends with in at most half
 the trial-epochs.
 
-    python benchmarks/bench_search.py            # 3 seeds x 2 methods (~15 min on 2 idle cores)
+    python benchmarks/bench_search.py            # 3 seeds x 2 methods, default space (~40 min on 2 idle cores)
+    python benchmarks/bench_search.py --space legacy   # the first benchmark's space (~15 min)
     python benchmarks/bench_search.py --quick    # 1 seed, tiny model and budget (~2 min)
 """
 
@@ -61,6 +64,27 @@ resources:
   gpus_per_trial: 0
   cpus_per_worker: {cpus}
 """
+
+
+def space_yaml(args) -> str:
+    """The search space the benchmark runs, as YAML."""
+    if args.space == "legacy":
+        return SPACE.format(epochs=args.epochs, width=args.width, dense=args.dense, grace=min(args.grace, args.epochs),
+                            rf=args.reduction_factor, cpus=args.cpus_per_worker)
+    import yaml
+
+    from audionet_ray.search_space import SEARCH_SPACES
+
+    d = yaml.safe_load((SEARCH_SPACES / "default.yaml").read_text())
+    d["search"].pop("train_ratio", None)
+    d["fixed"].update(epochs=args.epochs, train_ratio=0.8)
+    if args.quick:  # a tiny model
+        d["search"].pop("width", None)
+        d["fixed"].update(width=args.width, filters=8)
+    d["tune"].update(num_samples=1, grace_period=min(args.grace, args.epochs), reduction_factor=args.reduction_factor,
+                     time_budget=None, seed=0)
+    d["resources"].update(cpus_per_worker=args.cpus_per_worker, gpus_per_trial=0)
+    return yaml.safe_dump(d, sort_keys=False)
 
 
 def asha_epochs_per_trial(max_t: int, grace: int, rf: int) -> float:
@@ -147,30 +171,44 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 seed, tiny model, 2 trials of 2 epochs: a smoke test")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=6, help="epochs of a full trial (ASHA's max_t)")
+    ap.add_argument("--space", choices=["default", "legacy"], default="default",
+                    help="default: search_spaces/default.yaml; legacy: lr, batch_size, dropout of a waveform AudioNet")
+    ap.add_argument("--epochs", type=int, help="epochs of a full trial (ASHA's max_t; default 20, legacy 6)")
     ap.add_argument("--fifo-trials", type=int, default=5, help="random + FIFO trials; budget = this x epochs")
-    ap.add_argument("--grace", type=int, default=2, help="ASHA grace period")
-    ap.add_argument("--reduction-factor", type=int, default=3, help="ASHA reduction factor")
-    ap.add_argument("--width", type=int, default=16)
-    ap.add_argument("--dense", type=int, default=64)
-    ap.add_argument("--cpus-per-worker", type=float, default=0.5, help="0.5: two trials at once on 2 cores")
+    ap.add_argument("--grace", type=int, help="ASHA grace period (default: the default space's, 5; legacy 2)")
+    ap.add_argument("--reduction-factor", type=int, help="ASHA reduction factor (default 2; legacy 3)")
+    ap.add_argument("--width", type=int, default=16, help="legacy (and --quick): conv channels")
+    ap.add_argument("--dense", type=int, default=64, help="legacy: dense units")
+    ap.add_argument("--cpus-per-worker", type=float, default=1.0, help="1: two trials at once on 2 cores")
     ap.add_argument("--data", help="a prepared dataset (default: the demo dataset)")
     ap.add_argument("--plot", default=str(Path(__file__).resolve().parents[1] / "docs" / "img" / "bench_search.png"))
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per search")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
+    legacy = args.space == "legacy"
+    args.epochs = args.epochs or (6 if legacy else 20)
+    args.grace = args.grace or (2 if legacy else 5)
+    args.reduction_factor = args.reduction_factor or (3 if legacy else 2)
     if args.quick:
         args.seeds, args.epochs, args.fifo_trials, args.width, args.dense = 1, 2, 2, 8, 32
         if args.plot == ap.get_default("plot"):
             args.plot = str(Path(tempfile.gettempdir()) / "bench_search_quick.png")
 
-    data = args.data or str(demo_prepared(*((12, 2) if args.quick else (24, 3))))
+    if args.data or args.quick or legacy:
+        data = args.data or str(demo_prepared(*((12, 2) if args.quick else (24, 3))))
+    else:  # the demo's own speech set, as `make demo` trains on it
+        from audionet_ray.data import ensure_prepared
+        from audionet_ray.tune import demo_dataset
+
+        data = str(ensure_prepared(demo_dataset(), progress=False))
     budget = args.fifo_trials * args.epochs
     per_trial = asha_epochs_per_trial(args.epochs, min(args.grace, args.epochs), args.reduction_factor)
     asha_trials = max(args.fifo_trials, math.ceil(budget / per_trial))
     info = machine()
     print(f"machine: {machine_line(info)}")
-    print(f"data {data}; AudioNet width {args.width} dense {args.dense}; search lr, batch_size, dropout; "
+    model = (f"AudioNet width {args.width} dense {args.dense}; search lr, batch_size, dropout" if legacy else
+             "the default space (train_ratio fixed at 0.8)")
+    print(f"data {data}; {model}; "
           f"budget {budget} trial-epochs: random + FIFO {args.fifo_trials} trials x {args.epochs} epochs, "
           f"TPE + ASHA {asha_trials} trials (grace {args.grace}, reduction factor {args.reduction_factor}, "
           f"~{per_trial:.2f} epochs per trial); {args.seeds} seed(s)", flush=True)
@@ -179,9 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_search-") as tmp:
         space = Path(tmp) / "space.yaml"
-        space.write_text(SPACE.format(epochs=args.epochs, width=args.width, dense=args.dense,
-                                      grace=min(args.grace, args.epochs), rf=args.reduction_factor,
-                                      cpus=args.cpus_per_worker))
+        space.write_text(space_yaml(args))
         for seed in range(args.seeds):
             for label, searcher, scheduler, trials in (("random + FIFO", "random", "fifo", args.fifo_trials),
                                                        ("TPE + ASHA", "optuna", "asha", asha_trials)):
@@ -215,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{k_mean if k_mean else 'more than ' + str(budget)} of {budget} trial-epochs. Median share of the budget "
           f"TPE + ASHA needs: {median(shares):.2f} (goal <= 0.5: {verdict}); load average now {os.getloadavg()[0]:.2f}")
     plot(curves, budget, Path(args.plot), f"best val_accuracy vs trial-epochs, {args.seeds} seed(s), "
-         f"AudioNet w{args.width}/d{args.dense} on the demo data")
+         + (f"AudioNet w{args.width}/d{args.dense} on the demo data" if legacy else "the default space, demo data"))
     print(f"plot: {args.plot}")
     write_json(args.json, {"machine": info, "args": vars(args), "budget": budget, "asha_trials": asha_trials,
                            "rows": rows, "reach": reach, "curves": curves})
