@@ -166,11 +166,6 @@ def decode_clip(path: str | Path) -> tuple[np.ndarray, list[str]]:
     return fit_length(pcm), notes
 
 
-def load_clip(path: str | Path) -> np.ndarray:
-    """One training clip: int16, 16 000 samples."""
-    return decode_clip(path)[0]
-
-
 def decode_or_reason(path: str) -> tuple[bytes | None, list[str] | str]:
     """For worker processes: (int16 bytes, notes) or (None, reason). Never raises for bad audio.
 

@@ -12,14 +12,11 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .augment import AugmentConfig
+from .errors import ConfigError  # noqa: F401 - where the config's users have always found it
 from .model import ModelConfig
 
 OPTIMIZERS = ("nadam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
-
-
-class ConfigError(ValueError):
-    """A bad setting; the message names it, in one line."""
 
 
 _TYPES = {"int": (numbers.Integral,), "float": (numbers.Real,), "str": (str,), "bool": (bool,),

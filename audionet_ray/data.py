@@ -196,7 +196,7 @@ def _pcm_collate_class() -> type:
 
 
 def __getattr__(name: str):
-    if name == "PcmCollate":  # `from audionet_ray.data import PcmCollate` works as before
+    if name == "PcmCollate":  # how a pickled PcmCollate (module data, name PcmCollate) is found on a worker
         return _pcm_collate_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -106,10 +106,6 @@ def speaker_bucket(speaker: str, salt: str = "") -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def is_train(bucket: float, train_ratio: float) -> bool:
-    return bucket < train_ratio
-
-
 def _read_list(root: Path, name: str) -> set[str] | None:
     f = root / name
     if not f.is_file():

@@ -42,9 +42,8 @@ from .augment import standardise
 from .config import ConfigError
 from .discover import DatasetError
 from .model import AudioNet, count_parameters, flops_per_clip
-from .results import SPEC_FILE, TRAIN_RUNS, checkpoints, read_meta
-
-MODEL_FILE, META_FILE = "model.pt", "meta.json"  # as written by train.save_checkpoint
+from .checkpoint import META_FILE, MODEL_FILE, best, is_checkpoint, load_weights, read_meta
+from .results import SPEC_FILE, TRAIN_RUNS, checkpoints
 ONNX_OPSET = 17
 ONNX_INPUT, ONNX_OUTPUT = "clips", "logits"
 INT8_CALIBRATION_CLIPS = 256  # training clips that set the activation ranges
@@ -55,7 +54,7 @@ LATENCY_WARMUP, LATENCY_RUNS = 10, 50
 
 def candidates(source: Path) -> tuple[str, list[tuple[str | None, Path, dict]]]:
     """What SOURCE is, and its checkpoints as (trial or run name, folder, meta)."""
-    if (source / MODEL_FILE).is_file() and (source / META_FILE).is_file():
+    if is_checkpoint(source):
         meta, why = read_meta(source)
         if not meta:
             raise ConfigError(f"{source}: an incomplete checkpoint ({why}; cut short by a crash?): export another one")
@@ -90,13 +89,13 @@ def pick(source: str | Path, metric: str = "val_accuracy", mode: str | None = No
     if not found:
         raise ConfigError(f"{source}: no checkpoint found (a checkpoint folder holds {MODEL_FILE} and {META_FILE}); "
                           f"give a search's experiment folder, a Train run folder or a checkpoint folder")
-    with_metric = [c for c in found if isinstance(c[2].get("metrics", {}).get(metric), (int, float))]
-    if not with_metric:
+    mode = mode or metric_mode(source, metric)
+    chosen = best(found, metric, mode)
+    if chosen is None:
         known = sorted({k for c in found for k in c[2].get("metrics", {})})
         raise ConfigError(f"--metric {metric}: not recorded in the checkpoints under {source}; known: {', '.join(known)}")
-    mode = mode or metric_mode(source, metric)
-    sign = 1 if mode == "max" else -1
-    name, ckpt, meta = max(with_metric, key=lambda c: (sign * c[2]["metrics"][metric], c[2].get("epoch", 0)))
+    name, ckpt, meta = chosen
+    with_metric = [c for c in found if isinstance(c[2].get("metrics", {}).get(metric), (int, float))]
     return {"kind": kind, "source": source, "name": name, "checkpoint": ckpt, "meta": meta,
             "metric": metric, "mode": mode, "candidates": len(with_metric)}
 
@@ -336,7 +335,7 @@ def write_bundle(choice: dict, out_dir: str | Path, data: str | Path | None = No
         raise ConfigError(f"{out} exists and is not a bundle folder: choose a new or empty OUT_DIR")
     ckpt, meta = choice["checkpoint"], choice["meta"]
     try:
-        state = torch.load(ckpt / MODEL_FILE, map_location="cpu", weights_only=True)
+        state = load_weights(ckpt)
         model = AudioNet.from_config(meta["model"])
         model.load_state_dict(state)
     except (OSError, KeyError, TypeError, RuntimeError, ValueError) as e:

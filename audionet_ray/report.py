@@ -29,6 +29,7 @@ import numpy as np
 from .config import ConfigError, TrainConfig
 from .discover import DatasetError
 from .results import best_checkpoint, load_spec_json
+from .storage import is_uri
 
 REPORT = "report.html"
 PLOTS = "plots"
@@ -159,17 +160,19 @@ def confusion_matrix(checkpoint: Path, prepared: str, batch_size: int = 256) -> 
     import torch
 
     from .augment import standardise
+    from .checkpoint import load, read_meta
     from .model import AudioNet
     from .prepare import load_manifest, pcm_from_binary
-    from .train import load_checkpoint
 
     manifest = load_manifest(prepared)
-    meta = json.loads((checkpoint / "meta.json").read_text())
+    meta, why = read_meta(checkpoint)
+    if meta is None:
+        raise DatasetError(f"{checkpoint}: not a whole checkpoint ({why})")
     classes = meta["classes"]
     if classes != manifest["classes"]:
         raise DatasetError(f"{prepared}: its classes are not the ones {checkpoint} was trained on")
     model = AudioNet.from_config(meta["model"])
-    load_checkpoint(checkpoint, model)
+    load(checkpoint, model)
     model.eval()
     cm = np.zeros((len(classes), len(classes)), np.int64)
     for shard in manifest["split_shards"]["test"]:
@@ -287,7 +290,14 @@ def write_report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
     ranked = [t for t in trials if t.best(metric, mode) is not None]
     if not ranked:
         raise ConfigError(f"{exp_dir}: no trial has reported {metric} yet: nothing to plot")
-    best_trial = (max if mode == "max" else min)(ranked, key=lambda t: t.best(metric, mode))
+    try:  # "best" is the best checkpointed epoch, as export picks it; an unsaved epoch cannot be used
+        best_ckpt = best_checkpoint(exp_dir, metric, mode)
+    except ConfigError:
+        best_ckpt = None
+    by_id = {t.trial_id: t for t in ranked}
+    best_trial = by_id.get(best_ckpt[0]) if best_ckpt else None
+    if best_trial is None:
+        best_trial = (max if mode == "max" else min)(ranked, key=lambda t: t.best(metric, mode))
 
     parts = []
     curves = plots.learning_curves(trials, metric, max_epochs, best_trial.trial_id, img_dir / "learning_curves.png")
@@ -309,7 +319,9 @@ def write_report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
 
     summary_test = ""
     try:
-        trial_id, ckpt, meta = best_checkpoint(exp_dir, metric, mode)
+        if best_ckpt is None:
+            raise ConfigError(f"{exp_dir}: no whole checkpoint with {metric}")
+        trial_id, ckpt, meta = best_ckpt
         cm, classes = confusion_matrix(ckpt, saved["data"])
         n = int(cm.sum())
         if n == 0:
@@ -330,7 +342,8 @@ def write_report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
     params = ", ".join(f"{k}={_fmt(best_trial.config.get(k))}" for k in search)
     summary = (f"{len(trials)} trials of {spec['tune']['num_samples']} asked ({counts}); {spec['tune']['searcher']} "
                f"+ {spec['tune']['scheduler']}, up to {max_epochs} epochs each. Best: trial {best_trial.trial_id}, "
-               f"{metric} {_fmt(best_trial.best(metric, mode))} ({params}).{summary_test}")
+               f"{metric} {_fmt(best_ckpt[2]['metrics'][metric] if best_ckpt else best_trial.best(metric, mode))} "
+               f"({params}).{summary_test}")
     live = "tensorboard --logdir " + str(exp_dir)
     if saved.get("optuna_storage"):
         live += "  |  optuna-dashboard " + saved["optuna_storage"]
@@ -351,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("experiment", help="an experiment folder (<storage>/<name>, with search.json)")
     ap.add_argument("--out", help=f"where the page goes (default: EXPERIMENT/{REPORT}; plots/ beside it)")
     args = ap.parse_args(argv)
-    if "://" in args.experiment:
+    if is_uri(args.experiment):
         print(f"error: {args.experiment}: the report reads a local experiment folder; copy it here first",
               file=sys.stderr)
         return 2

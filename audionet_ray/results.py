@@ -1,7 +1,7 @@
 """Finding things in an experiment folder: checkpoints of every trial, the best one, the table.
 
 Tune keeps each trial's metrics; the weights live in each trial's Train run under
-`train_runs/<trial_id>/checkpoint_*`, each with a meta.json saying its epoch and metrics.
+`train_runs/<trial_id>/checkpoint_*` (a checkpoint folder: see checkpoint.py).
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import json
 import os
 from pathlib import Path
 
-from .config import ConfigError
+from .checkpoint import META_FILE, best, read_meta
+from .errors import ConfigError
 from .storage import UriPath, local_cache, location
 
 TRAIN_RUNS = "train_runs"
@@ -18,31 +19,11 @@ SPEC_FILE = "search.json"
 BUDGET_FILE = "budget.json"
 
 
-def read_meta(ckpt: "Path | UriPath") -> tuple[dict | None, str]:
-    """A checkpoint's meta.json if every file it lists is there in full, else (None, why not).
-
-    A crash during an upload can leave a meta.json beside a cut-short model.pt: such a checkpoint
-    must never be exported or picked as the best.
-    """
-    try:
-        meta = json.loads((ckpt / "meta.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None, "meta.json is missing or cut short"
-    for name, size in (meta.get("files") or {}).items():  # older checkpoints list no files
-        try:
-            got = (ckpt / name).size() if isinstance(ckpt, UriPath) else (ckpt / name).stat().st_size
-        except OSError:
-            return None, f"{name} is missing"
-        if got != size:
-            return None, f"{name} is cut short ({got} of {size} bytes)"
-    return meta, ""
-
-
 def checkpoints(exp_dir: str | Path) -> list[tuple[str, Path, dict]]:
     """(trial_id, checkpoint folder, meta) for every whole checkpoint kept in the experiment."""
     root = location(exp_dir) / TRAIN_RUNS  # a local folder or a URI (s3://...)
     out = []
-    for meta_file in sorted(root.glob("*/checkpoint_*/meta.json")):
+    for meta_file in sorted(root.glob(f"*/checkpoint_*/{META_FILE}")):
         meta, _ = read_meta(meta_file.parent)
         if meta:  # a checkpoint cut short by a crash is not a candidate
             out.append((meta_file.parent.parent.name, meta_file.parent, meta))
@@ -50,11 +31,11 @@ def checkpoints(exp_dir: str | Path) -> list[tuple[str, Path, dict]]:
 
 
 def best_checkpoint(exp_dir: str | Path, metric: str = "val_accuracy", mode: str = "max") -> tuple[str, Path, dict]:
-    found = [c for c in checkpoints(exp_dir) if metric in c[2].get("metrics", {})]
-    if not found:
+    """The best whole checkpoint of the search by its metric: (trial_id, folder, meta)."""
+    found = best(checkpoints(exp_dir), metric, mode)
+    if found is None:
         raise ConfigError(f"{exp_dir}: no checkpoint with metric '{metric}' (is this an experiment folder of a search that ran at least 2 epochs?)")
-    sign = 1 if mode == "max" else -1
-    return max(found, key=lambda c: (sign * c[2]["metrics"][metric], c[2]["epoch"]))
+    return found
 
 
 def load_spec_json(exp_dir: str | Path) -> dict:

@@ -27,67 +27,19 @@ from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, R
 from ray.train.torch import TorchTrainer
 from ray.train.v2.api.callback import UserCallback
 
+from . import checkpoint
 from .augment import augment, epoch_generator, standardise
 from .config import ConfigError, RunSettings, TrainConfig
 from .data import check_train_ratio, fits_in_memory, load_noise, read_split, split_datasets, torch_batches
 from .discover import DatasetError
-from .model import AudioNet, ModelConfig
+from .model import AudioNet
 from .prepare import load_manifest
+from .storage import is_uri
 
 IN_MEMORY_KEY = "in_memory"  # in the loop's config: build_trainer's choice, so that every worker follows it
-MODEL_FILE = "model.pt"  # state_dict only: loads with weights_only=True
-STATE_FILE = "train_state.pt"  # optimizer, LR scheduler, epoch, RNG states
-META_FILE = "meta.json"  # classes, model and train config, metrics
 
 
 # ----------------------------------------------------------------------------- checkpoints
-
-def save_checkpoint(d: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, epoch: int,
-                    cfg: TrainConfig, model_cfg: ModelConfig, classes: list[str], metrics: dict,
-                    sched: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
-    torch.save(model.state_dict(), d / MODEL_FILE)  # batch norm's running statistics included
-    state = {"optimizer": opt.state_dict(), "epoch": epoch, "torch_rng": torch.get_rng_state()}
-    if sched is not None:
-        state["scheduler"] = sched.state_dict()
-    if torch.cuda.is_available():
-        state["cuda_rng"] = torch.cuda.get_rng_state_all()
-    torch.save(state, d / STATE_FILE)
-    meta = {"epoch": epoch, "classes": classes, "model": model_cfg.to_dict(),
-            "train_config": cfg.to_dict(), "metrics": metrics,
-            # sizes tell a whole checkpoint from one whose upload a crash cut short
-            "files": {f: (d / f).stat().st_size for f in (MODEL_FILE, STATE_FILE)}}
-    (d / META_FILE).write_text(json.dumps(meta, indent=1))
-
-
-def load_checkpoint(d: Path, model: torch.nn.Module, opt: torch.optim.Optimizer | None = None,
-                    sched: torch.optim.lr_scheduler.LRScheduler | None = None) -> dict:
-    """Restore weights (and the optimizer and LR scheduler when given); returns meta.json's
-    content, plus the saved RNG states under "rng" for `restore_rng` right before training continues."""
-    model.load_state_dict(torch.load(d / MODEL_FILE, map_location="cpu", weights_only=True))
-    meta = json.loads((d / META_FILE).read_text())
-    if opt is not None:
-        state = torch.load(d / STATE_FILE, map_location="cpu", weights_only=True)
-        opt.load_state_dict(state["optimizer"])
-        if sched is not None and "scheduler" in state:
-            sched.load_state_dict(state["scheduler"])
-        meta["rng"] = {k: state[k] for k in ("torch_rng", "cuda_rng") if k in state}
-    return meta
-
-
-def _complete_epoch(fs, path: str) -> int:
-    """The epoch of the checkpoint at `path` on `fs` if all its files are there in full, else -1."""
-    import pyarrow.fs as pafs
-
-    try:
-        with fs.open_input_stream(f"{path}/{META_FILE}") as f:
-            meta = json.loads(f.read())
-        files, epoch = dict(meta["files"]), int(meta["epoch"])
-        infos = fs.get_file_info([f"{path}/{name}" for name in files])
-    except (OSError, ValueError, KeyError, TypeError):  # unreadable, cut short, or not ours
-        return -1
-    whole = bool(files) and all(i.type == pafs.FileType.File and i.size == files[i.base_name] for i in infos)
-    return epoch if whole else -1
-
 
 def resume_checkpoint() -> Checkpoint | None:
     """Train's latest checkpoint, or a newer whole one in this run's folder that Train never recorded.
@@ -99,12 +51,12 @@ def resume_checkpoint() -> Checkpoint | None:
     import pyarrow.fs as pafs
 
     found = ray.train.get_checkpoint()
-    best = _complete_epoch(found.filesystem, found.path) if found else -1
+    best = checkpoint.whole_epoch(found.filesystem, found.path) if found else -1
     storage = ray.train.get_context().get_storage()  # DeveloperAPI: the run folder on its filesystem
     fs, run_dir = storage.storage_filesystem, storage.experiment_fs_path
     for info in fs.get_file_info(pafs.FileSelector(run_dir, allow_not_found=True)):
         if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"):
-            epoch = _complete_epoch(fs, info.path)
+            epoch = checkpoint.whole_epoch(fs, info.path)
             if epoch > best:
                 best, found = epoch, Checkpoint(path=info.path, filesystem=fs)
     return found
@@ -230,10 +182,10 @@ def train_loop_per_worker(config: dict) -> None:
     sched = make_scheduler(opt, cfg, steps_per_epoch(manifest, cfg, world))
 
     start_epoch, rng = 1, {}
-    checkpoint = resume_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as d:
-            meta = load_checkpoint(Path(d), model, opt, sched)
+    resumed = resume_checkpoint()
+    if resumed:
+        with resumed.as_directory() as d:
+            meta = checkpoint.load(Path(d), model, opt, sched)
         start_epoch, rng = meta["epoch"] + 1, meta["rng"]
     if world > 1 and on_gpu and model_cfg.norm == "batch":
         # Batch statistics over the global batch, as on one device. SyncBatchNorm runs on GPUs
@@ -317,7 +269,7 @@ def train_loop_per_worker(config: dict) -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 ckpt = None
                 if rank == 0:
-                    save_checkpoint(Path(tmp), bare, opt, epoch, cfg, model_cfg, classes, metrics, sched)
+                    checkpoint.save(Path(tmp), bare, opt, epoch, cfg, model_cfg, classes, metrics, sched)
                     ckpt = Checkpoint.from_directory(tmp)
                 ray.train.report(metrics, checkpoint=ckpt)
         else:
@@ -389,14 +341,14 @@ def build_trainer(cfg: TrainConfig, run: RunSettings, callbacks: list | None = N
 
 
 def _local_log(run: RunSettings) -> list:
-    if "://" in run.storage:
+    if is_uri(run.storage):
         return []  # on shared object storage Tune's own result files are the record
     return [MetricsLog(str(Path(storage_uri(run.storage)) / run.name / "metrics.jsonl"))]
 
 
 def storage_uri(storage: str) -> str:
     """Local paths made absolute (Ray needs that); URIs such as s3:// pass through."""
-    return storage if "://" in storage else str(Path(storage).expanduser().resolve())
+    return storage if is_uri(storage) else str(Path(storage).expanduser().resolve())
 
 
 # ----------------------------------------------------------------------------- CLI

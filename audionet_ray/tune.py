@@ -606,10 +606,8 @@ def report_or_warn(exp_dir: Path) -> None:
 
 
 def export_best(exp_dir: Path, metric: str) -> None:
-    try:
-        from .export import export
-    except ImportError:  # the export module is optional in this build
-        return
+    from .export import export
+
     local = local_experiment(exp_dir, metric)  # on s3:// etc.: its best checkpoint, copied here
     bundle = export(local, local / "bundle", metric=metric)
     print(f"exported the best model to {bundle}  (python -m audionet_ray.predict {bundle} CLIP.wav)")

@@ -46,7 +46,7 @@ def train_small(prepared: Path, ckpt: Path, width: int, dense: int, epochs: int,
     from audionet_ray.model import AudioNet, ModelConfig
     from audionet_ray.prepare import load_manifest
     from audionet_ray.streaming import split_clips
-    from audionet_ray.train import save_checkpoint
+    from audionet_ray.checkpoint import save as save_checkpoint
 
     classes = load_manifest(prepared)["classes"]
     cfg = TrainConfig(data=str(prepared), epochs=epochs, batch_size=32, lr=2e-3, width=width, dense=dense, seed=seed,

@@ -61,6 +61,7 @@ def instrumented_loop(events_path: str, memory_mb: str | None):
         import ray.train as rt
         import torch as _torch
 
+        import audionet_ray.checkpoint as C
         import audionet_ray.data as D
         import audionet_ray.train as T
 
@@ -71,8 +72,8 @@ def instrumented_loop(events_path: str, memory_mb: str | None):
         if memory_mb is not None:
             _os.environ[D.MEMORY_ENV] = memory_mb
         emit("loop_start", threads=_torch.get_num_threads(), omp=_os.environ.get("OMP_NUM_THREADS"))
-        real = {name: getattr(T, name) for name in ("torch_batches", "_memory_batches", "_read_shard",
-                                                     "save_checkpoint")}
+        real = {name: getattr(T, name) for name in ("torch_batches", "_memory_batches", "_read_shard")}
+        real_save = C.save
         real_report = rt.report
         filling = []
 
@@ -113,7 +114,7 @@ def instrumented_loop(events_path: str, memory_mb: str | None):
 
         def timed_save(*a, **kw):
             emit("save_start")
-            real["save_checkpoint"](*a, **kw)
+            real_save(*a, **kw)
             emit("save_end")
 
         def timed_report(metrics, checkpoint=None, **kw):
@@ -122,12 +123,13 @@ def instrumented_loop(events_path: str, memory_mb: str | None):
             emit("report_end")
 
         T.torch_batches, T._memory_batches = timed(real["torch_batches"]), timed(real["_memory_batches"])
-        T._read_shard, T.save_checkpoint, rt.report = timed_read, timed_save, timed_report
+        T._read_shard, C.save, rt.report = timed_read, timed_save, timed_report
         try:
             T.train_loop_per_worker(config)
         finally:
             for name, fn in real.items():
                 setattr(T, name, fn)
+            C.save = real_save
             rt.report = real_report
             _os.environ.pop(D.MEMORY_ENV, None)
             emit("loop_end")
@@ -229,7 +231,8 @@ def bare_run(cfg, rows: dict, threads: int, device: str, ckpt_dir: str) -> dict:
 
     from audionet_ray.augment import augment, epoch_generator, standardise
     from audionet_ray.model import AudioNet, ModelConfig
-    from audionet_ray.train import _step_stats, save_checkpoint
+    from audionet_ray.checkpoint import save as save_checkpoint
+    from audionet_ray.train import _step_stats
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -291,7 +291,7 @@ def tiny_checkpoint(odd_data, tmp_path_factory) -> Path:
 
     from audionet_ray.config import TrainConfig
     from audionet_ray.model import AudioNet, ModelConfig
-    from audionet_ray.train import save_checkpoint
+    from audionet_ray.checkpoint import save as save_checkpoint
 
     prepared = tmp_path_factory.mktemp("odd_prepared") / "p"
     classes = prepare(odd_data, prepared, workers=1, progress=False)["classes"]
@@ -618,8 +618,8 @@ def test_a_full_disk_during_a_checkpoint_save_keeps_the_earlier_checkpoint(tiny_
     from audionet_ray.config import TrainConfig
     from audionet_ray.export import pick
     from audionet_ray.model import AudioNet, ModelConfig
-    from audionet_ray.results import read_meta
-    from audionet_ray.train import save_checkpoint
+    from audionet_ray.checkpoint import read_meta
+    from audionet_ray.checkpoint import save as save_checkpoint
 
     size = sum(f.stat().st_size for f in tiny_checkpoint.iterdir())
     disk = disk_of(int(size * 1.4) // 1024 + 16)  # room for one checkpoint, not for a second
@@ -682,7 +682,7 @@ def test_experiment_cut_short_anywhere_export_picks_a_whole_checkpoint_or_says_w
     from audionet_ray.discover import DatasetError
     from audionet_ray.export import pick
     from audionet_ray.report import write_report
-    from audionet_ray.results import read_meta
+    from audionet_ray.checkpoint import read_meta
 
     with tempfile.TemporaryDirectory() as tmp:
         exp = Path(tmp) / "x"

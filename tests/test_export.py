@@ -28,7 +28,8 @@ from audionet_ray.config import ConfigError, TrainConfig
 from audionet_ray.export import export
 from audionet_ray.model import AudioNet, ModelConfig
 from audionet_ray.prepare import PrepareOptions, pcm_from_binary, prepare
-from audionet_ray.train import MODEL_FILE, save_checkpoint
+from audionet_ray.checkpoint import MODEL_FILE
+from audionet_ray.checkpoint import save as save_checkpoint
 
 WORDS = ["yes", "stop", "down", "left"]  # acoustically distinct, so a tiny model learns them fast
 SR = 16_000

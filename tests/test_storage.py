@@ -82,7 +82,8 @@ def _experiment(root: Path) -> Path:
     for tid, acc in (("t1", 0.5), ("t2", 0.7)):
         c = exp / "train_runs" / tid / "checkpoint_000"
         c.mkdir(parents=True)
-        (c / "meta.json").write_text(json.dumps({"epoch": 2, "metrics": {"val_accuracy": acc}}))
+        (c / "meta.json").write_text(json.dumps({"epoch": 2, "metrics": {"val_accuracy": acc},
+                                                 "files": {"model.pt": len(b"weights")}}))
         (c / "model.pt").write_bytes(b"weights")
     (exp / "search.json").write_text("{}")
     return exp

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from audionet_ray.config import RunSettings, TrainConfig
-from audionet_ray.train import MODEL_FILE, build_trainer, read_metrics
+from audionet_ray.checkpoint import MODEL_FILE
+from audionet_ray.train import build_trainer, read_metrics
 
 pytestmark = pytest.mark.slow
 
