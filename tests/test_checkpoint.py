@@ -1,0 +1,119 @@
+"""The checkpoint folder's one wholeness rule, the same whether resume (a pyarrow filesystem),
+export and the search (a local folder) or a URI (`storage.UriPath`) asks; and the one "best"."""
+
+import json
+import shutil
+
+import pyarrow.fs as pafs
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from audionet_ray import checkpoint
+from audionet_ray.checkpoint import META_FILE, MODEL_FILE, STATE_FILE, best, read_meta, whole_epoch
+from audionet_ray.storage import UriPath
+
+FILES = [MODEL_FILE, STATE_FILE, "extra.bin"]
+
+# a checkpoint folder as a crash, a bug or an older writer may leave it
+folders = st.fixed_dictionaries({
+    "sizes": st.dictionaries(st.sampled_from(FILES), st.integers(0, 40)),  # files on disk
+    "listed": st.one_of(st.none(), st.dictionaries(st.sampled_from(FILES), st.integers(0, 40))),  # meta's "files"
+    "epoch": st.one_of(st.integers(1, 50), st.none(), st.text(max_size=3)),
+    "meta": st.sampled_from(["json", "cut", "absent", "list"]),
+})
+
+
+def _write(d, case) -> None:
+    if d.exists():
+        shutil.rmtree(d)
+    d.mkdir(parents=True)
+    for name, size in case["sizes"].items():
+        (d / name).write_bytes(b"x" * size)
+    meta = {"classes": ["a"], "metrics": {"val_accuracy": 0.5}}
+    if case["epoch"] is not None:
+        meta["epoch"] = case["epoch"]
+    if case["listed"] is not None:
+        meta["files"] = case["listed"]
+    text = json.dumps(meta)
+    if case["meta"] == "cut":
+        (d / META_FILE).write_text(text[: len(text) // 2])
+    elif case["meta"] == "list":
+        (d / META_FILE).write_text("[1, 2]")
+    elif case["meta"] == "json":
+        (d / META_FILE).write_text(text)
+
+
+def _expected_whole(case) -> bool:
+    listed = case["listed"]
+    return (case["meta"] == "json" and isinstance(case["epoch"], int) and isinstance(listed, dict)
+            and MODEL_FILE in listed and all(case["sizes"].get(n) == s for n, s in listed.items()))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=folders)
+def test_every_reader_judges_a_checkpoint_alike(case, tmp_path):
+    d = tmp_path / "checkpoint_000001"
+    _write(d, case)
+    want = _expected_whole(case)
+    meta, why = read_meta(d)
+    assert (meta is not None) == want, why
+    assert (why == "") == want and "\n" not in why
+    assert (whole_epoch(pafs.LocalFileSystem(), str(d)) == case["epoch"]) == want
+    if not want:
+        assert whole_epoch(pafs.LocalFileSystem(), str(d)) == -1
+    uri_meta, _ = read_meta(UriPath(d.as_uri()))
+    assert (uri_meta is not None) == want
+
+
+def test_a_saved_checkpoint_is_whole_and_one_cut_short_is_not(tmp_path):
+    import torch
+
+    from audionet_ray.config import TrainConfig
+    from audionet_ray.model import AudioNet
+
+    cfg = TrainConfig(width=4, dense=8, norm="batch", pool="avg", frontend="filterbank", filters=4)
+    model_cfg = cfg.model_config(3)
+    model = AudioNet.from_config(model_cfg)
+    opt = torch.optim.NAdam(model.parameters())
+    d = tmp_path / "ckpt"
+    d.mkdir()
+    checkpoint.save(d, model, opt, 4, cfg, model_cfg, ["a", "b", "c"], {"val_accuracy": 0.75})
+    meta, why = read_meta(d)
+    assert why == "" and meta["epoch"] == 4 and set(meta["files"]) == {MODEL_FILE, STATE_FILE}
+    assert whole_epoch(pafs.LocalFileSystem(), str(d)) == 4
+    again = AudioNet.from_config(meta["model"])
+    loaded = checkpoint.load(d, again, torch.optim.NAdam(again.parameters()))
+    assert loaded["epoch"] == 4 and "rng" in loaded
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k]), k
+    data = (d / MODEL_FILE).read_bytes()
+    (d / MODEL_FILE).write_bytes(data[:-10])  # an upload a crash cut short
+    meta, why = read_meta(d)
+    assert meta is None and why.startswith(f"{MODEL_FILE} is cut short")
+    assert whole_epoch(pafs.LocalFileSystem(), str(d)) == -1
+
+
+@given(st.lists(st.tuples(st.one_of(st.floats(0, 1), st.none()), st.integers(1, 9)), max_size=8),
+       st.sampled_from(["max", "min"]))
+def test_best_is_the_best_metric_then_the_later_epoch(scores, mode):
+    found = [(f"t{i}", None, {"epoch": e, "metrics": {} if v is None else {"val_accuracy": v}})
+             for i, (v, e) in enumerate(scores)]
+    got = best(found, "val_accuracy", mode)
+    scored = [(v, e) for v, e in scores if v is not None]
+    if not scored:
+        assert got is None
+        return
+    sign = 1 if mode == "max" else -1
+    top = max(scored, key=lambda c: (sign * c[0], c[1]))
+    assert (got[2]["metrics"]["val_accuracy"], got[2]["epoch"]) == top
+
+
+@pytest.mark.parametrize("module", ["audionet_ray.results", "audionet_ray.checkpoint", "audionet_ray.errors"])
+def test_finding_checkpoints_loads_no_torch(module):
+    import subprocess
+    import sys
+
+    code = f"import sys, {module}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
