@@ -80,8 +80,31 @@ def metric_mode(source: Path, metric: str) -> str:
     return "min" if "loss" in metric else "max"
 
 
-def pick(source: str | Path, metric: str = "val_accuracy", mode: str | None = None) -> dict:
-    """The best checkpoint under SOURCE by `metric`: folder, meta and where it came from."""
+def parse_limits(text: str | None) -> dict[str, float]:
+    """'max_macs=5e6,max_params=100000' -> {"max_macs": 5e6, "max_params": 100000.0} (ConfigError if bad)."""
+    from .costs import CONSTRAINTS
+
+    limits: dict[str, float] = {}
+    for part in filter(None, (text or "").split(",")):
+        key, _, value = part.partition("=")
+        key = key.strip()
+        try:
+            limits[key] = float(value)
+        except ValueError:
+            limits[key] = float("nan")
+        if key not in CONSTRAINTS or not limits[key] > 0:
+            raise ConfigError(f"--pick {text}: each part must be LIMIT=NUMBER above 0 with LIMIT one of "
+                              f"{', '.join(CONSTRAINTS)}, e.g. --pick max_macs=5e6")
+    return limits
+
+
+def pick(source: str | Path, metric: str = "val_accuracy", mode: str | None = None,
+         limits: dict[str, float] | None = None) -> dict:
+    """The best checkpoint under SOURCE by `metric`: folder, meta and where it came from. With
+    `limits` (costs.CONSTRAINTS), the best of those whose recorded costs are within them: a point
+    of a multi-objective search's Pareto front."""
+    from .costs import CONSTRAINTS, over_limits
+
     source = Path(source).expanduser().resolve()
     if not source.is_dir():
         raise ConfigError(f"{source}: no such folder (give an experiment folder, a Train run or a checkpoint folder)")
@@ -90,6 +113,17 @@ def pick(source: str | Path, metric: str = "val_accuracy", mode: str | None = No
         raise ConfigError(f"{source}: no checkpoint found (a checkpoint folder holds {MODEL_FILE} and {META_FILE}); "
                           f"give a search's experiment folder, a Train run folder or a checkpoint folder")
     mode = mode or metric_mode(source, metric)
+    if limits:
+        costed = [c for c in found if all(CONSTRAINTS[k] in c[2].get("metrics", {}) for k in limits)]
+        if not costed:
+            raise ConfigError(f"--pick: the checkpoints under {source} record no "
+                              f"{', '.join(CONSTRAINTS[k] for k in limits)} (written before costs were recorded?)")
+        found = [c for c in costed if not over_limits(c[2]["metrics"], limits)]
+        if not found:
+            cheapest = {CONSTRAINTS[k]: min(c[2]["metrics"][CONSTRAINTS[k]] for c in costed) for k in limits}
+            raise ConfigError(f"--pick: no checkpoint under {source} is within "
+                              + ", ".join(f"{k} {v:g}" for k, v in limits.items())
+                              + "; the cheapest record " + ", ".join(f"{k} {v:g}" for k, v in cheapest.items()))
     chosen = best(found, metric, mode)
     if chosen is None:
         known = sorted({k for c in found for k in c[2].get("metrics", {})})
@@ -97,7 +131,7 @@ def pick(source: str | Path, metric: str = "val_accuracy", mode: str | None = No
     name, ckpt, meta = chosen
     with_metric = [c for c in found if isinstance(c[2].get("metrics", {}).get(metric), (int, float))]
     return {"kind": kind, "source": source, "name": name, "checkpoint": ckpt, "meta": meta,
-            "metric": metric, "mode": mode, "candidates": len(with_metric)}
+            "metric": metric, "mode": mode, "candidates": len(with_metric), "limits": dict(limits or {})}
 
 
 # ----------------------------------------------------------------------------- the bundle
@@ -394,7 +428,8 @@ def write_bundle(choice: dict, out_dir: str | Path, data: str | Path | None = No
             "training": {"epoch": meta.get("epoch"), "metrics": meta.get("metrics", {}),
                          "hyperparameters": train_config, "searched": _searched(choice["source"], train_config)},
             "selection": {"metric": choice["metric"], "mode": choice["mode"],
-                          "value": meta["metrics"][choice["metric"]], "candidates": choice["candidates"]},
+                          "value": meta["metrics"][choice["metric"]], "candidates": choice["candidates"],
+                          "limits": choice.get("limits", {})},
             "source": {"kind": choice["kind"], "path": str(choice["source"]), "checkpoint": str(ckpt),
                        ("trial_id" if choice["kind"] == "search" else "run"): choice["name"],
                        "model_pt_sha256": sha256_file(ckpt / MODEL_FILE)},
@@ -446,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibration-minutes", type=float, default=10.0,
                     help="at most this many minutes of validation keyword streams (default: 10)")
     ap.add_argument("--no-int8", action="store_true", help="leave out model.int8.onnx")
+    ap.add_argument("--pick", metavar="LIMITS",
+                    help="the best checkpoint within cost limits, a point of a multi-objective search's Pareto front: "
+                         "e.g. max_macs=5e6 or max_params=100000,max_latency_ms=1 (default: the best, no limits)")
     args = ap.parse_args(argv)
     for ok, msg in [(args.target_fa_per_hour >= 0, f"--target-fa-per-hour must be >= 0, got {args.target_fa_per_hour:g}"),
                     (args.calibration_minutes > 0, f"--calibration-minutes must be > 0, got {args.calibration_minutes:g}")]:
@@ -453,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {msg}", file=sys.stderr)
             return 2
     try:
-        choice = pick(args.source, args.metric, args.mode)
+        choice = pick(args.source, args.metric, args.mode, parse_limits(args.pick))
         out = write_bundle(choice, args.out_dir, data=args.data, calibrate_fa=args.target_fa_per_hour or None,
                            int8=not args.no_int8, calibration_minutes=args.calibration_minutes)
     except (ConfigError, BundleError) as e:
@@ -468,7 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = choice["meta"]
     who = {"search": f"trial {choice['name']}", "checkpoint": f"checkpoint {choice['checkpoint']}"}.get(
         choice["kind"], f"run {choice['name']}")
-    print(f"best of {choice['candidates']} checkpoint(s): {who}, epoch {meta.get('epoch')}, "
+    within = (" within " + ", ".join(f"{k} {v:g}" for k, v in choice["limits"].items())) if choice["limits"] else ""
+    print(f"best of {choice['candidates']} checkpoint(s){within}: {who}, epoch {meta.get('epoch')}, "
           f"{args.metric} {meta['metrics'][args.metric]:.4f}")
     config = json.loads((out / CONFIG_FILE).read_text())
     if not config["onnx"]:

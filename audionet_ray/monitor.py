@@ -26,11 +26,14 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from .config import ConfigError
-from .ray_private import FilteredCLIReporter, optuna_told, optuna_trial, tbx_writer
+from .ray_private import (FilteredCLIReporter, forget_optuna_trial, optuna_study, optuna_told, optuna_trial,
+                          tbx_writer)
 from .storage import is_uri
 
 OPTUNA_DB = "optuna.db"
 TRIAL_ID_ATTR = "tune_trial_id"  # user attribute of each Optuna trial: its Tune trial id
+REJECTED_ATTR = "over_limits"  # user attribute of an Optuna trial never run: the limits it broke
+MAX_REJECTED = 500  # samples in a row over the limits before the search gives up starting trials
 METRIC_COLUMNS = {"epoch": "epoch", "val_accuracy": "val_acc", "val_loss": "val_loss", "clips_per_s": "clips/s"}
 TABLE_EVERY_S = {1: 30, 2: 10}  # verbosity -> seconds between progress tables
 
@@ -130,16 +133,30 @@ class StudySearch(OptunaSearch):
     """
 
     budget = None
+    limits = None  # a CostLimits, or None: no sampled configuration may break them
 
     def suggest(self, trial_id: str):
         if self.budget is not None:
             if not self.budget.can_start():
                 return Searcher.FINISHED
-            self.budget.trial_started(trial_id)
-        params = super().suggest(trial_id)
-        if optuna_trial(self, trial_id) is not None:
-            optuna_trial(self, trial_id).set_user_attr(TRIAL_ID_ATTR, trial_id)
-        return params
+        for _ in range(MAX_REJECTED):
+            params = super().suggest(trial_id)
+            ot_trial = optuna_trial(self, trial_id)
+            if ot_trial is None or not isinstance(params, dict):
+                return params
+            ot_trial.set_user_attr(TRIAL_ID_ATTR, trial_id)
+            broken = self.limits.broken(params) if self.limits else []
+            if not broken:
+                if self.budget is not None:
+                    self.budget.trial_started(trial_id)
+                return params
+            # over a limit: never trained; Optuna records it as failed, with why
+            ot_trial.set_user_attr(REJECTED_ATTR, "; ".join(broken))
+            optuna_study(self).tell(ot_trial, state=optuna_state("FAIL"))
+            forget_optuna_trial(self, trial_id)
+        print(f"no configuration within the search's limits ({self.limits}) in {MAX_REJECTED} samples in a row: "
+              f"no more trials start", flush=True)
+        return Searcher.FINISHED
 
     def on_trial_result(self, trial_id: str, result: dict):
         if "epoch" in result:
@@ -150,7 +167,8 @@ class StudySearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         # Tune hands a trial's last result to on_trial_complete only: record it as an epoch too.
-        if result and not error and self.metric in result and not optuna_told(self, trial_id):
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        if result and not error and all(m in result for m in metrics) and not optuna_told(self, trial_id):
             self.on_trial_result(trial_id, result)
         super().on_trial_complete(trial_id, result, error)
 
@@ -158,6 +176,36 @@ class StudySearch(OptunaSearch):
         budget = self.budget  # this run's clock, not the one pickled with the experiment
         super().restore(checkpoint_path)
         self.budget = budget
+
+
+def optuna_state(name: str):
+    import optuna
+
+    return getattr(optuna.trial.TrialState, name)
+
+
+class CostLimits:
+    """A search's cost limits (tune.constraints) checked on a sampled configuration before it
+    trains: parameters and MACs from the settings alone, latency measured. Plain data and a
+    method, so that Tune can pickle it with the searcher."""
+
+    def __init__(self, constraints: dict[str, float], fixed: dict, n_classes: int):
+        self.constraints, self.fixed, self.n_classes = dict(constraints), dict(fixed), n_classes
+
+    def costs(self, params: dict) -> dict[str, float]:
+        from .config import TrainConfig
+        from .costs import model_costs
+
+        cfg = TrainConfig.from_dict({**self.fixed, **{k: v for k, v in params.items() if v is not None}, "data": ""})
+        return model_costs(cfg.model_config(self.n_classes), latency="max_latency_ms" in self.constraints)
+
+    def broken(self, params: dict) -> list[str]:
+        from .costs import over_limits
+
+        return over_limits(self.costs(params), self.constraints)
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k} {v:g}" for k, v in self.constraints.items())
 
 
 def close_orphans(url: str, study_name: str) -> int:

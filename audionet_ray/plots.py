@@ -115,6 +115,25 @@ def importances(values: dict[str, float], evaluator: str, n_complete: int, path:
     return _save(fig, path)
 
 
+def pareto_front(points: list[tuple], front: list[tuple], metric: str, objective: str, path: Path) -> Path:
+    """Each trial's best checkpoint as (cost, metric); the front as a step line, its points named."""
+    fig = Figure(figsize=(7, 4.4), layout="constrained")
+    ax = fig.subplots()
+    ax.scatter([p[1] for p in points], [p[0] for p in points], color="tab:gray", alpha=0.6, label="a trial's best checkpoint")
+    ax.step([p[1] for p in front], [p[0] for p in front], where="post", color="tab:blue", lw=2)
+    ax.scatter([p[1] for p in front], [p[0] for p in front], color="tab:blue", zorder=3, label="Pareto front")
+    for p in front:
+        ax.annotate(str(p[2])[:8], (p[1], p[0]), textcoords="offset points", xytext=(4, -10), fontsize=8)
+    if min(p[1] for p in points) > 0 and max(p[1] for p in points) > 10 * min(p[1] for p in points):
+        ax.set_xscale("log")
+    ax.set_xlabel(f"{objective} (lower is cheaper)")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    ax.set_title(f"{metric} against {objective}: {len(front)} of {len(points)} trials on the front")
+    return _save(fig, path)
+
+
 def confusion_matrix(cm: np.ndarray, classes: list[str], title: str, path: Path) -> Path:
     """Counts per (true, predicted) class; colour is the share of the true class's clips."""
     n = len(classes)

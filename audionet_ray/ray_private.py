@@ -10,8 +10,9 @@ When it does, fix it here, not at the call sites.
 - ASHA's rungs (`AsyncHyperBandScheduler._brackets[i]._rungs`): Tune saves the searcher and the
   callbacks with an experiment but not the scheduler (`TuneController.save_to_dir`,
   ray-project/ray#30838), so a resumed search refills them from the recorded results.
-- `OptunaSearch._ot_trials` / `_completed_trials`: the Optuna trial behind a Tune trial, and
-  which trials Optuna has been told about (monitor.StudySearch).
+- `OptunaSearch._ot_trials` / `_completed_trials` / `_ot_study`: the Optuna trial behind a Tune
+  trial, which trials Optuna has been told about, and the study (monitor.StudySearch, which
+  also drops a sampled configuration that breaks a search's cost limits and asks again).
 - `TBXLoggerCallback._trial_writer`: the tensorboardX writer of a trial (monitor.EpochTBXLogger
   marks where a restarted trial's curve starts again).
 - `CLIReporter._print`: where the progress table is printed (monitor.ProgressTable drops a line),
@@ -51,6 +52,17 @@ def asha_rungs(scheduler) -> list[tuple[float, dict[str, float]]]:
 def optuna_trial(searcher, trial_id: str):
     """The Optuna trial OptunaSearch asked for a Tune trial, or None."""
     return searcher._ot_trials.get(trial_id)
+
+
+def optuna_study(searcher):
+    """The Optuna study OptunaSearch asks and tells."""
+    return searcher._ot_study
+
+
+def forget_optuna_trial(searcher, trial_id: str) -> None:
+    """Drop the Optuna trial behind a Tune trial (after telling Optuna how it ended), so that the
+    next `suggest` for the same Tune trial asks Optuna for a new one."""
+    searcher._ot_trials.pop(trial_id, None)
 
 
 def optuna_told(searcher, trial_id: str) -> bool:

@@ -28,7 +28,7 @@ import numpy as np
 
 from .config import ConfigError, TrainConfig
 from .discover import DatasetError
-from .results import best_checkpoint, load_spec_json
+from .results import best_checkpoint, load_spec_json, pareto_front
 from .storage import is_uri
 
 REPORT = "report.html"
@@ -316,6 +316,14 @@ def write_report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
     note = (f"From {source} ({n_complete} completed trials), with Optuna's default evaluator, PED-ANOVA. "
             "With few trials, read them as a hint." if values else why)
     parts.append(_figure("Hyperparameter importances", img, note, out.parent))
+
+    for objective in spec["tune"].get("objectives") or []:
+        points, front = pareto_front(exp_dir, metric, mode, objective)
+        img = plots.pareto_front(points, front, metric, objective, img_dir / f"pareto_{objective}.png") if points else None
+        note = ("Each trial's best checkpoint; blue: the trials no other beats on both. Export one with "
+                f"python -m audionet_ray.export {exp_dir} BUNDLE --pick max_{objective}=N." if points else
+                f"No checkpoint records {objective}.")
+        parts.append(_figure(f"{metric} against {objective}", img, note, out.parent))
 
     summary_test = ""
     try:

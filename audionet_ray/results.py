@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from .checkpoint import META_FILE, best, read_meta
+from .costs import pareto_front as front
 from .errors import ConfigError
 from .storage import UriPath, local_cache, location
 
@@ -36,6 +37,20 @@ def best_checkpoint(exp_dir: str | Path, metric: str = "val_accuracy", mode: str
     if found is None:
         raise ConfigError(f"{exp_dir}: no checkpoint with metric '{metric}' (is this an experiment folder of a search that ran at least 2 epochs?)")
     return found
+
+
+def pareto_front(exp_dir: str | Path, metric: str, mode: str, objective: str) -> tuple[list[tuple], list[tuple]]:
+    """(every trial's best whole checkpoint, the ones on the front of `metric` against `objective`),
+    each as (metric value, cost, trial_id, folder, meta); the front cheapest first."""
+    by_trial: dict[str, list] = {}
+    for c in checkpoints(exp_dir):
+        by_trial.setdefault(c[0], []).append(c)
+    points = []
+    for found in by_trial.values():
+        b = best(found, metric, mode)
+        if b is not None and isinstance(b[2]["metrics"].get(objective), (int, float)):
+            points.append((b[2]["metrics"][metric], b[2]["metrics"][objective], *b))
+    return points, front(points, 1.0 if mode == "max" else -1.0)
 
 
 def load_spec_json(exp_dir: str | Path) -> dict:

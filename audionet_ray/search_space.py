@@ -48,6 +48,10 @@ class TuneSettings:
     max_failures: int = 1  # retries of a failed trial (it resumes from its checkpoint)
     startup_trials: int = 0  # TPE's random trials before it models; 0: see `tpe_startup_trials`
     time_budget: str | float | None = None  # wall time of the whole search: 90s, 30m, 1.5h or seconds
+    # A second objective, minimised beside `metric` (costs.OBJECTIVES: macs, params, latency_ms):
+    # the search then keeps a Pareto front. Limits no trial may break (costs.CONSTRAINTS).
+    objectives: list = field(default_factory=list)
+    constraints: dict = field(default_factory=dict)
 
     @property
     def time_budget_s(self) -> float | None:
@@ -291,6 +295,18 @@ def check_settings(spec: SearchSpec, where: str) -> None:
         raise ConfigError(f"{where}: grace_period must be >= 2 epochs, so that every kept trial has a checkpoint")
     if t.time_budget is not None:
         parse_duration(t.time_budget, f"{where}: tune.time_budget")
+    from .costs import CONSTRAINTS, OBJECTIVES
+
+    if not isinstance(t.objectives, list) or len(t.objectives) > 1 or any(o not in OBJECTIVES for o in t.objectives):
+        raise ConfigError(f"{where}: tune.objectives must be a list of at most one of {', '.join(OBJECTIVES)} "
+                          f"(minimised beside {t.metric}), got {shown(t.objectives)}")
+    if not isinstance(t.constraints, dict):
+        raise ConfigError(f"{where}: tune.constraints must map limits ({', '.join(CONSTRAINTS)}) to numbers")
+    for k, v in t.constraints.items():
+        if k not in CONSTRAINTS:
+            raise ConfigError(f"{where}: tune.constraints: unknown limit {shown(k)}; known: {', '.join(CONSTRAINTS)}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            raise ConfigError(f"{where}: tune.constraints.{k} must be a number above 0, got {shown(v)}")
     if r.workers_per_trial < 1:
         raise ConfigError(f"{where}: workers_per_trial must be >= 1")
     if r.gpus_per_trial != "auto" and not (isinstance(r.gpus_per_trial, (int, float)) and r.gpus_per_trial >= 0):

@@ -30,6 +30,7 @@ from ray.train.v2.api.callback import UserCallback
 from . import checkpoint
 from .augment import augment, epoch_generator, standardise
 from .config import ConfigError, RunSettings, TrainConfig
+from .costs import model_costs
 from .data import check_train_ratio, fits_in_memory, load_noise, read_split, split_datasets, torch_batches
 from .discover import DatasetError
 from .model import AudioNet
@@ -37,6 +38,7 @@ from .prepare import load_manifest
 from .storage import is_uri
 
 IN_MEMORY_KEY = "in_memory"  # in the loop's config: build_trainer's choice, so that every worker follows it
+LATENCY_KEY = "measure_latency"  # in the loop's config: rank 0 measures the model's latency per window (costs.py)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -162,6 +164,7 @@ def _memory_batches(data: tuple[torch.Tensor, torch.Tensor], batch_size: int, sh
 def train_loop_per_worker(config: dict) -> None:
     config = dict(config)
     in_memory = config.pop(IN_MEMORY_KEY, None)  # decided by build_trainer, which gave no Datasets then
+    measure_latency = config.pop(LATENCY_KEY, False)
     cfg = TrainConfig.from_dict(config)
     threads = _use_cpus()
     ctx = ray.train.get_context()
@@ -180,6 +183,8 @@ def train_loop_per_worker(config: dict) -> None:
     model = AudioNet.from_config(model_cfg)
     opt = make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg, steps_per_epoch(manifest, cfg, world))
+    # what the model costs to run, a search's second objective: the same every epoch
+    costs = model_costs(model_cfg, latency=measure_latency and rank == 0, model=model)
 
     start_epoch, rng = 1, {}
     resumed = resume_checkpoint()
@@ -260,6 +265,7 @@ def train_loop_per_worker(config: dict) -> None:
             "epoch_seconds": time.perf_counter() - t0,
             "resumed_from": start_epoch - 1,  # 0: started fresh; k: continued from epoch k's checkpoint
             "node_id": ray.get_runtime_context().get_node_id(),  # where rank 0 ran: spread over a cluster
+            **costs,
         }
         if rank == 0:
             print(f"epoch {epoch}/{cfg.epochs}  train_loss {metrics['train_loss']:.4f}  "
@@ -296,8 +302,10 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
 
 
-def build_trainer(cfg: TrainConfig, run: RunSettings, callbacks: list | None = None) -> TorchTrainer:
-    """One TorchTrainer run. Same storage and name again = resume from its latest checkpoint."""
+def build_trainer(cfg: TrainConfig, run: RunSettings, callbacks: list | None = None,
+                  measure_latency: bool = False) -> TorchTrainer:
+    """One TorchTrainer run. Same storage and name again = resume from its latest checkpoint.
+    `measure_latency`: every epoch's metrics carry the model's latency per window (a search's objective)."""
     cfg.validate()
     ray.data.DataContext.get_current().enable_progress_bars = False  # Tune/Train show progress
     manifest = load_manifest(cfg.data)
@@ -322,7 +330,7 @@ def build_trainer(cfg: TrainConfig, run: RunSettings, callbacks: list | None = N
 
     return TorchTrainer(
         loop,
-        train_loop_config={**cfg.to_dict(), IN_MEMORY_KEY: in_memory},
+        train_loop_config={**cfg.to_dict(), IN_MEMORY_KEY: in_memory, LATENCY_KEY: measure_latency},
         scaling_config=ScalingConfig(num_workers=run.workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(
             name=run.name,

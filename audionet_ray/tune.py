@@ -26,8 +26,8 @@ from pathlib import Path
 from .cluster import cluster_capacity
 from .config import ConfigError, RunSettings, TrainConfig
 from .discover import DatasetError
-from .results import (SPEC_FILE, TRAIN_RUNS, best_checkpoint, load_spec_json, local_experiment, read_budget,
-                      trial_results, write_budget)
+from .results import (SPEC_FILE, TRAIN_RUNS, best_checkpoint, load_spec_json, local_experiment, pareto_front,
+                      read_budget, trial_results, write_budget)
 from .storage import is_uri, location
 from .search_space import DefineByRun, SearchSpec, check_settings, load_spec, parse_duration, tpe_startup_trials
 
@@ -50,7 +50,8 @@ def run_trial(config: dict, spec: dict, data: str, exp_dir: str, gpus_per_worker
         cpus_per_worker=s.resources.cpus_per_worker,
         max_failures=2,
     )
-    result = build_trainer(cfg, run, callbacks=[TuneReportCallback()]).fit()
+    latency = "latency_ms" in s.tune.objectives or "max_latency_ms" in s.tune.constraints
+    result = build_trainer(cfg, run, callbacks=[TuneReportCallback()], measure_latency=latency).fit()
     if result.error:
         raise result.error
 
@@ -284,10 +285,19 @@ def build_tuner(spec: SearchSpec, data: str, exp_dir: Path, gpus_per_worker: flo
         sampler = optuna.samplers.TPESampler(seed=t.seed, n_startup_trials=tpe_startup_trials(t))
     else:
         sampler = optuna.samplers.RandomSampler(seed=t.seed)
-    searcher = StudySearch(space=DefineByRun(spec.search, spec.when), metric=t.metric, mode=t.mode, sampler=sampler,
+    # With a second objective the study is multi-objective (TPE handles both); Tune's own metric,
+    # which ASHA ranks by and the export picks by, stays the accuracy metric.
+    metrics, modes = [t.metric, *t.objectives], [t.mode, *["min"] * len(t.objectives)]
+    searcher = StudySearch(space=DefineByRun(spec.search, spec.when), sampler=sampler,
+                           metric=metrics if t.objectives else t.metric, mode=modes if t.objectives else t.mode,
                            storage=open_storage(optuna_storage) if optuna_storage else None,
                            study_name=exp_dir.name)
     searcher.budget = budget
+    if t.constraints:
+        from .monitor import CostLimits
+        from .prepare import load_manifest
+
+        searcher.limits = CostLimits(t.constraints, spec.fixed, len(load_manifest(data)["classes"]))
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, search_alg=searcher, scheduler=make_scheduler(spec),
@@ -582,6 +592,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nbest trial {trial_id}: {spec.tune.metric} {meta['metrics'][spec.tune.metric]:.4f} at epoch "
           f"{meta['epoch']} with " + ", ".join(f"{k}={_fmt(meta['train_config'][k])}" for k in spec.search))
     print(f"best checkpoint: {ckpt}")
+    for objective in spec.tune.objectives:
+        print_front(exp_dir, spec.tune.metric, spec.tune.mode, objective)
     if errors:
         print(f"warning: {errors} trial(s) failed; see {exp_dir}", file=sys.stderr)
     if not args.no_export:
@@ -593,6 +605,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"time spent: {fmt_duration(budget.spent())} of the {fmt_duration(budget.budget_s)} budget")
     print(f"experiment: {exp_dir}  (results.csv; resume with --resume {exp_dir})")
     return 0
+
+
+def print_front(exp_dir: Path, metric: str, mode: str, objective: str) -> None:
+    """The Pareto front of `metric` against `objective`, and how to export a point of it."""
+    points, front = pareto_front(exp_dir, metric, mode, objective)
+    print(f"\nPareto front of {metric} against {objective} ({len(front)} of {len(points)} trials' best checkpoints):")
+    for value, cost, trial_id, ckpt, meta in front:
+        print(f"  {metric} {value:.4f}  {objective} {cost:g}  trial {trial_id}, epoch {meta['epoch']}")
+    limit = f"max_{objective}"  # costs.CONSTRAINTS
+    if len(front) > 1:
+        print(f"export a cheaper point: python -m audionet_ray.export {exp_dir} BUNDLE --pick {limit}={front[0][1]:g}")
 
 
 def report_or_warn(exp_dir: Path) -> None:

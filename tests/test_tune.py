@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audionet_ray.config import ConfigError
+from audionet_ray.config import ConfigError, TrainConfig
 from audionet_ray.search_space import (DefineByRun, Resources, SearchSpec, TuneSettings, is_active, load_spec,
                                        parse_duration, to_tune_space)
 from audionet_ray.tune import TimeBudget, plan_resources
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # ----------------------------------------------------------------------------- YAML
 
-@pytest.mark.parametrize("name", ["default", "smoke", "large"])
+@pytest.mark.parametrize("name", ["default", "smoke", "large", "pareto"])
 def test_shipped_search_spaces_load(name):
     spec = load_spec(ROOT / "search_spaces" / f"{name}.yaml")
     assert {"lr", "batch_size", "train_ratio"} <= set(spec.search)
@@ -631,3 +631,115 @@ def test_auto_resources_on_a_real_ray_train_on_every_core(cpus, ray_session, pre
     assert threads == {per_worker}
     spans = sorted(_lifetimes(tmp_path / "auto"))
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:])), f"no two trials ran at once: {spans}"
+
+
+# ----------------------------------------------------------------------------- accuracy against cost
+
+PARETO_SPACE = """search:
+  lr: {loguniform: [1.0e-3, 3.0e-3]}
+  batch_size: {choice: [32, 64]}
+  train_ratio: {uniform: [0.7, 0.9]}
+  width: {choice: [2, 4, 8, 16, 64]}
+fixed: {epochs: 2, frontend: filterbank, filters: 8, norm: batch, pool: avg, dense: 16, dense_layers: 1,
+        checkpoint_every: 1, seed: 0}
+tune: {num_samples: 4, max_concurrent: 2, searcher: optuna, scheduler: fifo, objectives: [macs],
+       constraints: {max_params: %d}, seed: 0}
+resources: {workers_per_trial: 1, gpus_per_trial: 0, cpus_per_worker: 0.5}
+"""
+
+
+def test_multi_objective_search_keeps_a_front_and_export_picks_a_point_of_it(ray_session, prepared_demo, tmp_path):
+    """A search minimising MACs beside val_accuracy, with a parameter limit that width 64 breaks:
+    no trial over the limit trains (Optuna records the rejected samples), the front is printed and
+    drawn, and `export --pick` exports the most accurate checkpoint within a MACs limit."""
+    import optuna
+
+    from audionet_ray.checkpoint import read_meta
+    from audionet_ray.config import TrainConfig
+    from audionet_ray.costs import model_costs
+    from audionet_ray.prepare import load_manifest
+    from audionet_ray.results import pareto_front
+
+    n_classes = len(load_manifest(prepared_demo)["classes"])
+    cost = {w: model_costs(TrainConfig(width=w, dense=16, dense_layers=1, frontend="filterbank", filters=8,
+                                       norm="batch", pool="avg").model_config(n_classes)) for w in (2, 4, 8, 16, 64)}
+    limit = cost[16]["params"]  # width 64 is over it, every other width within
+    space = tmp_path / "pareto.yaml"
+    space.write_text(PARETO_SPACE % limit)
+    exp = tmp_path / "mo"
+    p = _tune(["--search-space", str(space), "--data", str(prepared_demo), "--storage", str(tmp_path), "--name", "mo",
+               "--address", _address(), "--no-export"], timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    rows = _rows(exp)
+    assert len(rows) == 4 and {int(r["width"]) for r in rows} <= {2, 4, 8, 16}, rows
+    # each trial's checkpoints record what its model costs, as costs.py computes it
+    for folder in (d for d in exp.glob("train_runs/*/checkpoint_*") if d.is_dir()):
+        meta, _ = read_meta(folder)
+        w = meta["train_config"]["width"]
+        assert meta["metrics"]["macs"] == cost[w]["macs"] and meta["metrics"]["params"] == cost[w]["params"]
+    points, front = pareto_front(exp, "val_accuracy", "max", "macs")
+    assert len(points) == 4 and front and "Pareto front of val_accuracy against macs" in p.stdout
+    for acc, macs, *_ in points:  # nothing off the front beats a front point on both
+        assert not any(f[0] < acc and f[1] >= macs for f in front)
+    study = optuna.load_study(study_name="mo", storage=f"sqlite:///{exp / 'optuna.db'}")
+    assert len(study.directions) == 2
+    rejected = [t for t in study.trials if "over_limits" in t.user_attrs]
+    assert all(t.params["width"] == 64 and t.state.name == "FAIL" for t in rejected)
+    # the report draws the front
+    assert (exp / "plots" / "pareto_macs.png").stat().st_size > 1000
+    # export the best point within a MACs limit between the cheapest and the most accurate
+    cheapest = front[0]
+    out = subprocess.run([sys.executable, "-m", "audionet_ray.export", str(exp), str(tmp_path / "b"), "--no-int8",
+                          "--target-fa-per-hour", "0", "--pick", f"max_macs={cheapest[1]}"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    within = [pt for pt in points if pt[1] <= cheapest[1]]
+    assert config["selection"]["limits"] == {"max_macs": float(cheapest[1])}
+    assert config["deployment"]["macs_per_window"] <= cheapest[1]
+    assert config["selection"]["value"] == max(pt[0] for pt in within)
+    bad = subprocess.run([sys.executable, "-m", "audionet_ray.export", str(exp), str(tmp_path / "c"),
+                          "--pick", "max_macs=1"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: --pick: no checkpoint under")
+
+
+@pytest.mark.parametrize("tune, message", [
+    ("{objectives: [flops]}", "tune.objectives must be a list of at most one of macs, params, latency_ms"),
+    ("{objectives: macs}", "tune.objectives must be a list"),
+    ("{constraints: {max_flops: 3}}", "tune.constraints: unknown limit max_flops"),
+    ("{constraints: {max_params: -1}}", "tune.constraints.max_params must be a number above 0"),
+    ("{constraints: [1]}", "tune.constraints must map limits"),
+])
+def test_bad_objectives_and_constraints_are_one_line(tune, message, tmp_path):
+    f = tmp_path / "space.yaml"
+    f.write_text(f"search: {{lr: {{loguniform: [1.0e-4, 1.0e-3]}}}}\ntune: {tune}\n")
+    with pytest.raises(ConfigError) as e:
+        load_spec(f)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_configuration_over_the_limits_is_never_suggested_and_optuna_records_why():
+    """The searcher alone (no Ray cluster): samples over max_params are told to Optuna as failed,
+    with the limit they broke, and sampled again; a space with nothing within gives up in one line."""
+    import optuna
+
+    from audionet_ray.costs import model_costs
+    from audionet_ray.monitor import CostLimits, StudySearch
+    from audionet_ray.ray_private import optuna_study
+
+    fixed = {"frontend": "filterbank", "filters": 8, "norm": "batch", "pool": "avg", "dense": 16, "dense_layers": 1}
+    small = model_costs(TrainConfig(width=4, **fixed).model_config(5))["params"]
+    search = {"width": {"choice": [4, 64]}, "lr": {"loguniform": [1e-3, 1e-2]}}
+    s = StudySearch(space=DefineByRun(search, {}), metric=["val_accuracy", "macs"], mode=["max", "min"],
+                    sampler=optuna.samplers.RandomSampler(seed=0))
+    s.limits = CostLimits({"max_params": small}, fixed, 5)
+    got = [s.suggest(f"t{i}")["width"] for i in range(8)]
+    assert got == [4] * 8
+    trials = optuna_study(s).trials
+    rejected = [t for t in trials if "over_limits" in t.user_attrs]
+    assert rejected and all(t.params["width"] == 64 and t.state == optuna.trial.TrialState.FAIL for t in rejected)
+    assert all(t.user_attrs["over_limits"].startswith("params ") for t in rejected)
+    nothing = StudySearch(space=DefineByRun({"width": {"choice": [64]}}, {}), metric="val_accuracy", mode="max",
+                          sampler=optuna.samplers.RandomSampler(seed=0))
+    nothing.limits = CostLimits({"max_params": small}, fixed, 5)
+    assert nothing.suggest("t0") == "FINISHED"

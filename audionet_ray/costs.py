@@ -1,0 +1,78 @@
+"""What a model costs to run: parameters, multiply-accumulates per one-second window, latency
+per window on this CPU. A search may minimise one of them beside its accuracy metric (`tune.
+objectives`) and refuse models over a limit (`tune.constraints`); every trial reports them.
+
+Parameters and MACs follow from the model's settings alone, so a search knows them before it
+trains anything and never starts a trial over a limit. Latency is measured: torch on one
+thread, batch 1, the median of 30 runs after 5 warm-up runs (the bundle's deployment figures
+measure the exported ONNX model the same way).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch loads only to measure: the search space and the results import this module
+    from .model import AudioNet, ModelConfig
+
+OBJECTIVES = ("macs", "params", "latency_ms")  # each minimised
+CONSTRAINTS = {"max_macs": "macs", "max_params": "params", "max_latency_ms": "latency_ms"}
+
+
+def latency_ms(model: "AudioNet", runs: int = 30, warmup: int = 5) -> float:
+    """Median milliseconds of one forward pass of one clip, torch on one thread."""
+    import torch
+
+    from .model import CLIP_SAMPLES
+
+    model = model.eval()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        x = torch.randn(1, CLIP_SAMPLES)
+        times = []
+        with torch.no_grad():
+            for i in range(warmup + runs):
+                t0 = time.perf_counter()
+                model(x)
+                if i >= warmup:
+                    times.append((time.perf_counter() - t0) * 1000)
+    finally:
+        torch.set_num_threads(threads)
+    return statistics.median(times)
+
+
+def model_costs(cfg: "ModelConfig", latency: bool = False, model: "AudioNet | None" = None) -> dict[str, float]:
+    """{"params", "macs"} of the model these settings build, and "latency_ms" when asked. Give
+    `model` (built from `cfg`) to measure it (a copy, on the CPU) instead of a new one: building
+    one draws its initial weights from torch's global generator."""
+    import copy
+
+    from .model import AudioNet, count_parameters, flops_per_clip
+
+    if model is None:
+        model = AudioNet.from_config(cfg)
+    else:
+        model = copy.deepcopy(model).cpu() if latency else model
+    out: dict[str, float] = {"params": count_parameters(model), "macs": int(flops_per_clip(cfg, training=False) / 2)}
+    if latency:
+        out["latency_ms"] = round(latency_ms(model), 4)
+    return out
+
+
+def over_limits(costs: dict[str, float], constraints: dict[str, float]) -> list[str]:
+    """The limits these costs break, as 'params 1200 > max_params 1000' (empty: within all)."""
+    return [f"{CONSTRAINTS[k]} {costs[CONSTRAINTS[k]]:g} > {k} {v:g}"
+            for k, v in constraints.items() if CONSTRAINTS[k] in costs and costs[CONSTRAINTS[k]] > v]
+
+
+def pareto_front(points: list[tuple], sign: float = 1.0) -> list[tuple]:
+    """The points (accuracy, cost, ...) that no other point beats on both: accuracy higher
+    (`sign` -1 when lower is better) and cost lower. Sorted by cost."""
+    front = []
+    for p in sorted(points, key=lambda p: (p[1], -sign * p[0])):
+        if not front or sign * p[0] > sign * front[-1][0]:
+            front.append(p)
+    return front
