@@ -110,3 +110,12 @@ def test_bench_kws_quick(tmp_path, bench_cache):
     (lat,) = fig["latency"]
     assert lat["float ms"] > 0 and lat["int8 ms"] > 0
     assert fig["deployment"]["latency_per_window_ms"].keys() == {"float", "int8"}
+
+
+def test_bench_pareto_quick(tmp_path, bench_cache):
+    fig = run_bench("bench_pareto.py", tmp_path, bench_cache)
+    assert fig["points"] == 2 and 1 <= len(fig["front"]) <= 2
+    front = sorted(fig["front"], key=lambda r: r["MMACs"])
+    # along the front more MACs buy more validation accuracy; each point was exported and tested
+    assert all(a["val_accuracy"] < b["val_accuracy"] for a, b in zip(front, front[1:]))
+    assert all(0 <= r["test_accuracy"] <= 1 and r["params"] > 0 for r in front)
