@@ -6,8 +6,9 @@ defaults generalise), each run as a user runs it (CLI subprocesses), each export
 and scored by `python -m audionet_ray.evaluate` on the speaker-disjoint test split:
 
   (a) the seed's recipe by hand: `python -m audionet_ray.train`, NAdam lr 1e-4, batch 128,
-      30 epochs, no normalisation, constant lr, the reference's noise (the seed's AudioNet at
-      width 64, dense 128: at the reference's 256 channels 30 epochs take hours on 2 cores);
+      30 epochs, no normalisation, constant lr, the reference's noise, on all cores (the seed's
+      AudioNet at width 32, dense 128: at width 64 an epoch takes ~65 s on one core, at the
+      reference's 256 channels 30 epochs take hours on 2 cores);
   (b) the default search (Optuna TPE + ASHA) with `--time-budget`;
   (c) random search + FIFO, same space and budget.
 
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     data = str(ensure_prepared(args.data, progress=False) if args.data else
                speech_prepared(*((12, 1) if args.quick else (200, 1))))
-    width, dense = 64, 128
+    width, dense = 32, 128
     info = machine()
     print(f"machine: {machine_line(info)}")
     print(f"data {data}; searches with --time-budget {args.budget}; seed recipe {args.seed_epochs} epochs at "
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         if "a" in args.runs:
             out, wall = run([py, "-m", "audionet_ray.train", "--data", data, "--lr", "1e-4", "--batch-size", "128",
                              "--epochs", str(args.seed_epochs), "--width", str(width), "--dense", str(dense),
+                             "--cpus-per-worker", str(os.cpu_count() or 1),
                              "--storage", str(tmp / "train"), "--name", "seed"], 4 * 3600)
             run([py, "-m", "audionet_ray.export", str(tmp / "train" / "seed"), str(tmp / "bundle-a")], 900)
             rows.append(row("(a) seed recipe by hand", evaluate(tmp / "bundle-a", data, tmp / "eval-a"), wall,
