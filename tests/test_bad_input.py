@@ -418,6 +418,11 @@ def test_generated_search_spaces_load_or_fail_in_one_line(text):
             value = getattr(section, name)
             if isinstance(default, bool) or default is None or isinstance(default, str):
                 continue
+            if isinstance(default, (list, dict)):  # objectives: names; constraints: limits above 0
+                assert isinstance(value, type(default)), (name, value)
+                assert all(isinstance(v, str) for v in value) if isinstance(value, list) else all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value.values()), (name, value)
+                continue
             assert isinstance(value, (int, float)) and not isinstance(value, bool), (name, value)
             if isinstance(default, int) and name != "gpus_per_trial":
                 assert isinstance(value, int), (name, value)
