@@ -636,14 +636,14 @@ def test_auto_resources_on_a_real_ray_train_on_every_core(cpus, ray_session, pre
 # ----------------------------------------------------------------------------- accuracy against cost
 
 PARETO_SPACE = """search:
-  lr: {loguniform: [1.0e-3, 3.0e-3]}
+  lr: {loguniform: [3.0e-3, 6.0e-3]}
   batch_size: {choice: [32, 64]}
   train_ratio: {uniform: [0.7, 0.9]}
   width: {choice: [2, 4, 8, 16, 64]}
-fixed: {epochs: 2, frontend: filterbank, filters: 8, norm: batch, pool: avg, dense: 16, dense_layers: 1,
+fixed: {epochs: 3, frontend: filterbank, filters: 8, norm: batch, pool: avg, dense: 16, dense_layers: 1,
         checkpoint_every: 1, seed: 0}
 tune: {num_samples: 4, max_concurrent: 2, searcher: optuna, scheduler: fifo, objectives: [macs],
-       constraints: {max_params: %d}, seed: 0}
+       constraints: {max_params: %d}, seed: 1}
 resources: {workers_per_trial: 1, gpus_per_trial: 0, cpus_per_worker: 0.5}
 """
 
@@ -678,13 +678,15 @@ def test_multi_objective_search_keeps_a_front_and_export_picks_a_point_of_it(ray
         w = meta["train_config"]["width"]
         assert meta["metrics"]["macs"] == cost[w]["macs"] and meta["metrics"]["params"] == cost[w]["params"]
     points, front = pareto_front(exp, "val_accuracy", "max", "macs")
-    assert len(points) == 4 and front and "Pareto front of val_accuracy against macs" in p.stdout
+    # TPE starts at random: with seed 1 it draws widths 64 (over the limit), 2, 16, 4, ...: a width-16
+    # model that learns more in 3 epochs than a width-2 one puts at least two points on the front
+    assert len(points) == 4 and len(front) >= 2 and "Pareto front of val_accuracy against macs" in p.stdout
     for acc, macs, *_ in points:  # nothing off the front beats a front point on both
         assert not any(f[0] < acc and f[1] >= macs for f in front)
     study = optuna.load_study(study_name="mo", storage=f"sqlite:///{exp / 'optuna.db'}")
     assert len(study.directions) == 2
     rejected = [t for t in study.trials if "over_limits" in t.user_attrs]
-    assert all(t.params["width"] == 64 and t.state.name == "FAIL" for t in rejected)
+    assert rejected and all(t.params["width"] == 64 and t.state.name == "FAIL" for t in rejected)
     # the report draws the front
     assert (exp / "plots" / "pareto_macs.png").stat().st_size > 1000
     # export the best point within a MACs limit between the cheapest and the most accurate
