@@ -429,7 +429,7 @@ def write_bundle(choice: dict, out_dir: str | Path, data: str | Path | None = No
                          "hyperparameters": train_config, "searched": _searched(choice["source"], train_config)},
             "selection": {"metric": choice["metric"], "mode": choice["mode"],
                           "value": meta["metrics"][choice["metric"]], "candidates": choice["candidates"],
-                          "limits": choice.get("limits", {})},
+                          **({"limits": choice["limits"]} if choice.get("limits") else {})},  # export --pick
             "source": {"kind": choice["kind"], "path": str(choice["source"]), "checkpoint": str(ckpt),
                        ("trial_id" if choice["kind"] == "search" else "run"): choice["name"],
                        "model_pt_sha256": sha256_file(ckpt / MODEL_FILE)},
