@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # torch loads only to measure: the search space and the resul
 
 OBJECTIVES = ("macs", "params", "latency_ms")  # each minimised
 CONSTRAINTS = {"max_macs": "macs", "max_params": "params", "max_latency_ms": "latency_ms"}
+LIMIT_OF = {cost: limit for limit, cost in CONSTRAINTS.items()}  # "macs" -> "max_macs"
 
 
 def latency_ms(model: "AudioNet", runs: int = 30, warmup: int = 5) -> float:

@@ -317,11 +317,13 @@ def write_report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
             "With few trials, read them as a hint." if values else why)
     parts.append(_figure("Hyperparameter importances", img, note, out.parent))
 
+    from .costs import LIMIT_OF
+
     for objective in spec["tune"].get("objectives") or []:
         points, front = pareto_front(exp_dir, metric, mode, objective)
         img = plots.pareto_front(points, front, metric, objective, img_dir / f"pareto_{objective}.png") if points else None
         note = ("Each trial's best checkpoint; blue: the trials no other beats on both. Export one with "
-                f"python -m audionet_ray.export {exp_dir} BUNDLE --pick max_{objective}=N." if points else
+                f"python -m audionet_ray.export {exp_dir} BUNDLE --pick {LIMIT_OF[objective]}=N." if points else
                 f"No checkpoint records {objective}.")
         parts.append(_figure(f"{metric} against {objective}", img, note, out.parent))
 

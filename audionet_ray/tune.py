@@ -609,13 +609,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_front(exp_dir: Path, metric: str, mode: str, objective: str) -> None:
     """The Pareto front of `metric` against `objective`, and how to export a point of it."""
+    from .costs import LIMIT_OF
+
     points, front = pareto_front(exp_dir, metric, mode, objective)
     print(f"\nPareto front of {metric} against {objective} ({len(front)} of {len(points)} trials' best checkpoints):")
     for value, cost, trial_id, ckpt, meta in front:
         print(f"  {metric} {value:.4f}  {objective} {cost:g}  trial {trial_id}, epoch {meta['epoch']}")
-    limit = f"max_{objective}"  # costs.CONSTRAINTS
     if len(front) > 1:
-        print(f"export a cheaper point: python -m audionet_ray.export {exp_dir} BUNDLE --pick {limit}={front[0][1]:g}")
+        print(f"export a cheaper point: python -m audionet_ray.export {exp_dir} BUNDLE "
+              f"--pick {LIMIT_OF[objective]}={front[0][1]:g}")
 
 
 def report_or_warn(exp_dir: Path) -> None:
