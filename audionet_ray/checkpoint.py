@@ -123,6 +123,20 @@ def whole_epoch(fs, path: str) -> int:
     return -1 if why_not_whole(meta, size_of) else meta["epoch"]
 
 
+def latest_whole(fs, run_dir: str) -> tuple[int, str | None]:
+    """(epoch, path) of the newest whole checkpoint_* folder in a Train run's folder on the pyarrow
+    filesystem `fs`; (-1, None) when there is none."""
+    import pyarrow.fs as pafs
+
+    found: tuple[int, str | None] = (-1, None)
+    for info in fs.get_file_info(pafs.FileSelector(run_dir, allow_not_found=True)):
+        if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"):
+            epoch = whole_epoch(fs, info.path)
+            if epoch > found[0]:
+                found = (epoch, info.path)
+    return found
+
+
 def is_checkpoint(folder: Path) -> bool:
     """Whether `folder` looks like a checkpoint (whole or not)."""
     return (folder / MODEL_FILE).is_file() and (folder / META_FILE).is_file()

@@ -45,7 +45,7 @@ def check_types(obj: Any, prefix: str = "") -> None:
 
 @dataclass
 class TrainConfig:
-    data: str = ""  # a prepared dataset folder (python -m audionet_ray.data prepare ...)
+    data: str = ""  # a prepared dataset folder (python -m audionet_ray.prepare ...)
     epochs: int = 10
     batch_size: int = 128  # global: split across workers
     lr: float = 1e-4

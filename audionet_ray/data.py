@@ -1,15 +1,13 @@
 """From prepared Parquet shards to int16 torch batches on each Ray Train worker.
 
-`python -m audionet_ray.data prepare DATA_ROOT OUT` decodes a dataset once (see prepare.py);
-training then streams the shards with Ray Data. The train/validation split by speaker is a
+`python -m audionet_ray.prepare DATA_ROOT OUT` decodes a dataset once (prepare.py); training
+then streams the shards with Ray Data. The train/validation split by speaker is a
 column filter on the speaker's hash bucket, pushed down into the Parquet reader, so every
 train_ratio of a search reads the same shards.
 """
 
 from __future__ import annotations
 
-import argparse
-import functools
 import io
 import math
 import os
@@ -19,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import torch
+from ray.data.collate_fn import ArrowBatchCollateFn
 
 from .audio import CLIP_BYTES
 from .discover import DatasetError, escape_path
-from .prepare import MANIFEST, NOISE_FILE, PrepareOptions, load_manifest, pcm_from_binary, prepare, summary_line
-from .storage import is_uri, local_cache, location, publish
+from .prepare import MANIFEST, NOISE_FILE, load_manifest, pcm_from_binary, prepare, summary_line
+from .storage import is_uri, location
 
 
 def split_datasets(prepared: str | Path, train_ratio: float, splits=("train", "val"),
@@ -169,36 +169,20 @@ def load_noise(prepared: str | Path) -> np.ndarray:
     return np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) if path.exists() else np.zeros(0, np.int16)
 
 
-@functools.cache
-def _pcm_collate_class() -> type:
-    """PcmCollate, built on first use: torch and Ray Data stay out of `python -m audionet_ray.data
-    prepare` (and out of its decoding processes), which then starts in a fraction of a second."""
-    import torch
-    from ray.data.collate_fn import ArrowBatchCollateFn
+class PcmCollate(ArrowBatchCollateFn):
+    """Arrow batch -> (int16 clips (B, 16000), int64 labels) without a per-row Python loop.
 
-    class PcmCollate(ArrowBatchCollateFn):
-        """Arrow batch -> (int16 clips (B, 16000), int64 labels) without a per-row Python loop.
+    The clips tensor shares Arrow's read-only memory (no copy): move or convert it (`.to`,
+    `.float()`, `augment`, `standardise`) before changing it in place.
+    """
 
-        The clips tensor shares Arrow's read-only memory (no copy): move or convert it (`.to`,
-        `.float()`, `augment`, `standardise`) before changing it in place.
-        """
-
-        def __call__(self, batch: pa.Table):
-            pcm = pcm_from_binary(batch.column("pcm"))
-            labels = batch.column("label").to_numpy().astype(np.int64)
-            with warnings.catch_warnings():  # Arrow memory is read-only; see the docstring
-                warnings.simplefilter("ignore", UserWarning)
-                clips = torch.from_numpy(pcm)
-            return clips, torch.from_numpy(labels)
-
-    PcmCollate.__module__, PcmCollate.__qualname__ = __name__, "PcmCollate"  # pickles by reference
-    return PcmCollate
-
-
-def __getattr__(name: str):
-    if name == "PcmCollate":  # how a pickled PcmCollate (module data, name PcmCollate) is found on a worker
-        return _pcm_collate_class()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __call__(self, batch: pa.Table):
+        pcm = pcm_from_binary(batch.column("pcm"))
+        labels = batch.column("label").to_numpy().astype(np.int64)
+        with warnings.catch_warnings():  # Arrow memory is read-only; see the docstring
+            warnings.simplefilter("ignore", UserWarning)
+            clips = torch.from_numpy(pcm)
+        return clips, torch.from_numpy(labels)
 
 
 def torch_batches(shard, batch_size: int, shuffle_seed: int | None = None, pin_memory: bool = False):
@@ -209,7 +193,7 @@ def torch_batches(shard, batch_size: int, shuffle_seed: int | None = None, pin_m
     """
     return shard.iter_torch_batches(
         batch_size=batch_size,
-        collate_fn=_pcm_collate_class()(),
+        collate_fn=PcmCollate(),
         local_shuffle_buffer_size=4 * batch_size if shuffle_seed is not None else None,
         local_shuffle_seed=shuffle_seed,
         prefetch_batches=2,
@@ -217,39 +201,7 @@ def torch_batches(shard, batch_size: int, shuffle_seed: int | None = None, pin_m
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m audionet_ray.data", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("prepare", help="decode a Speech Commands-style folder into Parquet shards")
-    p.add_argument("root", help="dataset root: one folder of clips per word")
-    p.add_argument("out", help="output folder for shards and manifest.json")
-    p.add_argument("--words", help="comma-separated words to keep as classes (default: all)")
-    p.add_argument("--unknown", action="store_true", help="with --words: other words become _unknown_")
-    p.add_argument("--silence", action="store_true", help="add a _silence_ class cut from background noise")
-    p.add_argument("--strict", action="store_true", help="fail on the first bad file instead of skipping it")
-    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPUs, max 8)")
-    args = ap.parse_args(argv)
-    words = [w.strip() for w in args.words.split(",") if w.strip()] if args.words else None
-    try:
-        if args.unknown and not words:
-            raise DatasetError("--unknown needs --words (the words that stay classes of their own)")
-        if args.workers is not None and args.workers < 1:
-            raise DatasetError(f"--workers must be at least 1, got {args.workers}")
-        out = local_cache(args.out, "prepared") if is_uri(args.out) else args.out  # a bucket: prepared here first
-        m = prepare(args.root, out, PrepareOptions(words, args.unknown, args.silence, args.strict),
-                    workers=args.workers)
-        if is_uri(args.out):
-            publish(out, args.out)
-    except DatasetError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # e.g. OUT on a read-only or full disk
-        print(f"error: {escape_path(e.filename or args.out)}: {e.strerror or e} (check that OUT is writable)", file=sys.stderr)
-        return 2
-    print(summary_line(m))
-    print(f"manifest: {escape_path(location(args.out) / 'manifest.json')}")
-    return 0
+if __name__ == "__main__":  # the command's first name: python -m audionet_ray.data prepare ROOT OUT
+    from .prepare import main
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[2:] if sys.argv[1:2] == ["prepare"] else sys.argv[1:]))

@@ -43,7 +43,7 @@ from .config import ConfigError
 from .discover import DatasetError
 from .model import AudioNet, count_parameters, flops_per_clip
 from .checkpoint import META_FILE, MODEL_FILE, best, is_checkpoint, load_weights, read_meta
-from .results import SPEC_FILE, TRAIN_RUNS, checkpoints
+from .results import SPEC_FILE, TRAIN_RUNS, checkpoints, load_spec_json
 ONNX_OPSET = 17
 ONNX_INPUT, ONNX_OUTPUT = "clips", "logits"
 INT8_CALIBRATION_CLIPS = 256  # training clips that set the activation ranges
@@ -72,10 +72,10 @@ def candidates(source: Path) -> tuple[str, list[tuple[str | None, Path, dict]]]:
 def metric_mode(source: Path, metric: str) -> str:
     """max or min: the search's own mode for its metric, else min for losses and max otherwise."""
     try:
-        tune = json.loads((source / SPEC_FILE).read_text())["spec"]["tune"]
+        tune = load_spec_json(source)["spec"].get("tune") or {}
         if tune.get("metric") == metric and tune.get("mode") in ("max", "min"):
             return tune["mode"]
-    except (OSError, KeyError, TypeError, json.JSONDecodeError):
+    except ConfigError:  # not a search, or its search.json is cut short
         pass
     return "min" if "loss" in metric else "max"
 
@@ -139,8 +139,8 @@ def pick(source: str | Path, metric: str = "val_accuracy", mode: str | None = No
 def _searched(source: Path, train_config: dict) -> dict:
     """The trial's values of the parameters the search sampled (empty for a plain Train run)."""
     try:
-        space = json.loads((source / SPEC_FILE).read_text())["spec"]["search"]
-    except (OSError, KeyError, TypeError, json.JSONDecodeError):
+        space = load_spec_json(source)["spec"].get("search") or {}
+    except ConfigError:  # a plain Train run has no search.json
         return {}
     aug = train_config.get("augment") or {}
     return {k: train_config.get(k, aug.get(k)) for k in space}

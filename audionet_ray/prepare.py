@@ -4,6 +4,9 @@ Per small file Ray Data costs ~0.7 ms; a search reads its dataset dozens of time
 once (in parallel) into int16 shards turns every later epoch into sequential reads, and keeps
 bad files out of the search for good: each is skipped here, with its reason in manifest.json.
 
+`python -m audionet_ray.prepare DATA_ROOT OUT` does it (`main`); a search or a Train run does
+it itself for a dataset root it is given (data.ensure_prepared).
+
 Layout choices, each measured (benchmarks/bench_data.py, docs/performance.md):
 - PCM is one `fixed_size_binary(32000)` value per clip (little-endian int16). As
   `list<int16>` Parquet stores a repetition level per sample, which made writing ~7x and
@@ -19,6 +22,7 @@ Layout choices, each measured (benchmarks/bench_data.py, docs/performance.md):
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import multiprocessing
@@ -40,7 +44,7 @@ from tqdm import tqdm
 
 from .audio import CLIP_BYTES, CLIP_SAMPLES, SAMPLE_RATE, BadClip, decode_or_reason, read_audio, to_int16
 from .discover import SILENCE, DatasetError, Discovery, discover, escape_path, speaker_bucket
-from .storage import location
+from .storage import is_uri, local_cache, location, publish
 
 FORMAT_VERSION = 3  # 3: the manifest lists the buckets of trainval speakers
 ROWS_PER_SHARD = 2048  # 64 MiB of PCM: large sequential reads, still many files to shuffle
@@ -150,7 +154,7 @@ def _pool_context() -> multiprocessing.context.BaseContext:
 
     fork starts workers in milliseconds. forkserver is safe next to threads (a Ray driver, a
     test session) but re-imports the caller's __main__ in every worker, which costs seconds
-    when that is `python -m audionet_ray.data` (torch, ray).
+    when that is a search's driver (torch, ray).
     """
     safe = sys.platform == "linux" and threading.active_count() == 1
     return multiprocessing.get_context("fork" if safe else "forkserver")
@@ -326,7 +330,7 @@ def _prepare_into(stage: Path, found: Discovery, opts: PrepareOptions, key: str,
 def load_manifest(prepared: str | Path) -> dict:
     path = location(prepared) / MANIFEST  # a local folder or a URI (s3://...) on a cluster
     if not path.exists():
-        raise DatasetError(f"{escape_path(path.parent)} is not a prepared dataset (no {MANIFEST}): run `python -m audionet_ray.data prepare DATA_ROOT OUT` first")
+        raise DatasetError(f"{escape_path(path.parent)} is not a prepared dataset (no {MANIFEST}): run `python -m audionet_ray.prepare DATA_ROOT OUT` first")
     m = json.loads(path.read_text())
     if m.get("format") != FORMAT_VERSION:
         raise DatasetError(f"{escape_path(path.parent)} was prepared by another version (format {m.get('format')}, need {FORMAT_VERSION}): run prepare again")
@@ -355,3 +359,41 @@ def summary_line(m: dict) -> str:
         parts.append("warning: only one class, nothing to tell apart")
     state = "cached, nothing to do" if m.get("cached") else f"{m['seconds']} s"
     return ", ".join(parts) + f" [{state}]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m audionet_ray.prepare",
+                                 description="decode a Speech Commands-style folder into Parquet shards, once")
+    p = ap
+    p.add_argument("root", help="dataset root: one folder of clips per word")
+    p.add_argument("out", help="output folder for shards and manifest.json")
+    p.add_argument("--words", help="comma-separated words to keep as classes (default: all)")
+    p.add_argument("--unknown", action="store_true", help="with --words: other words become _unknown_")
+    p.add_argument("--silence", action="store_true", help="add a _silence_ class cut from background noise")
+    p.add_argument("--strict", action="store_true", help="fail on the first bad file instead of skipping it")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPUs, max 8)")
+    args = ap.parse_args(argv)
+    words = [w.strip() for w in args.words.split(",") if w.strip()] if args.words else None
+    try:
+        if args.unknown and not words:
+            raise DatasetError("--unknown needs --words (the words that stay classes of their own)")
+        if args.workers is not None and args.workers < 1:
+            raise DatasetError(f"--workers must be at least 1, got {args.workers}")
+        out = local_cache(args.out, "prepared") if is_uri(args.out) else args.out  # a bucket: prepared here first
+        m = prepare(args.root, out, PrepareOptions(words, args.unknown, args.silence, args.strict),
+                    workers=args.workers)
+        if is_uri(args.out):
+            publish(out, args.out)
+    except DatasetError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. OUT on a read-only or full disk
+        print(f"error: {escape_path(e.filename or args.out)}: {e.strerror or e} (check that OUT is writable)", file=sys.stderr)
+        return 2
+    print(summary_line(m))
+    print(f"manifest: {escape_path(location(args.out) / 'manifest.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,7 +11,7 @@ When it does, fix it here, not at the call sites.
   callbacks with an experiment but not the scheduler (`TuneController.save_to_dir`,
   ray-project/ray#30838), so a resumed search refills them from the recorded results.
 - `OptunaSearch._ot_trials` / `_completed_trials` / `_ot_study`: the Optuna trial behind a Tune
-  trial, which trials Optuna has been told about, and the study (monitor.StudySearch, which
+  trial, which trials Optuna has been told about, and the study (study.StudySearch, which
   also drops a sampled configuration that breaks a search's cost limits and asks again).
 - `TBXLoggerCallback._trial_writer`: the tensorboardX writer of a trial (monitor.EpochTBXLogger
   marks where a restarted trial's curve starts again).
@@ -22,10 +22,11 @@ When it does, fix it here, not at the call sites.
   Tune's "Current best trial" line raises a KeyError when the best trial did not sample a
   conditional parameter; the line gets None for it instead.
 
-TODO for the lead (train.py, owned elsewhere at the time of writing): train.py imports
-`ray.train.v2.api.callback.UserCallback` (Train V2's callback API, not exported publicly) and
-uses the storage developer API (`ray.train` StorageContext / pyarrow filesystem resolution);
-move those behind this module too. The test below already checks that `UserCallback` imports.
+- `ray.train.v2.api.callback.UserCallback`: Train V2's callback API (not exported publicly);
+  train.MetricsLog writes every epoch's metrics through it.
+- `TrainContext.get_storage()` (a DeveloperAPI) and its StorageContext's `storage_filesystem` /
+  `experiment_fs_path`: the Train run's folder, where train.resume_checkpoint looks for a whole
+  checkpoint that Train itself never recorded.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+from ray.train.v2.api.callback import UserCallback  # noqa: F401 - re-exported: train.MetricsLog's base
 from ray.tune import CLIReporter
 
 
@@ -68,6 +70,16 @@ def forget_optuna_trial(searcher, trial_id: str) -> None:
 def optuna_told(searcher, trial_id: str) -> bool:
     """Whether OptunaSearch has already told Optuna that a trial ended."""
     return trial_id in searcher._completed_trials
+
+
+def train_run_folder(storage=None) -> tuple[Any, str]:
+    """(pyarrow filesystem, path) of a Train run's folder, where its checkpoint_* folders are.
+    `storage`: a Train StorageContext; by default this worker's (inside train_loop_per_worker)."""
+    if storage is None:
+        import ray.train
+
+        storage = ray.train.get_context().get_storage()
+    return storage.storage_filesystem, storage.experiment_fs_path
 
 
 def tbx_writer(callback, trial):

@@ -1,17 +1,18 @@
 """A search at a glance: `python -m audionet_ray.report EXPERIMENT_DIR` writes report.html.
 
 The page has learning curves of every trial (trials the scheduler stopped early end in an x),
-each hyperparameter against val_accuracy, Optuna's hyperparameter importances, the best trial's
-confusion matrix on the test split, the exported bundle's operating point, int8 model,
-deployment figures and DET curve (when `evaluate --streaming` has run), and a table of
+each hyperparameter against val_accuracy, Optuna's hyperparameter importances, the exported
+bundle's confusion matrix on the test split (as `evaluate` wrote it), its operating point, int8
+model, deployment figures and DET curve (when `evaluate --streaming` has run), and a table of
 trials. Plots are PNG files in `plots/` next to the page, referenced relatively: the folder can
 be copied, opened offline, and needs no CDN.
 
-Read from the experiment folder only, without Ray: Tune's experiment state (which trials exist
-and how they ended) and each trial's result.json (one result per epoch), the Optuna study (the
-SQLite file, or the storage named in search.json), the best checkpoint and the prepared test
-shards. A search writes its report at the end; run this for a search that is still running,
-was interrupted, or ran elsewhere.
+What it reads, all from the local experiment folder (results.py) and no running Ray (Ray's
+Optuna search-space conversion is imported, nothing is started): the trials Tune recorded,
+search.json, the best checkpoint's meta.json, the Optuna study (the SQLite file, or the storage
+named in search.json; rebuilt from the trials when it is gone) and the bundle folder with
+evaluate's output. No data, no model is run. A search writes its report at the end; run this
+for a search that is still running, was interrupted, or ran elsewhere.
 """
 
 from __future__ import annotations
@@ -21,15 +22,16 @@ import html
 import json
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .config import ConfigError, TrainConfig
+from .config import TrainConfig
 from .discover import DatasetError
-from .results import best_checkpoint, load_spec_json, pareto_front
+from .errors import ConfigError
+from .results import Trial, best_checkpoint, load_spec_json, load_trials, pareto_front
 from .storage import is_uri
+from .study import load_study, study_from_trials
 
 REPORT = "report.html"
 PLOTS = "plots"
@@ -37,104 +39,7 @@ PLOTS = "plots"
 
 # ----------------------------------------------------------------------------- the trials
 
-@dataclass
-class Trial:
-    trial_id: str
-    config: dict
-    status: str  # Tune's: TERMINATED, ERROR, RUNNING, PENDING, PAUSED
-    history: list[dict] = field(default_factory=list)  # one result per epoch, by epoch
-
-    def ending(self, max_epochs: int) -> str:
-        """finished | stopped (by the scheduler, before max_epochs) | failed | unfinished."""
-        if self.status == "ERROR":
-            return "failed"
-        if self.status != "TERMINATED":
-            return "unfinished"
-        return "finished" if self.history and self.history[-1]["epoch"] >= max_epochs else "stopped"
-
-    def best(self, metric: str, mode: str) -> float | None:
-        values = [r[metric] for r in self.history if r.get(metric) is not None]
-        if not values:
-            return None
-        return max(values) if mode == "max" else min(values)
-
-    @property
-    def last(self) -> dict:
-        return self.history[-1] if self.history else {}
-
-
-def _latest_state(exp_dir: Path) -> dict:
-    states = sorted(exp_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
-    if not states:
-        raise ConfigError(f"{exp_dir}: no Tune experiment state (experiment_state-*.json) yet: has the search started?")
-    for state in reversed(states):  # the newest that is whole: a crash or a full disk can cut the last one short
-        try:
-            data = json.loads(state.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and isinstance(data.get("trial_data"), list):
-            return data
-    raise ConfigError(f"{states[-1]}: cut short or unreadable (a crash or a full disk?): "
-                      f"resume the search (python -m audionet_ray.tune --resume {exp_dir}) to write it again")
-
-
-def _history(trial_dir: Path) -> list[dict]:
-    """Tune's result.json, one line per report; after a resume an epoch may come twice: keep the last."""
-    by_epoch = {}
-    path = trial_dir / "result.json"
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a crash
-            continue
-        if "epoch" in r:
-            by_epoch[r["epoch"]] = r
-    return [by_epoch[e] for e in sorted(by_epoch)]
-
-
-def load_trials(exp_dir: Path) -> list[Trial]:
-    """Every trial Tune knows, in the order it created them."""
-    trials = []
-    for entry in _latest_state(exp_dir)["trial_data"]:
-        t = json.loads(entry[0] if isinstance(entry, list) else entry)
-        trials.append(Trial(t["trial_id"], t.get("config") or {}, t.get("status", "?"),
-                            _history(exp_dir / t.get("relative_logdir", ""))))
-    return trials
-
-
 # ----------------------------------------------------------------------------- Optuna
-
-def load_study(exp_dir: Path, saved: dict):
-    """The search's Optuna study from its storage, or None (random search, study in memory, gone)."""
-    import optuna
-
-    url = saved.get("optuna_storage")
-    if not url:
-        return None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        return optuna.load_study(study_name=exp_dir.name, storage=url)
-    except Exception:  # noqa: BLE001 - a missing file or server: importances come from the trials instead
-        return None
-
-
-def study_from_trials(trials: list[Trial], spec: dict, metric: str, mode: str):
-    """An in-memory study with each ended trial's last metric, as Tune told its searcher."""
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
-
-    from .search_space import to_tune_space
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = OptunaSearch.convert_search_space(to_tune_space(spec["search"]))
-    study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
-    for t in trials:
-        if t.status == "TERMINATED" and t.last.get(metric) is not None:
-            sampled = [k for k in space if k in t.config]  # a conditional parameter only where sampled
-            study.add_trial(optuna.trial.create_trial(params={k: t.config[k] for k in sampled},
-                                                      distributions={k: space[k] for k in sampled}, value=t.last[metric]))
-    return study
-
 
 def importances(study) -> tuple[dict[str, float] | None, int, str]:
     """Optuna's importances (its default evaluator, PED-ANOVA), completed trials, and why not if None."""
@@ -150,38 +55,6 @@ def importances(study) -> tuple[dict[str, float] | None, int, str]:
     if not values or not all(np.isfinite(v) for v in values.values()):
         return None, n, "Optuna could not compute importances (every completed trial has the same value?)."
     return values, n, ""
-
-
-# ----------------------------------------------------------------------------- the test split
-
-def confusion_matrix(checkpoint: Path, prepared: str, batch_size: int = 256) -> tuple[np.ndarray, list[str]]:
-    """Counts of (true, predicted) class over the prepared test shards, read with pyarrow (no Ray)."""
-    import pyarrow.parquet as pq
-    import torch
-
-    from .augment import standardise
-    from .checkpoint import load, read_meta
-    from .model import AudioNet
-    from .prepare import load_manifest, pcm_from_binary
-
-    manifest = load_manifest(prepared)
-    meta, why = read_meta(checkpoint)
-    if meta is None:
-        raise DatasetError(f"{checkpoint}: not a whole checkpoint ({why})")
-    classes = meta["classes"]
-    if classes != manifest["classes"]:
-        raise DatasetError(f"{prepared}: its classes are not the ones {checkpoint} was trained on")
-    model = AudioNet.from_config(meta["model"])
-    load(checkpoint, model)
-    model.eval()
-    cm = np.zeros((len(classes), len(classes)), np.int64)
-    for shard in manifest["split_shards"]["test"]:
-        for batch in pq.ParquetFile(f"{str(prepared).rstrip('/')}/{shard}").iter_batches(batch_size, columns=["pcm", "label"]):
-            clips = torch.from_numpy(pcm_from_binary(batch.column("pcm")).copy())
-            with torch.no_grad():
-                pred = model(standardise(clips)).argmax(1).numpy()
-            np.add.at(cm, (batch.column("label").to_numpy(), pred), 1)
-    return cm, classes
 
 
 # ----------------------------------------------------------------------------- the page
@@ -256,6 +129,30 @@ def _bundle_section(bundle_dir: Path, img_dir: Path, out_dir: Path) -> str:
     return part
 
 
+def _test_section(bundle_dir: Path, data: str, img_dir: Path, out_dir: Path) -> tuple[str, str]:
+    """The exported bundle on the test split, as `evaluate` last judged it (its test_metrics.json):
+    the confusion matrix, and a sentence for the summary."""
+    from . import plots
+    from .evaluate import METRICS_FILE
+
+    title = "The exported bundle on the test split"
+    try:
+        s = json.loads((bundle_dir / METRICS_FILE).read_text())
+        cm, classes = np.asarray(s["confusion_matrix"], dtype=np.int64), list(s["classes"])
+        source = (json.loads((bundle_dir / "config.json").read_text()).get("source") or {})
+    except (OSError, ValueError, KeyError, TypeError):
+        how = (f"python -m audionet_ray.export EXPERIMENT {bundle_dir}; " if not (bundle_dir / "config.json").exists()
+               else "") + f"python -m audionet_ray.evaluate {bundle_dir} --data {data}"
+        return _figure(title, None, f"No confusion matrix: the bundle has not been evaluated yet ({how}).", out_dir), ""
+    where = f"trial {source['trial_id']}, " if source.get("trial_id") else ""
+    ckpt = Path(str(source.get("checkpoint", ""))).name
+    head = f"{where}{ckpt}: test accuracy {s['accuracy']:.3f} on {s['n_clips']} clips ({s.get('backend', 'torch')})"
+    img = plots.confusion_matrix(cm, classes, head, img_dir / "confusion_matrix.png")
+    note = (f"From {bundle_dir / METRICS_FILE}, written by python -m audionet_ray.evaluate on {s.get('data')}; "
+            "rows: true class, columns: predicted.")
+    return _figure(title, img, note, out_dir), f" The exported bundle ({where}{ckpt}) scores {s['accuracy']:.3f} on the {s['n_clips']} test clips."
+
+
 def _trial_table(trials: list[Trial], search: list[str], metric: str, mode: str, max_epochs: int,
                  best_id: str | None) -> str:
     ending = {"finished": "finished", "stopped": "stopped early", "failed": "failed", "unfinished": "not finished"}
@@ -327,23 +224,8 @@ def write_report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
                 f"No checkpoint records {objective}.")
         parts.append(_figure(f"{metric} against {objective}", img, note, out.parent))
 
-    summary_test = ""
-    try:
-        if best_ckpt is None:
-            raise ConfigError(f"{exp_dir}: no whole checkpoint with {metric}")
-        trial_id, ckpt, meta = best_ckpt
-        cm, classes = confusion_matrix(ckpt, saved["data"])
-        n = int(cm.sum())
-        if n == 0:
-            raise DatasetError(f"{saved['data']} has no test clips")
-        acc = float(np.trace(cm)) / n
-        title = f"trial {trial_id}, epoch {meta['epoch']}: test accuracy {acc:.3f} on {n} clips"
-        img = plots.confusion_matrix(cm, classes, title, img_dir / "confusion_matrix.png")
-        parts.append(_figure("Best checkpoint on the test split", img,
-                             f"Checkpoint {ckpt}; rows: true class, columns: predicted.", out.parent))
-        summary_test = f" Its best checkpoint (trial {trial_id}, epoch {meta['epoch']}) scores {acc:.3f} on the {n} test clips."
-    except (ConfigError, DatasetError, OSError) as e:
-        parts.append(_figure("Best checkpoint on the test split", None, f"No confusion matrix: {e}", out.parent))
+    test_part, summary_test = _test_section(exp_dir / "bundle", saved["data"], img_dir, out.parent)
+    parts.append(test_part)
 
     endings = [t.ending(max_epochs) for t in trials]
     counts = ", ".join(f"{endings.count(k)} {label}" for k, label in

@@ -25,7 +25,6 @@ import ray.train
 import ray.train.torch
 from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
-from ray.train.v2.api.callback import UserCallback
 
 from . import checkpoint
 from .augment import augment, epoch_generator, standardise
@@ -35,6 +34,7 @@ from .data import check_train_ratio, fits_in_memory, load_noise, read_split, spl
 from .discover import DatasetError
 from .model import AudioNet
 from .prepare import load_manifest
+from .ray_private import UserCallback, train_run_folder
 from .storage import is_uri
 
 IN_MEMORY_KEY = "in_memory"  # in the loop's config: build_trainer's choice, so that every worker follows it
@@ -50,18 +50,11 @@ def resume_checkpoint() -> Checkpoint | None:
     a complete checkpoint that `ray.train.get_checkpoint()` does not know; without this look the
     run would start again from epoch 1 and its last epochs of training would be lost.
     """
-    import pyarrow.fs as pafs
-
     found = ray.train.get_checkpoint()
-    best = checkpoint.whole_epoch(found.filesystem, found.path) if found else -1
-    storage = ray.train.get_context().get_storage()  # DeveloperAPI: the run folder on its filesystem
-    fs, run_dir = storage.storage_filesystem, storage.experiment_fs_path
-    for info in fs.get_file_info(pafs.FileSelector(run_dir, allow_not_found=True)):
-        if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"):
-            epoch = checkpoint.whole_epoch(fs, info.path)
-            if epoch > best:
-                best, found = epoch, Checkpoint(path=info.path, filesystem=fs)
-    return found
+    known = checkpoint.whole_epoch(found.filesystem, found.path) if found else -1
+    fs, run_dir = train_run_folder()
+    epoch, path = checkpoint.latest_whole(fs, run_dir)
+    return Checkpoint(path=path, filesystem=fs) if epoch > known else found
 
 
 def restore_rng(rng: dict) -> None:

@@ -13,8 +13,6 @@ With no arguments it makes the demo dataset, prepares it (cached) and runs the d
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import math
 import os
 import statistics
@@ -26,8 +24,8 @@ from pathlib import Path
 from .cluster import cluster_capacity
 from .config import ConfigError, RunSettings, TrainConfig
 from .discover import DatasetError
-from .results import (SPEC_FILE, TRAIN_RUNS, best_checkpoint, load_spec_json, local_experiment, pareto_front,
-                      read_budget, trial_results, write_budget)
+from .results import (TRAIN_RUNS, best_checkpoint, has_spec, load_spec_json, local_experiment, pareto_front,
+                      read_budget, save_spec, trial_results, write_budget, write_results)
 from .storage import is_uri, location
 from .search_space import DefineByRun, SearchSpec, check_settings, load_spec, parse_duration, tpe_startup_trials
 
@@ -239,7 +237,8 @@ def build_tuner(spec: SearchSpec, data: str, exp_dir: Path, gpus_per_worker: flo
     """verbosity: 0 final table only, 1 progress table and a line per trial, 2 also every result."""
     from ray import tune
 
-    from .monitor import EpochTBXLogger, StudySearch, open_storage, progress_reporter
+    from .monitor import EpochTBXLogger, progress_reporter
+    from .study import StudySearch, open_storage
 
     t = spec.tune
     max_epochs = int(spec.fixed.get("epochs", TrainConfig.epochs))
@@ -294,7 +293,7 @@ def build_tuner(spec: SearchSpec, data: str, exp_dir: Path, gpus_per_worker: flo
                            study_name=exp_dir.name)
     searcher.budget = budget
     if t.constraints:
-        from .monitor import CostLimits
+        from .study import CostLimits
         from .prepare import load_manifest
 
         searcher.limits = CostLimits(t.constraints, spec.fixed, len(load_manifest(data)["classes"]))
@@ -350,30 +349,6 @@ def _fmt(v) -> str:
 
 
 # ----------------------------------------------------------------------------- results
-
-def write_results(results, exp_dir: Path, metric: str, mode: str) -> list[dict]:
-    """results.csv: one row per trial, its parameters, last and best metrics."""
-    rows = []
-    for r in results:
-        hist = r.metrics_dataframe
-        best = None
-        if hist is not None and metric in hist:
-            col = hist[metric]
-            best = float(col.max() if mode == "max" else col.min())
-        m = r.metrics or {}
-        row = {"trial_id": m.get("trial_id") or Path(r.path).name, **{k: v for k, v in (r.config or {}).items()},
-               "epochs_run": m.get("epoch"), f"last_{metric}": m.get(metric), f"best_{metric}": best,
-               "val_loss": m.get("val_loss"), "train_loss": m.get("train_loss"),
-               "clips_per_s": m.get("clips_per_s"), "status": "error" if r.error else "done"}
-        rows.append(row)
-    if rows:
-        keys = list(dict.fromkeys(k for row in rows for k in row))
-        with (exp_dir / "results.csv").open("w", newline="") as f:  # a folder or a URI
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(rows)
-    return rows
-
 
 def print_table(rows: list[dict], metric: str) -> None:
     if not rows:
@@ -483,17 +458,17 @@ def prepare_search(args: argparse.Namespace) -> tuple[SearchSpec, str, Path]:
     check_space_fits_data(spec, data)
     name = args.name or time.strftime("search-%Y%m%d-%H%M%S")
     exp_dir = location(args.storage).resolve() / name
-    if (exp_dir / SPEC_FILE).exists():
+    if has_spec(exp_dir):
         raise ConfigError(f"{exp_dir} already holds a search: --resume {exp_dir} to continue it, or pick another --name")
     exp_dir.mkdir(parents=True, exist_ok=True)
     saved = {"spec": spec.to_dict(), "data": str(data)}
     if spec.tune.searcher == "optuna":
-        from .monitor import study_storage
+        from .study import study_storage
 
         saved["optuna_storage"] = study_storage(args.optuna_storage, exp_dir)  # checked before Ray starts
     elif args.optuna_storage:
         raise ConfigError(f"--optuna-storage: only --searcher optuna keeps an Optuna study; this search uses {spec.tune.searcher}")
-    (exp_dir / SPEC_FILE).write_text(json.dumps(saved, indent=1))
+    save_spec(exp_dir, saved)
     return spec, str(data), exp_dir
 
 
@@ -540,7 +515,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    import ray
 
     driver_resources = start_ray(args)
     try:
@@ -578,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = write_results(results, exp_dir, spec.tune.metric, spec.tune.mode)
     finished = len(results) >= spec.tune.num_samples and all(r.error or (r.metrics or {}).get("done") for r in results)
     if study_url and finished:
-        from .monitor import close_orphans
+        from .study import close_orphans
 
         close_orphans(study_url, exp_dir.name)
     print()
@@ -597,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
     if errors:
         print(f"warning: {errors} trial(s) failed; see {exp_dir}", file=sys.stderr)
     if not args.no_export:
-        export_best(exp_dir, spec.tune.metric)
+        export_best(exp_dir, spec.tune.metric, data)
     if not is_uri(exp_dir):
         report_or_warn(exp_dir)
     if budget:
@@ -630,12 +604,22 @@ def report_or_warn(exp_dir: Path) -> None:
               file=sys.stderr)
 
 
-def export_best(exp_dir: Path, metric: str) -> None:
+def export_best(exp_dir: Path, metric: str, data: str) -> None:
+    """The best checkpoint as a bundle in EXPERIMENT/bundle, judged on the test split by evaluate
+    (its test_metrics.json and confusion matrix go into the bundle, where the report reads them)."""
+    from .bundle import load
+    from .evaluate import METRICS_FILE, PNG_FILE, evaluate
     from .export import export
 
     local = local_experiment(exp_dir, metric)  # on s3:// etc.: its best checkpoint, copied here
     bundle = export(local, local / "bundle", metric=metric)
     print(f"exported the best model to {bundle}  (python -m audionet_ray.predict {bundle} CLIP.wav)")
+    try:
+        s = evaluate(load(bundle), data, bundle)
+    except DatasetError as e:  # e.g. a dataset with no test split: the bundle stands without it
+        print(f"not evaluated on a test split: {e}")
+        return
+    print(f"its test accuracy: {s['accuracy']:.4f} on {s['n_clips']} clips ({METRICS_FILE}, {PNG_FILE} in the bundle)")
     if is_uri(exp_dir):
         print(f"and copied it to {(exp_dir / 'bundle').upload_from(bundle)}")
 

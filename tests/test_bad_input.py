@@ -597,7 +597,7 @@ def test_a_full_disk_during_prepare_keeps_the_earlier_preparation(small_disk, tm
 def test_a_full_disk_on_a_first_prepare_says_nothing_was_kept(small_disk, tmp_path):
     root, out = tmp_path / "data", small_disk / "prepared"
     _noise_tree(root, 80)
-    proc = run_module("audionet_ray.data", "prepare", root, out)
+    proc = run_module("audionet_ray.prepare", root, out)
     assert_one_line_error(proc, "No space left on device", "nothing was kept", "free some space")
     assert list(out.iterdir()) == []  # no half-written shards left to fill the disk
 

@@ -117,3 +117,23 @@ def test_finding_checkpoints_loads_no_torch(module):
     code = f"import sys, {module}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cases=st.lists(folders, max_size=5))
+def test_latest_whole_is_the_newest_whole_checkpoint_of_a_run(cases, tmp_path):
+    """What resume falls back on when Train never recorded a checkpoint: the highest whole epoch."""
+    run = tmp_path / "run"
+    shutil.rmtree(run, ignore_errors=True)
+    run.mkdir()
+    (run / "not_a_checkpoint").mkdir()
+    want = (-1, None)
+    for i, case in enumerate(cases):
+        _write(run / f"checkpoint_{i:06d}", case)
+        if _expected_whole(case) and case["epoch"] > want[0]:
+            want = (case["epoch"], (run / f"checkpoint_{i:06d}").as_posix())
+    epoch, path = checkpoint.latest_whole(pafs.LocalFileSystem(), run.as_posix())
+    assert epoch == want[0]
+    assert (path is None) == (want[1] is None)
+    if path is not None:  # on a tie in epoch any of the tied folders will do
+        assert whole_epoch(pafs.LocalFileSystem(), path) == epoch

@@ -427,7 +427,7 @@ def test_odd_names_reach_the_cli_as_one_line_each(tmp_path):
 def test_a_root_named_like_an_option_is_prepared_after_double_dash(tmp_path):
     root = tmp_path / "-data"
     write(root / "yes" / "a_nohash_0.wav", noise16(SR, 0))
-    proc = subprocess.run([sys.executable, "-m", "audionet_ray.data", "prepare", "--", "-data", "out"],
+    proc = subprocess.run([sys.executable, "-m", "audionet_ray.prepare", "--", "-data", "out"],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / "manifest.json").exists()

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from audionet_ray.report import PLOTS, REPORT, importances, load_trials
+from audionet_ray.report import PLOTS, REPORT, importances
+from audionet_ray.results import load_trials
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGURES = ["learning_curves", "params_vs_metric", "importances", "confusion_matrix"]
@@ -16,12 +17,13 @@ FIGURES = ["learning_curves", "params_vs_metric", "importances", "confusion_matr
 
 @pytest.fixture(scope="module")
 def search(ray_session, prepared_demo, tmp_path_factory):
-    """One real smoke search (3 trials, ASHA), attached to the session's Ray: (experiment, stdout)."""
+    """One real smoke search (3 trials, ASHA; its best exported and evaluated), attached to the session's Ray:
+    (experiment, stdout)."""
     storage = tmp_path_factory.mktemp("report")
     address = ray_session.get_runtime_context().gcs_address
     p = subprocess.run([sys.executable, "-m", "audionet_ray.tune", "--search-space", "smoke",
                         "--data", str(prepared_demo), "--storage", str(storage), "--name", "x",
-                        "--address", address, "--no-export"], capture_output=True, text=True, timeout=900)
+                        "--address", address], capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return storage / "x", p.stdout
 

@@ -55,7 +55,7 @@ def test_split_datasets_read_parquet_from_a_uri(ray_session, prepared_demo):
 
 def test_prepare_cli_publishes_to_a_uri_manifest_last(demo_root, tmp_path):
     out = f"file://{tmp_path}/bucket/prepared"
-    p = subprocess.run([sys.executable, "-m", "audionet_ray.data", "prepare", str(demo_root), out, "--workers", "1"],
+    p = subprocess.run([sys.executable, "-m", "audionet_ray.prepare", str(demo_root), out, "--workers", "1"],
                        capture_output=True, text=True, timeout=300,
                        env={**__import__("os").environ, "AUDIONET_CACHE": str(tmp_path / "cache")})
     assert p.returncode == 0, p.stderr[-2000:]

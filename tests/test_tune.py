@@ -154,7 +154,7 @@ def test_both_searchers_sample_a_conditional_parameter_only_when_its_condition_h
     """Through Ray's OptunaSearch itself, as the search uses it (no Ray instance needed to suggest)."""
     import optuna
 
-    from audionet_ray.monitor import StudySearch
+    from audionet_ray.study import StudySearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     search, when = space
@@ -203,17 +203,14 @@ def test_cli_refuses_a_train_ratio_that_leaves_no_validation_speaker(where, prep
 def test_ray_private_apis_are_still_there(tmp_path, capsys):
     """Each private or developer Ray API the search relies on (audionet_ray/ray_private.py) still
     exists and behaves as read in Ray 2.60: when a Ray upgrade breaks one, this fails first."""
-    import inspect
-
     import optuna
     import ray
     from ray import tune
-    from ray.tune import CLIReporter
     from ray.tune.experiment import Trial
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
     from audionet_ray import ray_private
-    from audionet_ray.monitor import StudySearch
+    from audionet_ray.study import StudySearch
     from audionet_ray.tune import refill_asha
 
     assert ray.__version__.startswith("2.60."), f"ray {ray.__version__}: re-read ray_private.py against it, then widen the pin"
@@ -252,10 +249,15 @@ def test_ray_private_apis_are_still_there(tmp_path, capsys):
     searcher.on_trial_complete("a", {"val_accuracy": 0.5, "epoch": 2})
     assert ray_private.optuna_told(searcher, "a") and ray_private.optuna_trial(searcher, "b") is None
 
-    # Train V2's callback API, which train.py imports (see the TODO in ray_private's docstring)
-    from ray.train.v2.api.callback import UserCallback
+    # Train V2's callback API and the run folder of its StorageContext, which train.py uses
+    import pyarrow.fs as pafs
+    from ray.train.v2._internal.execution.storage import StorageContext
+    from ray.train.v2.api.context import TrainContext
 
-    assert hasattr(UserCallback, "after_report")
+    assert hasattr(ray_private.UserCallback, "after_report")
+    assert "get_storage" in TrainContext.__dict__
+    fs, run_dir = ray_private.train_run_folder(StorageContext(storage_path=str(tmp_path), experiment_dir_name="run"))
+    assert isinstance(fs, pafs.FileSystem) and run_dir == (tmp_path / "run").as_posix()
     assert TrialScheduler.STOP == "STOP"
 
 
@@ -726,7 +728,7 @@ def test_a_configuration_over_the_limits_is_never_suggested_and_optuna_records_w
     import optuna
 
     from audionet_ray.costs import model_costs
-    from audionet_ray.monitor import CostLimits, StudySearch
+    from audionet_ray.study import CostLimits, StudySearch
     from audionet_ray.ray_private import optuna_study
 
     fixed = {"frontend": "filterbank", "filters": 8, "norm": "batch", "pool": "avg", "dense": 16, "dense_layers": 1}
