@@ -244,6 +244,12 @@ def load(path: str | Path, backend: str = "torch", device: str | torch.device = 
     return bundle
 
 
+def load_for(path: str | Path, onnx: bool = False, int8: bool = False, device: str = "auto") -> Bundle:
+    """The bundle as a command's --onnx / --int8 / --device flags ask for it."""
+    backend = "int8" if int8 else "onnx" if onnx else "torch"
+    return load(path, backend=backend, device=resolve_device(device) if backend == "torch" else "cpu")
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' -> the GPU when torch sees one, else the CPU."""
     if name == "auto":

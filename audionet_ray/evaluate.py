@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow.parquet as pq
 
-from .bundle import Bundle, BundleError, load, resolve_device
+from .bundle import Bundle, BundleError, load_for
 from .discover import DatasetError
 from .prepare import load_manifest, pcm_from_binary
 
@@ -228,8 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {msg}", file=sys.stderr)
             return 2
     try:
-        backend = "int8" if args.int8 else "onnx" if args.onnx else "torch"
-        bundle = load(args.bundle, backend=backend, device=resolve_device(args.device) if backend == "torch" else "cpu")
+        bundle = load_for(args.bundle, args.onnx, args.int8, args.device)
         data = args.data or bundle.config.get("training", {}).get("hyperparameters", {}).get("data")
         if not data:
             raise DatasetError("--data is needed: the bundle does not say which data it was trained on")

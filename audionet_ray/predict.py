@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import BadClip, read_audio
-from .bundle import NOT_KEYWORDS, Bundle, BundleError, load, resolve_device
+from .bundle import NOT_KEYWORDS, Bundle, BundleError, load_for
 from .discover import escape_path
 
 SCAN_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}  # what a folder argument is searched for
@@ -209,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {msg}", file=sys.stderr)
             return 2
     try:
-        backend = "int8" if args.int8 else "onnx" if args.onnx else "torch"
-        bundle = load(args.bundle, backend=backend, device=resolve_device(args.device) if backend == "torch" else "cpu")
+        bundle = load_for(args.bundle, args.onnx, args.int8, args.device)
     except (BundleError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
