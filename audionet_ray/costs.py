@@ -14,7 +14,7 @@ import statistics
 import time
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # torch loads only to measure: the search space and the results import this module
+if TYPE_CHECKING:  # torch loads only to measure: the search space and the experiment folder import this module
     from .model import AudioNet, ModelConfig
 
 OBJECTIVES = ("macs", "params", "latency_ms")  # each minimised

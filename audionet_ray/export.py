@@ -43,7 +43,7 @@ from .config import ConfigError
 from .discover import DatasetError
 from .model import AudioNet, count_parameters, flops_per_clip
 from .checkpoint import META_FILE, MODEL_FILE, best, is_checkpoint, load_weights, read_meta
-from .results import SPEC_FILE, TRAIN_RUNS, checkpoints, load_spec_json
+from .experiment import SPEC_FILE, TRAIN_RUNS, checkpoints, load_spec_json
 ONNX_OPSET = 17
 ONNX_INPUT, ONNX_OUTPUT = "clips", "logits"
 INT8_CALIBRATION_CLIPS = 256  # training clips that set the activation ranges

@@ -7,7 +7,7 @@ model, deployment figures and DET curve (when `evaluate --streaming` has run), a
 trials. Plots are PNG files in `plots/` next to the page, referenced relatively: the folder can
 be copied, opened offline, and needs no CDN.
 
-What it reads, all from the local experiment folder (results.py) and no running Ray (Ray's
+What it reads, all from the local experiment folder (experiment.py) and no running Ray (Ray's
 Optuna search-space conversion is imported, nothing is started): the trials Tune recorded,
 search.json, the best checkpoint's meta.json, the Optuna study (the SQLite file, or the storage
 named in search.json; rebuilt from the trials when it is gone) and the bundle folder with
@@ -29,7 +29,7 @@ import numpy as np
 from .config import TrainConfig
 from .discover import DatasetError
 from .errors import ConfigError
-from .results import Trial, best_checkpoint, load_spec_json, load_trials, pareto_front
+from .experiment import Trial, best_checkpoint, load_spec_json, load_trials, pareto_front
 from .storage import is_uri
 from .study import load_study, study_from_trials
 

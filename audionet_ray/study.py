@@ -23,7 +23,7 @@ from .ray_private import forget_optuna_trial, optuna_study, optuna_told, optuna_
 from .storage import is_uri
 
 if TYPE_CHECKING:
-    from .results import Trial
+    from .experiment import Trial
 
 OPTUNA_DB = "optuna.db"
 TRIAL_ID_ATTR = "tune_trial_id"  # user attribute of each Optuna trial: its Tune trial id

@@ -24,7 +24,7 @@ from pathlib import Path
 from .cluster import cluster_capacity
 from .config import ConfigError, RunSettings, TrainConfig
 from .discover import DatasetError
-from .results import (TRAIN_RUNS, best_checkpoint, has_spec, load_spec_json, local_experiment, pareto_front,
+from .experiment import (TRAIN_RUNS, best_checkpoint, has_spec, load_spec_json, local_experiment, pareto_front,
                       read_budget, save_spec, trial_results, write_budget, write_results)
 from .storage import is_uri, location
 from .search_space import DefineByRun, SearchSpec, check_settings, load_spec, parse_duration, tpe_startup_trials

@@ -109,7 +109,7 @@ def test_best_is_the_best_metric_then_the_later_epoch(scores, mode):
     assert (got[2]["metrics"]["val_accuracy"], got[2]["epoch"]) == top
 
 
-@pytest.mark.parametrize("module", ["audionet_ray.results", "audionet_ray.checkpoint", "audionet_ray.errors"])
+@pytest.mark.parametrize("module", ["audionet_ray.experiment", "audionet_ray.checkpoint", "audionet_ray.errors"])
 def test_finding_checkpoints_loads_no_torch(module):
     import subprocess
     import sys

@@ -219,7 +219,7 @@ def test_export_refuses_a_folder_that_is_not_a_bundle(word_checkpoint, tmp_path)
 
 def test_a_checkpoint_cut_short_is_never_exported_or_picked(word_checkpoint, tmp_path):
     """meta.json beside a model.pt a crash cut short: not a candidate, locally or behind a URI."""
-    from audionet_ray.results import best_checkpoint, checkpoints
+    from audionet_ray.experiment import best_checkpoint, checkpoints
 
     exp = tmp_path / "exp"
     good = exp / "train_runs" / "t1" / "checkpoint_a"
@@ -340,7 +340,7 @@ def test_evaluate_writes_confusion_png_and_metrics(word_bundle, word_data, tmp_p
 def test_export_picks_the_best_checkpoint_of_an_experiment(ray_session, prepared_demo, tmp_path):
     """A real Train run laid out as a search's trial (train_runs/<trial_id>/), plus search.json."""
     from audionet_ray.config import RunSettings
-    from audionet_ray.results import best_checkpoint
+    from audionet_ray.experiment import best_checkpoint
     from audionet_ray.train import build_trainer
 
     exp = tmp_path / "exp"

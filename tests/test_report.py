@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from audionet_ray.report import PLOTS, REPORT, importances
-from audionet_ray.results import load_trials
+from audionet_ray.experiment import load_trials
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGURES = ["learning_curves", "params_vs_metric", "importances", "confusion_matrix"]

@@ -14,8 +14,8 @@ from audionet_ray.cluster import autoscaler_max_resources
 from audionet_ray.data import ensure_prepared, load_noise
 from audionet_ray.discover import DatasetError
 from audionet_ray.prepare import load_manifest
-from audionet_ray.results import best_checkpoint, checkpoints
-from audionet_ray.results import local_experiment
+from audionet_ray.experiment import best_checkpoint, checkpoints
+from audionet_ray.experiment import local_experiment
 from audionet_ray.storage import UriPath, is_uri, location, publish
 
 ROOT = Path(__file__).resolve().parent.parent

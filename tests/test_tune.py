@@ -520,7 +520,7 @@ def test_killed_search_resumes_with_asha_rungs_and_the_time_budget_left(ray_sess
     from ray.tune.schedulers import TrialScheduler
 
     from audionet_ray.ray_private import asha_rungs
-    from audionet_ray.results import read_budget, trial_results
+    from audionet_ray.experiment import read_budget, trial_results
     from audionet_ray.tune import make_scheduler, refill_asha
 
     exp, budget, trials = tmp_path / "budgeted", 360, 40  # more trials than the budget fits, even on idle cores
@@ -660,7 +660,7 @@ def test_multi_objective_search_keeps_a_front_and_export_picks_a_point_of_it(ray
     from audionet_ray.config import TrainConfig
     from audionet_ray.costs import model_costs
     from audionet_ray.prepare import load_manifest
-    from audionet_ray.results import pareto_front
+    from audionet_ray.experiment import pareto_front
 
     n_classes = len(load_manifest(prepared_demo)["classes"])
     cost = {w: model_costs(TrainConfig(width=w, dense=16, dense_layers=1, frontend="filterbank", filters=8,

@@ -1,7 +1,16 @@
-"""Finding things in an experiment folder: checkpoints of every trial, the best one, the table.
+"""The experiment folder of a search: the one module that knows its layout.
 
-Tune keeps each trial's metrics; the weights live in each trial's Train run under
-`train_runs/<trial_id>/checkpoint_*` (a checkpoint folder: see checkpoint.py).
+    search.json      the search's spec, its data and its Optuna storage (written when it starts)
+    budget.json      the time budget and the time spent on it (rewritten while it runs)
+    results.csv      one row per trial (written at the end)
+    <trial folder>/  Tune's: params.json, result.json (one result per epoch), TensorBoard events
+    experiment_state-*.json   Tune's: which trials exist and how they ended
+    train_runs/<trial_id>/checkpoint_*   each trial's Train run: its checkpoints (checkpoint.py)
+    bundle/          the exported best model (bundle.py) and evaluate's output
+
+It finds the trials and their results, every whole checkpoint, the best one (checkpoint.best:
+the best *checkpointed* epoch by the search's metric) and the Pareto front; on a local folder or
+a URI alike (storage.location).
 """
 
 from __future__ import annotations
