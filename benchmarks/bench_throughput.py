@@ -109,10 +109,10 @@ def timeline(trials: dict[str, list[dict]], launch: float) -> dict:
 
 
 def run_search(data: str, storage: Path, name: str, scheduler: str, trials: int, epochs: int,
-               space: str, timeout: float) -> dict:
+               space: str, timeout: float, extra: list[str] = ()) -> dict:
     cmd = [sys.executable, "-m", "audionet_ray.tune", "--search-space", space, "--data", data,
            "--scheduler", scheduler, "--num-samples", str(trials), "--epochs", str(epochs),
-           "--storage", str(storage), "--name", name, "--no-export", "--quiet"]
+           "--storage", str(storage), "--name", name, "--no-export", "--quiet", *extra]
     launch = time.time()
     with IdleSampler() as idle:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
@@ -195,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--schedulers", default="fifo,asha")
+    ap.add_argument("--cpus-per-worker", default="",
+                    help="also run ASHA with these CPUs per worker (comma-separated, e.g. 0.5: 2 trials a core)")
     ap.add_argument("--bare-epochs", type=int, default=2, help="epochs of the bare loop per batch size")
     ap.add_argument("--quick", action="store_true", help="tiny data, 2 trials x 2 epochs, ASHA only: a smoke test")
     ap.add_argument("--timeout", type=float, default=3600)
@@ -208,16 +210,19 @@ def main(argv: list[str] | None = None) -> int:
                speech_prepared(*((12, 1) if args.quick else (200, 1))))
     info = machine()
     print(f"machine: {machine_line(info)}")
-    print(f"data {data}; space {args.space}; {args.trials} trials x {args.epochs} epochs; {args.schedulers}",
+    print(f"data {data}; space {args.space}; {args.trials} trials x {args.epochs} epochs; {args.schedulers}"
+          + (f"; and asha at {args.cpus_per_worker} CPU per worker" if args.cpus_per_worker else ""),
           flush=True)
     rows, searches = [], {}
     with tempfile.TemporaryDirectory(prefix="bench_throughput-") as tmp:
-        for sched in args.schedulers.split(","):
-            r = run_search(data, Path(tmp) / "runs", f"tp-{sched}", sched, args.trials, args.epochs, args.space,
-                           args.timeout)
-            searches[sched] = r
-            print(f"  {sched}: {r['plan']}", flush=True)
-            print(f"  {sched}: {r['train_clips']} clips in {r['trial_epochs']} trial-epochs, {r['wall_s']:.0f} s wall: "
+        runs = [(sched, sched, []) for sched in args.schedulers.split(",")]
+        runs += [(f"asha, {c} CPU/worker", "asha", ["--cpus-per-worker", c]) for c in args.cpus_per_worker.split(",") if c]
+        for i, (label, sched, extra) in enumerate(runs):
+            r = run_search(data, Path(tmp) / "runs", f"tp-{i}-{sched}", sched, args.trials, args.epochs, args.space,
+                           args.timeout, extra)
+            searches[label] = r
+            print(f"  {label}: {r['plan']}", flush=True)
+            print(f"  {label}: {r['train_clips']} clips in {r['trial_epochs']} trial-epochs, {r['wall_s']:.0f} s wall: "
                   f"{r['clips_per_s']:.1f} clips/s; idle {100 * r['idle_share']:.0f} % of the cores", flush=True)
     settings = sorted({k for r in searches.values() for k in r["clips_by_setting"]})
     rates = bare_rates(data, args.space, settings, args.bare_epochs)
