@@ -2,8 +2,9 @@
 
 Two traps this avoids (see the project's Ray notes):
 - Trial drivers (Tune function trainables) only wait on their TorchTrainer. Holding a CPU each,
-  two trials on 2 CPUs deadlock, so a local Ray gets a custom `driver_slot` resource per CPU
-  and trial drivers take a slot instead.
+  two trials on 2 CPUs deadlock, so a local Ray gets a custom `driver_slot` resource and trial
+  drivers take a slot instead: DRIVER_SLOTS_PER_CPU per CPU, so that trials of a fraction of a
+  CPU (`cpus_per_worker: 0.5`: two trials a core) are limited by their CPUs, not by the slots.
 - Train's placement-group cleaner asks the state API whether a stopped trial's controller is
   dead, finding the cluster by auto-detection. With a second Ray instance on the same machine
   that detection fails, and a trial stopped by ASHA keeps its CPUs forever. Every process of
@@ -16,6 +17,7 @@ import os
 import socket
 
 DRIVER_SLOT = "driver_slot"
+DRIVER_SLOTS_PER_CPU = 4
 
 
 def _free_port() -> int:
@@ -39,7 +41,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_to_dri
         port = _free_port()
         env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
         # The dashboard must run: it serves the state API the placement-group cleaner needs.
-        ray.init(address="local", num_cpus=n, resources={DRIVER_SLOT: n}, include_dashboard=True,
+        ray.init(address="local", num_cpus=n, resources={DRIVER_SLOT: DRIVER_SLOTS_PER_CPU * n}, include_dashboard=True,
                  dashboard_host="127.0.0.1", dashboard_port=port, log_to_driver=log_to_driver,
                  runtime_env={"env_vars": env})
     ray.data.DataContext.get_current().enable_progress_bars = False

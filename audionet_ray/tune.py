@@ -91,6 +91,8 @@ def plan_resources(spec: SearchSpec, cluster: dict, streaming: bool = True) -> t
     limits = {"CPUs": by_cpu}
     if per_trial > 0:
         limits["GPUs"] = math.floor(gpus / per_trial + 1e-9)
+    if cluster.get("driver_slot"):  # trial drivers hold one each (ray_setup)
+        limits["driver slots"] = int(cluster["driver_slot"])
     if t.max_concurrent:
         limits["--max-concurrent"] = t.max_concurrent
     limits["trials"] = t.num_samples
