@@ -340,6 +340,15 @@ def test_plan_cpu_only_laptop():
     assert gpw == 0 and n == 2 and "CPUs" in why
 
 
+def test_plan_counts_the_driver_slots_trials_hold():
+    """Half a CPU a trial: 4 trials on 2 CPUs where Ray has the slots for their drivers (a local Ray
+    of ours: 4 a CPU), 2 where it has only 2 (and the plan says so)."""
+    _, n, why = plan_resources(_spec(cpus=0.5), {"CPU": 2.0, "driver_slot": 8.0}, streaming=False)
+    assert n == 4 and "limited by CPUs" in why
+    _, n, why = plan_resources(_spec(cpus=0.5), {"CPU": 2.0, "driver_slot": 2.0}, streaming=False)
+    assert n == 2 and "limited by driver slots" in why
+
+
 def test_plan_single_gpu_shares_it_between_trials():
     gpw, n, why = plan_resources(_spec(), {"CPU": 16.0, "GPU": 1.0})
     assert gpw == 0.5 and n == 2 and "GPUs" in why
