@@ -13,6 +13,9 @@ When it does, fix it here, not at the call sites.
 - `OptunaSearch._ot_trials` / `_completed_trials` / `_ot_study`: the Optuna trial behind a Tune
   trial, which trials Optuna has been told about, and the study (study.StudySearch, which
   also drops a sampled configuration that breaks a search's cost limits and asks again).
+- `DataParallelTrainer._create_default_callbacks` and Train's `DatasetsCallback`: Train starts a
+  DatasetManager actor (a process of its own, ~2 CPU-seconds to start) for every run, datasets
+  or not; a run given no Ray Datasets (data read into memory) goes without it.
 - `TBXLoggerCallback._trial_writer`: the tensorboardX writer of a trial (monitor.EpochTBXLogger
   marks where a restarted trial's curve starts again).
 - `CLIReporter._print`: where the progress table is printed (monitor.ProgressTable drops a line),
@@ -80,6 +83,17 @@ def train_run_folder(storage=None) -> tuple[Any, str]:
 
         storage = ray.train.get_context().get_storage()
     return storage.storage_filesystem, storage.experiment_fs_path
+
+
+def without_dataset_manager(trainer):
+    """The trainer, not starting Train's DatasetManager actor when it has no Ray Datasets to shard."""
+    if trainer.datasets:
+        return trainer
+    from ray.train.v2._internal.callbacks.datasets import DatasetsCallback
+
+    default = trainer._create_default_callbacks
+    trainer._create_default_callbacks = lambda: [c for c in default() if not isinstance(c, DatasetsCallback)]
+    return trainer
 
 
 def tbx_writer(callback, trial):

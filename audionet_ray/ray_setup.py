@@ -5,6 +5,8 @@ Two traps this avoids (see the project's Ray notes):
   two trials on 2 CPUs deadlock, so a local Ray gets a custom `driver_slot` resource and trial
   drivers take a slot instead: DRIVER_SLOTS_PER_CPU per CPU, so that trials of a fraction of a
   CPU (`cpus_per_worker: 0.5`: two trials a core) are limited by their CPUs, not by the slots.
+- Train starts a PreemptionWatcher actor per run, for spot nodes a cloud may take away; a
+  local Ray runs without it (a cluster keeps it).
 - Train's placement-group cleaner asks the state API whether a stopped trial's controller is
   dead, finding the cluster by auto-detection. With a second Ray instance on the same machine
   that detection fails, and a trial stopped by ASHA keeps its CPUs forever. Every process of
@@ -40,6 +42,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, log_to_dri
         n = num_cpus or os.cpu_count() or 1
         port = _free_port()
         env["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        # One machine is never preempted: no PreemptionWatcher actor (a process, ~2 CPU-seconds) per trial.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+        env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"]
         # The dashboard must run: it serves the state API the placement-group cleaner needs.
         ray.init(address="local", num_cpus=n, resources={DRIVER_SLOT: DRIVER_SLOTS_PER_CPU * n}, include_dashboard=True,
                  dashboard_host="127.0.0.1", dashboard_port=port, log_to_driver=log_to_driver,

@@ -34,7 +34,7 @@ from .data import check_train_ratio, fits_in_memory, load_noise, read_split, spl
 from .discover import DatasetError
 from .model import AudioNet
 from .prepare import load_manifest
-from .ray_private import UserCallback, train_run_folder
+from .ray_private import UserCallback, train_run_folder, without_dataset_manager
 from .storage import is_uri
 
 IN_MEMORY_KEY = "in_memory"  # in the loop's config: build_trainer's choice, so that every worker follows it
@@ -321,7 +321,7 @@ def build_trainer(cfg: TrainConfig, run: RunSettings, callbacks: list | None = N
     # functions cloudpickle would copy by value, dragging torch's modules along).
     from audionet_ray.train import train_loop_per_worker as loop
 
-    return TorchTrainer(
+    return without_dataset_manager(TorchTrainer(  # data in memory: no Ray Datasets, no DatasetManager
         loop,
         train_loop_config={**cfg.to_dict(), IN_MEMORY_KEY: in_memory, LATENCY_KEY: measure_latency},
         scaling_config=ScalingConfig(num_workers=run.workers, use_gpu=use_gpu, resources_per_worker=resources),
@@ -338,7 +338,7 @@ def build_trainer(cfg: TrainConfig, run: RunSettings, callbacks: list | None = N
         ),
         datasets=datasets,
         **({"dataset_config": data_config} if data_config else {}),
-    )
+    ))
 
 
 def _local_log(run: RunSettings) -> list:
