@@ -13,7 +13,10 @@ Where the rest of the search's wall time goes, from Tune's per-epoch results:
 - start-up per trial: from the trial's start to its first training step;
 - turnover: from a trial's end to the start of the next trial that took its place;
 - launch to first step: from the command's launch to the first trial's first training step;
-- idle cores: the mean share of idle CPU time over the search, from `/proc/stat`.
+- idle cores: the mean share of idle CPU time over the search, from `/proc/stat`;
+- CPU seconds by process kind (`/proc/<pid>/stat`, sampled): the Train workers, Train's
+  controller and its helper actors, Tune's trial processes, Ray's own daemons. A process that
+  starts and ends between two samples is missed; one that ends counts its last sample.
 
 Goals (issue 14): search throughput >= 0.8x the bare loop; launch to first step < 20 s; each
 later trial's first step < 8 s after the previous trial ends.
@@ -73,6 +76,62 @@ class IdleSampler:
         return sum(self.samples) / len(self.samples) if self.samples else float("nan")
 
 
+PROCESS_KINDS = [  # (part of the command line or process title, kind), first match wins
+    ("RayTrainWorker", "Train worker"), ("TrainController", "Train controller"),
+    ("ImplicitFunc", "Tune trial (function trainable)"), ("PlacementGroupCleaner", "Train PlacementGroupCleaner"),
+    ("SynchronizationActor", "Train SynchronizationActor"), ("_QueueActor", "Tune-Train report queue"),
+    ("DatasetManager", "Train DatasetManager"), ("PreemptionWatcher", "Train PreemptionWatcher"),
+    ("audionet_ray.tune", "search driver"), ("gcs_server", "Ray daemons"), ("raylet", "Ray daemons"),
+    ("dashboard", "Ray daemons"), ("DashboardAgent", "Ray daemons"), ("RuntimeEnvAgent", "Ray daemons"),
+    ("log_monitor", "Ray daemons"), ("monitor.py", "Ray daemons"), ("ray::IDLE", "idle Ray workers"),
+    ("ray::", "other Ray actors"), ("default_worker", "Ray workers starting"),
+]
+
+
+class ProcessCPU:
+    """CPU seconds each kind of process used over a stretch of time (see PROCESS_KINDS)."""
+
+    def __init__(self, every: float = 0.5):
+        self.every, self.last, self._stop = every, {}, threading.Event()
+        self.base = {pid: cpu for pid, cpu, _ in self._read()}
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _read():
+        hz = os.sysconf("SC_CLK_TCK")
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    stat = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
+                    cmd = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue
+                yield int(d), (int(stat[11]) + int(stat[12])) / hz, cmd
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            for pid, cpu, cmd in self._read():
+                kind = next((k for pat, k in PROCESS_KINDS if pat in cmd), None)
+                if kind:
+                    self.last[pid] = (kind, cpu - self.base.get(pid, 0.0))
+
+    def __enter__(self) -> "ProcessCPU":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def by_kind(self) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        for kind, cpu in self.last.values():
+            k = out.setdefault(kind, {"cpu_s": 0.0, "processes": 0})
+            k["cpu_s"] += cpu
+            k["processes"] += 1
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]["cpu_s"]))
+
+
 def trial_epochs(exp_dir: Path) -> dict[str, list[dict]]:
     """Per trial, its reported epochs (Tune's result.json), in order."""
     out: dict[str, list[dict]] = {}
@@ -114,7 +173,7 @@ def run_search(data: str, storage: Path, name: str, scheduler: str, trials: int,
            "--scheduler", scheduler, "--num-samples", str(trials), "--epochs", str(epochs),
            "--storage", str(storage), "--name", name, "--no-export", "--quiet", *extra]
     launch = time.time()
-    with IdleSampler() as idle:
+    with IdleSampler() as idle, ProcessCPU() as cpu:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
     wall = time.time() - launch
     if proc.returncode != 0:
@@ -132,6 +191,7 @@ def run_search(data: str, storage: Path, name: str, scheduler: str, trials: int,
     return {"wall_s": wall, "train_clips": clips, "clips_per_s": clips / wall, "plan": plan,
             "trial_epochs": sum(len(v) for v in trials_run.values()), "trials": len(trials_run),
             "clips_by_setting": by_setting, "idle_share": idle.idle_share, "epoch_seconds_sum": in_epochs,
+            "cpu_by_kind": cpu.by_kind(),
             **timeline(trials_run, launch)}
 
 
@@ -247,6 +307,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['scheduler']}: {row['ratio']:.2f}x the bare loop (goal >= 0.8x: {verdict}); launch to first "
               f"step {row['launch->1st step s']:.1f} s (goal < 20 s); a later trial's first step "
               f"{row['end->next 1st step s']:.1f} s after the previous one ended (goal < 8 s)")
+    for label, r in searches.items():
+        n = max(1, r["trials"])
+        print(f"{label}: CPU seconds by process kind over the search ({r['wall_s']:.0f} s wall, "
+              f"{r['epoch_seconds_sum']:.0f} s in epochs): "
+              + "; ".join(f"{k} {v['cpu_s']:.1f} ({v['processes']} proc., {v['cpu_s'] / n:.1f}/trial)"
+                          for k, v in r["cpu_by_kind"].items()))
     print(f"load average now {os.getloadavg()[0]:.2f}")
     write_json(args.json, {"machine": info, "args": vars(args), "rows": rows, "searches": searches,
                            "bare_rates": rates})
