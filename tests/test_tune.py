@@ -659,6 +659,7 @@ resources: {workers_per_trial: 1, gpus_per_trial: 0, cpus_per_worker: 0.5}
 """
 
 
+@pytest.mark.slow  # a real search with an export: ~70 s
 def test_multi_objective_search_keeps_a_front_and_export_picks_a_point_of_it(ray_session, prepared_demo, tmp_path):
     """A search minimising MACs beside val_accuracy, with a parameter limit that width 64 breaks:
     no trial over the limit trains (Optuna records the rejected samples), the front is printed and
