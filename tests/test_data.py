@@ -341,6 +341,7 @@ def _count_rows_loop(config):
                          checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
+@pytest.mark.slow  # a real TorchTrainer run: ~20 s
 def test_a_real_train_worker_reads_its_shard(ray_session, prepared_demo, tmp_path):
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
