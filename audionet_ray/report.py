@@ -37,8 +37,6 @@ REPORT = "report.html"
 PLOTS = "plots"
 
 
-# ----------------------------------------------------------------------------- the trials
-
 # ----------------------------------------------------------------------------- Optuna
 
 def importances(study) -> tuple[dict[str, float] | None, int, str]:
@@ -133,16 +131,17 @@ def _test_section(bundle_dir: Path, data: str, img_dir: Path, out_dir: Path) -> 
     """The exported bundle on the test split, as `evaluate` last judged it (its test_metrics.json):
     the confusion matrix, and a sentence for the summary."""
     from . import plots
+    from .bundle import CONFIG_FILE, BundleError, read_config
     from .evaluate import METRICS_FILE
 
     title = "The exported bundle on the test split"
     try:
         s = json.loads((bundle_dir / METRICS_FILE).read_text())
         cm, classes = np.asarray(s["confusion_matrix"], dtype=np.int64), list(s["classes"])
-        source = (json.loads((bundle_dir / "config.json").read_text()).get("source") or {})
-    except (OSError, ValueError, KeyError, TypeError):
-        how = (f"python -m audionet_ray.export EXPERIMENT {bundle_dir}; " if not (bundle_dir / "config.json").exists()
-               else "") + f"python -m audionet_ray.evaluate {bundle_dir} --data {data}"
+        source = read_config(bundle_dir).get("source") or {}
+    except (OSError, ValueError, KeyError, TypeError, BundleError):
+        how = (f"python -m audionet_ray.export {bundle_dir.parent} {bundle_dir}; "
+               if not (bundle_dir / CONFIG_FILE).exists() else "") + f"python -m audionet_ray.evaluate {bundle_dir} --data {data}"
         return _figure(title, None, f"No confusion matrix: the bundle has not been evaluated yet ({how}).", out_dir), ""
     where = f"trial {source['trial_id']}, " if source.get("trial_id") else ""
     ckpt = Path(str(source.get("checkpoint", ""))).name
