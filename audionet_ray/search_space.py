@@ -1,6 +1,8 @@
 """Search spaces in YAML: what a search samples, what it fixes, how it schedules and runs.
 
-A file in search_spaces/ reads like an Optuna example: the sampled parameters in one place.
+A file in search_spaces/ reads like an Optuna example: the sampled parameters in one place. The
+built-in ones live in the package (audionet_ray/search_spaces/, package data, so a wheel carries
+them; `search_spaces/` at the top of a checkout is a link to that folder).
 
     search:      {lr: {loguniform: [1.0e-4, 3.0e-3]}, norm: {choice: [batch, group]},
                   norm_groups: {choice: [4, 8], when: {norm: group}}, ...}   # any TrainConfig setting
@@ -20,15 +22,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .augment import AugmentConfig
 from .config import ConfigError, TrainConfig, check_types, shown
 
-SEARCH_SPACES = Path(__file__).resolve().parent.parent / "search_spaces"
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+SEARCH_SPACES = resources.files("audionet_ray") / "search_spaces"  # package data: a checkout's or a wheel's
 DISTRIBUTIONS = {"loguniform": 2, "uniform": 2, "randint": 2, "qloguniform": 3, "quniform": 3, "choice": None}
 SEARCHABLE = {f.name for f in fields(TrainConfig)} - {"data", "augment"} | {f.name for f in fields(AugmentConfig)}
 WHOLE = {f.name: f.type == "int" for f in (*fields(TrainConfig), *fields(AugmentConfig))}  # settings that take ints
@@ -152,12 +158,8 @@ def _check_distribution(name: str, spec: Any, where: str) -> None:
 
 
 def load_spec(path: str | Path) -> SearchSpec:
-    """Read and check a search-space YAML; a name without a folder looks in search_spaces/."""
-    p = Path(path).expanduser()
-    if not p.exists() and not p.suffix and (SEARCH_SPACES / f"{p}.yaml").exists():
-        p = SEARCH_SPACES / f"{p}.yaml"
-    if not p.exists():
-        raise ConfigError(f"--search-space {path}: no such file (built in: {', '.join(sorted(x.stem for x in SEARCH_SPACES.glob('*.yaml')))})")
+    """Read and check a search-space YAML; a name without a folder is a built-in one."""
+    p = _locate(path)
     try:
         raw = yaml.safe_load(p.read_bytes().decode("utf-8"))
     except OSError as e:  # a folder, unreadable
@@ -200,6 +202,25 @@ def load_spec(path: str | Path) -> SearchSpec:
     _check_sampled_values(spec, where)
     check_settings(spec, where)
     return spec
+
+
+def builtin_spaces() -> dict[str, Traversable]:
+    """The search spaces shipped in the package, by name. Read through importlib.resources, so an
+    installed wheel finds them where a checkout does."""
+    if not SEARCH_SPACES.is_dir():
+        return {}
+    return {f.name.removesuffix(".yaml"): f for f in SEARCH_SPACES.iterdir() if f.name.endswith(".yaml")}
+
+
+def _locate(path: str | Path) -> Path | Traversable:
+    """A file that exists, else a built-in name (no folder, no suffix); one clear line otherwise."""
+    p = Path(path).expanduser()
+    if p.exists():
+        return p
+    builtin = builtin_spaces()
+    if not p.suffix and str(p) in builtin:
+        return builtin[str(p)]
+    raise ConfigError(f"--search-space {path}: no such file (built in: {', '.join(sorted(builtin))})")
 
 
 def _check_condition(name: str, cond: Any, search: dict, where: str) -> dict[str, list]:
