@@ -17,6 +17,7 @@ import csv
 import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = {"aws": ROOT / "cluster.yaml", "onprem": ROOT / "cluster-onprem.yaml"}
 HEAD = {"num_cpus": 1, "resources": {"driver_slot": 2}}  # drivers only: a Train worker needs 2 CPUs
 WORKER_CPUS = 3  # one trial (2 CPUs) per node, and one CPU for Ray Data
+TOKEN = "~/.ray/auth_token"  # Ray's default token file: on your machine, and copied to every node
 SEARCH = ["--search-space", "smoke", "--num-samples", "2", "--scheduler", "fifo", "--cpus-per-worker", "2",
           "--max-concurrent", "2", "--no-export"]
 
@@ -91,7 +93,7 @@ def test_aws_config_is_what_the_docs_promise():
     # workers read shards and write checkpoints in S3: they need an instance profile
     assert all("IamInstanceProfile" in t["node_config"] for t in gpu_types)
     # this checkout, installed on every node
-    assert c["file_mounts"] == {"/home/ray/audionet-ray": "."}
+    assert c["file_mounts"] == {"/home/ray/audionet-ray": ".", "/home/ray/.ray/auth_token": TOKEN}
     assert any("pip install" in s and "torch" in s for s in c["setup_commands"])
     assert "pip install -q -e /home/ray/audionet-ray" in c["setup_commands"]
     # nothing but SSH from outside: own security group, dashboard on localhost
@@ -112,7 +114,7 @@ def test_onprem_config_passes_resources_to_ray_start():
     resources = json.loads(next(a.split("=", 1)[1] for a in start if a.startswith("--resources=")))
     assert resources == {"driver_slot": 16}
     assert "--num-cpus=0" in start and "--dashboard-host=127.0.0.1" in start
-    assert c["file_mounts"] == {"~/audionet-ray": "."}
+    assert c["file_mounts"] == {"~/audionet-ray": ".", "~/.ray/auth_token": TOKEN}
     assert any("pip install -q -e ~/audionet-ray" in s for s in c["setup_commands"])
     assert len(c["provider"]["worker_ips"]) == c["max_workers"]
 
@@ -367,3 +369,160 @@ def test_autoscaler_launches_worker_nodes_when_trials_ask(prepared_demo, tmp_pat
             address_file.write_text(previous)
         elif address_file.exists():
             address_file.unlink()
+
+
+# ----------------------------------------------------------------------------- token authentication, as shipped
+
+NODE_HOMES = ("~/", "/home/ray/")  # a node's home: the SSH user's (on-prem) or the container's (AWS)
+
+
+@pytest.mark.parametrize("which", sorted(CONFIGS))
+def test_every_start_command_turns_token_authentication_on(which):
+    """Each `ray start` of the file, head and workers, not only where a token file happens to exist."""
+    c = yaml.safe_load(CONFIGS[which].read_text())
+    starts = [cmd for cmd in c["head_start_ray_commands"] + c["worker_start_ray_commands"] if "ray start" in cmd]
+    assert len(starts) == 2 and all("RAY_AUTH_MODE=token " in cmd for cmd in starts), starts
+    assert _token_mount(c).startswith(NODE_HOMES)
+
+
+def _token_mount(config: dict) -> str:
+    """Where file_mounts puts your token on a node (`ray up` copies it there before `ray start`)."""
+    remotes = [remote for remote, local in config["file_mounts"].items() if local == TOKEN]
+    assert len(remotes) == 1, f"file_mounts should copy {TOKEN} to the nodes once: {config['file_mounts']}"
+    return remotes[0]
+
+
+def _mount_token(config: dict, laptop: Path, node: Path) -> None:
+    """What `ray up`'s file_mounts do with the token, into a folder that plays the node's home."""
+    remote = _token_mount(config)
+    dest = node / remote.removeprefix(next(h for h in NODE_HOMES if remote.startswith(h)))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes((laptop / TOKEN.removeprefix("~/")).read_bytes())
+
+
+def _bare_env(home: Path, **extra) -> dict:
+    """This machine's environment with no Ray token or mode of its own, `home` as HOME, and
+    this venv's `ray` first on the PATH (the shipped commands call `ray` or the venv's)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_AUTH", "RAY_ADDRESS"))}
+    home.mkdir(parents=True, exist_ok=True)
+    return {**env, "HOME": str(home), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+            "PYTHONUNBUFFERED": "1", **extra}
+
+
+def _runnable_here(cmd: str, gcs_port: int, temp_dir: str, *extra: str) -> str:
+    """A shipped start command as it can run on this machine beside other Ray users: this venv's
+    `ray`, free ports, no autoscaling config (the launcher writes it on a real head), a temp dir
+    of its own, and --block so that the test owns the node's processes."""
+    import re
+
+    cmd = cmd.replace("~/audionet-ray-venv/bin/ray ", "ray ").replace("6379", str(gcs_port))
+    cmd = re.sub(r" --autoscaling-config=\S+", "", cmd)
+    cmd = re.sub(r"--object-manager-port=\d+", f"--object-manager-port={_free_port()}", cmd)
+    return f"{cmd} --temp-dir={temp_dir} --dashboard-agent-listen-port={_free_port()} {' '.join(extra)} --block"
+
+
+def _start_node(cmd: str, env: dict, log: Path) -> subprocess.Popen:
+    """Run one start command; return once the node is up (its `ray start --block` keeps running)."""
+    proc = subprocess.Popen(["bash", "-c", cmd], env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while "Ray runtime started" not in log.read_text():
+        if proc.poll() is not None or time.time() > deadline:
+            _stop(proc)
+            raise AssertionError(f"{cmd}\nexited {proc.returncode}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+    return proc
+
+
+CLIENT = "import json, sys, ray; ray.init(address=sys.argv[1], log_to_driver=False); " \
+         "print(json.dumps(sum(n['Alive'] for n in ray.nodes())))"
+
+
+def _client(address: str, env: dict) -> subprocess.CompletedProcess:
+    """A driver in a process of its own, as a user's or an attacker's would be."""
+    return subprocess.run([sys.executable, "-c", CLIENT, address], env={**env, "RAY_gcs_server_port_wait_time_s": "3"},
+                          capture_output=True, text=True, timeout=120)
+
+
+def _job_api(port: int, host: str = "127.0.0.1", token: str | None = None) -> int | str:
+    """The dashboard's job API (what ShadowRay used to run commands): its HTTP status, or why not."""
+    import urllib.error
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(f"http://{host}:{port}/api/jobs/", headers=headers),
+                                    timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError as e:
+        return type(e).__name__
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the nodes' processes in /proc")
+@pytest.mark.parametrize("which", sorted(CONFIGS))
+def test_cluster_from_the_shipped_start_commands_refuses_clients_without_the_token(which, tmp_path):
+    """The file's own head and worker start commands, run here after its file_mounts: the token is
+    made as docs/cluster.md says, a worker node joins with it, a driver and the job API without it
+    (or with another) are refused, with it accepted; the dashboard is not reachable off localhost.
+    (The `ray stop` before each start is left out: here it would stop other people's Ray.)"""
+    import tempfile
+
+    import ray._private.services as services
+
+    c = yaml.safe_load(CONFIGS[which].read_text())
+    laptop, node, stranger = tmp_path / "laptop", tmp_path / "node", tmp_path / "stranger"
+    subprocess.run(["ray", "get-auth-token", "--generate"], env=_bare_env(laptop), check=True, capture_output=True,
+                   timeout=60)
+    token = (laptop / TOKEN.removeprefix("~/")).read_text().strip()
+    _mount_token(c, laptop, node)
+    ip, gcs_port, dash_port = services.get_node_ip_address(), _free_port(), _free_port()
+    address, temp_dir = f"{ip}:{gcs_port}", tempfile.mkdtemp(prefix="rayauth", dir="/tmp")  # short: socket paths
+    (head_cmd,), (worker_cmd,) = ([cmd for cmd in c[k] if "ray start" in cmd]
+                                  for k in ("head_start_ray_commands", "worker_start_ray_commands"))
+    node_env = _bare_env(node, RAY_HEAD_IP=ip)
+    nodes = []
+    try:
+        nodes.append(_start_node(_runnable_here(head_cmd, gcs_port, temp_dir, f"--dashboard-port={dash_port}",
+                                                f"--ray-client-server-port={_free_port()}"), node_env, tmp_path / "head.log"))
+        nodes.append(_start_node(_runnable_here(worker_cmd, gcs_port, temp_dir, "--num-cpus=1"), node_env,
+                                 tmp_path / "worker.log"))
+        for env in (_bare_env(stranger), _bare_env(stranger, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 64)):
+            p = _client(address, env)
+            assert p.returncode != 0 and "Authentication token is missing or incorrect" in p.stderr, p.stderr[-3000:]
+        p = _client(address, _bare_env(laptop, RAY_AUTH_MODE="token"))
+        assert p.returncode == 0 and p.stdout.split()[-1] == "2", p.stderr[-3000:]  # the head and the worker node
+        assert _job_api(dash_port) == 401 and _job_api(dash_port, token="0" * 64) == 403
+        assert _job_api(dash_port, token=token) == 200
+        assert _job_api(dash_port, host=ip, token=token) == "URLError"  # nothing listens off localhost
+    finally:
+        for proc in reversed(nodes):
+            _stop(proc)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="finds the node's processes in /proc")
+@pytest.mark.parametrize("which", sorted(CONFIGS))
+def test_shipped_head_start_command_fails_without_a_token_instead_of_starting_open(which, tmp_path):
+    """A node where the token did not arrive: `ray start` stops with Ray's one line about the token,
+    rather than serving GCS and the job API to anyone (what a start without RAY_AUTH_MODE does)."""
+    import tempfile
+
+    c = yaml.safe_load(CONFIGS[which].read_text())
+    (head_cmd,) = [cmd for cmd in c["head_start_ray_commands"] if "ray start" in cmd]
+    temp_dir = tempfile.mkdtemp(prefix="rayauth", dir="/tmp")
+    log = tmp_path / "head.log"
+    cmd = _runnable_here(head_cmd, _free_port(), temp_dir, f"--dashboard-port={_free_port()}",
+                         f"--ray-client-server-port={_free_port()}")
+    proc = subprocess.Popen(["bash", "-c", cmd], env=_bare_env(tmp_path / "node"), stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT)
+    try:
+        rc = proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        rc = None
+    finally:
+        _stop(proc)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert rc not in (None, 0), f"started without a token:\n{log.read_text()[-2000:]}"
+    assert "no authentication token was found" in log.read_text(), log.read_text()[-2000:]
