@@ -14,6 +14,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
+
+from .discover import SILENCE, UNKNOWN
 
 
 @dataclass
@@ -22,13 +25,105 @@ class AugmentConfig:
     max_shift: int = 250  # samples of circular shift either way; 0 turns it off
     background_prob: float = 0.8  # chance a clip gets background noise (if the dataset has any)
     background_volume: float = 0.1  # maximum volume of that noise
+    # Keyword tasks (classes with _unknown_): what a sliding window sees. window_prob of the clips are
+    # cut from a stream of three clips (a neighbour either side) at a random offset and relabelled by
+    # what the window holds (stream_windows); gain_db changes each clip's level by up to that many dB
+    # down (and a third of it up), so quiet and loud speech and noise all occur.
+    window_prob: float = 0.0
+    gain_db: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def validate(self) -> list[str]:
+        """Mistakes, one line each (config.TrainConfig.validate raises them)."""
+        out = []
+        if not 0.0 <= self.window_prob <= 1.0:
+            out.append(f"augment.window_prob must be in [0, 1], got {self.window_prob}")
+        if not 0.0 <= self.gain_db <= 60.0:
+            out.append(f"augment.gain_db must be in [0, 60] (dB), got {self.gain_db}")
+        if not 0.0 <= self.background_prob <= 1.0:
+            out.append(f"augment.background_prob must be in [0, 1], got {self.background_prob}")
+        if self.background_volume < 0 or self.noise_amplitude < 0 or self.max_shift < 0:
+            out.append("augment.background_volume, noise_amplitude and max_shift must be >= 0")
+        return out
 
-def standardise(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+
+@dataclass(frozen=True)
+class Roles:
+    """Which classes of a keyword task are keywords, and which are _unknown_ and _silence_."""
+
+    keyword: torch.Tensor  # bool per class
+    unknown: int
+    silence: int | None
+
+    @classmethod
+    def of(cls, classes: list[str]) -> "Roles | None":
+        """None for a plain classifier (no _unknown_ class): its clips are never relabelled."""
+        if UNKNOWN not in classes:
+            return None
+        kw = torch.tensor([c not in (UNKNOWN, SILENCE) for c in classes])
+        return cls(kw, classes.index(UNKNOWN), classes.index(SILENCE) if SILENCE in classes else None)
+
+
+KEYWORD_SHARE = 0.5  # a window holding less than this share of a keyword's energy is not that keyword
+SPEECH_SHARE = 0.15  # ... and one holding at least this share of some word's energy is _unknown_, else _silence_
+
+
+def stream_windows(pcm: torch.Tensor, y: torch.Tensor, gen: torch.Generator, roles: Roles,
+                   prob: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """int16 clips (B, N) and labels -> the same with `prob` of them replaced by sliding-window cuts.
+
+    Each chosen clip gets a random neighbour from the batch either side (a stream of three
+    clips, end to end) and a one-clip window is cut at a random offset up to 3/4 of a clip
+    either way. Its label follows what the window holds, measured by each clip's energy inside
+    it: the keyword with at least KEYWORD_SHARE of its energy there (the larger share wins),
+    else _unknown_ when some word has SPEECH_SHARE or more there (a partial word, a neighbour),
+    else _silence_. So the detector learns that half a keyword, or a keyword's neighbour, is
+    not the keyword: the windows `predict` slides over a stream look exactly like these.
+    """
+    b, n = pcm.shape
+    dev = pcm.device
+    chosen = (torch.rand(b, generator=gen, device=dev) < prob).nonzero().squeeze(1)
+    k = len(chosen)
+    if k == 0:
+        return pcm, y
+    left = torch.randint(0, b, (k,), generator=gen, device=dev)
+    right = torch.randint(0, b, (k,), generator=gen, device=dev)
+    parts = torch.stack([pcm[left], pcm[chosen], pcm[right]], 1)  # (k, 3, N)
+    labels = torch.stack([y[left], y[chosen], y[right]], 1)
+    energy = parts.float().square_()
+    cum = F.pad(energy.cumsum(-1), (1, 0))  # (k, 3, N + 1): energy before each sample
+    reach = (3 * n) // 4
+    start = n + torch.randint(-reach, reach + 1, (k,), generator=gen, device=dev)  # on the 3N canvas
+    share = []
+    for p in range(3):
+        lo = (start - p * n).clamp(0, n)
+        hi = (start + n - p * n).clamp(0, n)
+        c = cum[:, p]
+        share.append((c.gather(1, hi[:, None]) - c.gather(1, lo[:, None])).squeeze(1) / c[:, -1].clamp_min(1e-6))
+    share = torch.stack(share, 1)  # (k, 3)
+    is_kw = roles.keyword.to(dev)[labels]
+    speech = labels != (roles.silence if roles.silence is not None else -1)
+    kw_share = torch.where(is_kw, share, torch.zeros_like(share))
+    best = kw_share.argmax(1)
+    new = torch.where(kw_share.max(1).values >= KEYWORD_SHARE, labels.gather(1, best[:, None]).squeeze(1),
+                      torch.full_like(labels[:, 0], roles.unknown))
+    quiet = ~((share >= SPEECH_SHARE) & speech).any(1) & (kw_share.max(1).values < KEYWORD_SHARE)
+    if roles.silence is not None:
+        new = torch.where(quiet, torch.full_like(new, roles.silence), new)
+    windows = parts.reshape(k, 3 * n).gather(1, start[:, None] + torch.arange(n, device=dev))
+    pcm, y = pcm.clone(), y.clone()
+    pcm[chosen], y[chosen] = windows, new
+    return pcm, y
+
+
+def standardise(x: torch.Tensor, eps: float = 1e-5, floor: float = 0.0) -> torch.Tensor:
     """Zero mean, unit variance per clip: what AudioNet sees in training and in use.
+
+    `floor` (int16 units, 0: none) bounds the divisor from below: a window of quiet noise then
+    stays quiet instead of being lifted to the level of speech (keyword models, which must tell
+    near-silence from a word; the classifier's clips always hold one).
 
     Centre, then one dot product per clip for the spread and one in-place scale: on CPU ~3x
     faster than `std_mean` followed by `(x - mean) / std`, with the same result.
@@ -37,7 +132,7 @@ def standardise(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     n = x.shape[-1]
     c = x - x.mean(dim=-1, keepdim=True)
     var = torch.linalg.vecdot(c, c).unsqueeze(-1) / max(n - 1, 1)  # unbiased, like torch.std
-    return c.mul_(1.0 / (var.sqrt() + eps))
+    return c.mul_(1.0 / (var.sqrt().clamp_min(floor) + eps))
 
 
 def _uniform_int16(shape: tuple[int, int], gen: torch.Generator, device) -> torch.Tensor:
@@ -80,6 +175,9 @@ def perturb(
         x.addcmul_(seg, vol)
     if cfg.noise_amplitude > 0:
         x.add_(_uniform_int16((b, n), gen, dev), alpha=cfg.noise_amplitude / 32768.0)
+    if cfg.gain_db > 0:
+        db = torch.rand(b, 1, generator=gen, device=dev) * (cfg.gain_db * 4 / 3) - cfg.gain_db
+        x.mul_(torch.pow(10.0, db / 20))
     return x
 
 
@@ -88,12 +186,13 @@ def augment(
     gen: torch.Generator,
     cfg: AugmentConfig,
     noise: torch.Tensor | None = None,
+    floor: float = 0.0,
 ) -> torch.Tensor:
     """int16 clips (B, N) -> augmented, standardised float32 (B, N); randomness only from `gen`.
 
     Training input. Validation and test clips get `standardise` alone.
     """
-    return standardise(perturb(pcm, gen, cfg, noise))
+    return standardise(perturb(pcm, gen, cfg, noise), floor=floor)
 
 
 def epoch_generator(seed: int, epoch: int, rank: int, device: torch.device) -> torch.Generator:

@@ -56,8 +56,13 @@ def config_digest(config: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def preprocessing_config() -> dict:
-    """What a bundle's config.json says about its input; mirrors the training data path."""
+def preprocessing_config(std_floor: float = 0.0) -> dict:
+    """What a bundle's config.json says about its input; mirrors the training data path, so that
+    a program outside this project can run model.onnx on raw audio from this alone."""
+    standardise = {"per_clip": True, "formula": "(x - mean(x)) / (std(x) + eps)", "std": "unbiased (n - 1)",
+                   "eps": STANDARDISE_EPS}
+    if std_floor > 0:  # keyword models: quiet windows stay quiet
+        standardise.update(formula="(x - mean(x)) / (max(std(x), floor) + eps)", floor=float(std_floor))
     return {
         "sample_rate": SAMPLE_RATE,
         "clip_samples": CLIP_SAMPLES,
@@ -65,8 +70,7 @@ def preprocessing_config() -> dict:
         "resample": "soxr HQ to sample_rate",
         "sample_scale": "int16 units: float audio in [-1, 1] times 32768, rounded",
         "fit": "shorter clips zero-padded at the end, longer ones cut (predict scans long audio instead)",
-        "standardise": {"per_clip": True, "formula": "(x - mean(x)) / (std(x) + eps)", "std": "unbiased (n - 1)",
-                        "eps": STANDARDISE_EPS},
+        "standardise": standardise,
     }
 
 
@@ -83,6 +87,7 @@ class Bundle:
     model: AudioNet | None = None  # eval mode; None with the onnx backends
     session: object | None = None  # onnxruntime.InferenceSession with the onnx backends
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    std_floor: float = 0.0  # preprocessing's standardise floor (int16 units; 0: plain standardisation)
 
     def preprocess(self, clips: np.ndarray) -> torch.Tensor:
         """Waveforms -> standardised float32 (B, clip_samples), exactly as training saw them.
@@ -99,7 +104,7 @@ class Bundle:
             x = np.stack([fit_length(row, self.clip_samples) for row in x]) if len(x) else x[:, :0]
         if x.dtype != np.int16:
             x = to_int16(x.astype(np.float32))
-        return standardise(torch.from_numpy(np.ascontiguousarray(x)))
+        return standardise(torch.from_numpy(np.ascontiguousarray(x)), STANDARDISE_EPS, self.std_floor)
 
     @torch.no_grad()
     def predict_logits(self, clips: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -233,7 +238,8 @@ def load(path: str | Path, backend: str = "torch", device: str | torch.device = 
         raise BundleError(f"{path / CONFIG_FILE}: classes or preprocessing missing or unsupported: broken bundle")
     device = torch.device(device)
     bundle = Bundle(path=path, config=config, classes=list(classes), sample_rate=pre["sample_rate"],
-                    clip_samples=pre["clip_samples"], backend=backend, device=device)
+                    clip_samples=pre["clip_samples"], backend=backend, device=device,
+                    std_floor=float(pre.get("standardise", {}).get("floor", 0.0)))
     if backend == "torch":
         bundle.model = _torch_model(path, config, device)
         if bundle.model.config.n_classes != len(classes):

@@ -43,6 +43,32 @@ def check_types(obj: Any, prefix: str = "") -> None:
             raise ConfigError(f"{prefix}{f.name}: expected {f.type.replace(' | ', ' or ')}, got {repr(v)[:60]}")
 
 
+def parse_keywords(text: str | None) -> list[str]:
+    """'yes, no,,up' -> ['yes', 'no', 'up'] (order kept, repeats dropped)."""
+    return list(dict.fromkeys(w.strip() for w in (text or "").split(",") if w.strip()))
+
+
+# What a keyword task trains with unless its settings say otherwise (tune --keywords, train --keywords):
+# half the clips cut as sliding windows, levels 20 dB down to 7 dB up, and quiet windows kept quiet
+# (100 int16 units is -50 dBFS: the recording noise floor of the generated speech lies below it).
+KEYWORD_DEFAULTS = {"std_floor": 100.0, "augment": {"window_prob": 0.5, "gain_db": 20.0}}
+
+
+def with_keyword_defaults(settings: dict) -> dict:
+    """`settings` (a space's `fixed`, or flat CLI settings) with KEYWORD_DEFAULTS where it sets nothing."""
+    out = dict(settings)
+    for k, v in KEYWORD_DEFAULTS.items():
+        if k == "augment":
+            aug = dict(out.get("augment") or {})
+            for ak, av in v.items():
+                if ak not in out:  # a flat key set by the user wins as well
+                    aug.setdefault(ak, av)
+            out["augment"] = aug
+        else:
+            out.setdefault(k, v)
+    return out
+
+
 @dataclass
 class TrainConfig:
     data: str = ""  # a prepared dataset folder (python -m audionet_ray.prepare ...)
@@ -68,6 +94,12 @@ class TrainConfig:
     frontend: str = "conv"
     filters: int = 64
     spec_augment: bool = False
+    # A keyword task (a detector, not a clip classifier): the classes are these words plus _unknown_
+    # (every other word) and _silence_; prepared as such (prepare --keywords), judged on streams.
+    keywords: str = ""  # comma-separated; "" trains a classifier of every word of the data
+    std_floor: float = 0.0  # int16 units: per-clip standardisation divides by at least this (augment.standardise)
+    target_fa_per_hour: float = 1.0  # keyword tasks: frr_at_target is the false-reject rate at this rate ...
+    detector_minutes: float = 4.0  # ... on this many minutes of validation-speaker streams, each checkpoint (0: off)
     seed: int = 0
     checkpoint_every: int = 2  # epochs; and always at the end
     bf16: bool = True  # autocast on GPU (ignored on CPU)
@@ -81,6 +113,8 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         """Build from a flat or nested dict; unknown keys are an error naming them."""
         d = dict(d)
+        if isinstance(d.get("keywords"), (list, tuple)):  # YAML may list them
+            d["keywords"] = ",".join(map(str, d["keywords"]))
         aug = d.pop("augment", {}) or {}
         aug = aug.to_dict() if isinstance(aug, AugmentConfig) else dict(aug)
         aug_names = {f.name for f in fields(AugmentConfig)}
@@ -96,6 +130,10 @@ class TrainConfig:
         check_types(cfg.augment)
         cfg.validate()
         return cfg
+
+    @property
+    def keyword_list(self) -> list[str]:
+        return parse_keywords(self.keywords)
 
     def model_config(self, n_classes: int) -> ModelConfig:
         """The model these settings train, for a dataset of `n_classes` words."""
@@ -115,6 +153,10 @@ class TrainConfig:
              f"warmup_epochs must be >= 0 and less than epochs ({self.epochs}), got {self.warmup_epochs}"),
             (0.0 <= self.label_smoothing < 1.0, f"label_smoothing must be in [0, 1), got {self.label_smoothing}"),
             (self.checkpoint_every >= 1, "checkpoint_every must be >= 1"),
+            (self.std_floor >= 0, f"std_floor must be >= 0 (int16 units), got {self.std_floor}"),
+            (self.target_fa_per_hour > 0, f"target_fa_per_hour must be > 0, got {self.target_fa_per_hour}"),
+            (self.detector_minutes >= 0, f"detector_minutes must be >= 0, got {self.detector_minutes}"),
+            *((False, m) for m in self.augment.validate()),
         ]
         for ok, msg in checks:
             if not ok:
@@ -132,5 +174,7 @@ class RunSettings:
     workers: int = 1  # Ray Train workers (DDP), one per GPU when there are GPUs
     gpus_per_worker: float = 0.0  # fractions let several trials share one GPU
     cpus_per_worker: float = 1.0
-    keep_checkpoints: int = 2  # best k by val_accuracy (the latest is always kept too)
+    keep_checkpoints: int = 2  # best k by `metric` (the latest is always kept too)
+    metric: str = "val_accuracy"  # frr_at_target (mode min) for a keyword search
+    mode: str = "max"
     max_failures: int = 2  # worker crashes a run survives, restarting from its last checkpoint

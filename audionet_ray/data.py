@@ -20,9 +20,9 @@ import pyarrow as pa
 import torch
 from ray.data.collate_fn import ArrowBatchCollateFn
 
-from .audio import CLIP_BYTES
-from .discover import DatasetError, escape_path
-from .prepare import MANIFEST, NOISE_FILE, load_manifest, pcm_from_binary, prepare, summary_line
+from .audio import AUDIO_SUFFIXES, CLIP_BYTES
+from .discover import SILENCE, UNKNOWN, DatasetError, escape_path
+from .prepare import MANIFEST, NOISE_FILE, PrepareOptions, load_manifest, pcm_from_binary, prepare, summary_line
 from .storage import is_uri, location
 
 
@@ -132,25 +132,52 @@ def check_train_ratio(manifest: dict, train_ratio: float, where, need_val: bool 
                        f"({len(pairs)} non-test speakers): {fix}")
 
 
-def ensure_prepared(data: str | Path, cache_dir: str | Path | None = None, progress: bool = True) -> Path:
+def keyword_options(root: str | Path, keywords: list[str]) -> "PrepareOptions":
+    """How a keyword task is prepared: the keywords as classes, every other word (and a root-level
+    `_unknown_/` folder) as _unknown_, and _silence_ cut from the background noise when there is any."""
+    from .discover import NOISE_DIR
+
+    noise = Path(root).expanduser() / NOISE_DIR
+    has_noise = noise.is_dir() and any(p.suffix.lower() in AUDIO_SUFFIXES for p in noise.iterdir())
+    return PrepareOptions(words=list(keywords), unknown=True, silence=has_noise)
+
+
+def check_keywords(manifest: dict, keywords: list[str], where) -> None:
+    """A prepared folder given with --keywords must have been prepared for exactly those."""
+    want = sorted(keywords)
+    have = [c for c in manifest["classes"] if c not in (UNKNOWN, SILENCE)]
+    if UNKNOWN not in manifest["classes"] or sorted(have) != want:
+        raise DatasetError(f"{where} was prepared for the classes {', '.join(manifest['classes'][:12])}, not for "
+                           f"the keywords {', '.join(want)}: pass the dataset root instead, or prepare it with "
+                           f"--keywords {','.join(want)}")
+
+
+def ensure_prepared(data: str | Path, cache_dir: str | Path | None = None, progress: bool = True,
+                    keywords: list[str] | None = None) -> Path:
     """A prepared folder as is; a raw dataset root prepared once into a cache folder.
 
-    The cache is keyed by the root's absolute path, and prepare() itself re-checks the file
-    list, so a changed dataset is prepared again and an unchanged one costs a directory scan.
+    The cache is keyed by the root's absolute path (and the keywords of a keyword task), and
+    prepare() itself re-checks the file list, so a changed dataset is prepared again and an
+    unchanged one costs a directory scan.
     """
     import hashlib
 
     if is_uri(data):  # shared storage on a cluster: it must already hold a prepared dataset
-        load_manifest(data)
+        m = load_manifest(data)
+        if keywords:
+            check_keywords(m, keywords, data)
         return location(data)
     data = Path(data).expanduser()
     if (data / MANIFEST).exists():
+        if keywords:
+            check_keywords(load_manifest(data), keywords, escape_path(data))
         return data
     cache = Path(cache_dir or os.environ.get("AUDIONET_CACHE", "~/.cache/audionet_ray")).expanduser()
     # the name for people (escaped, cut to fit a 255-byte name), the hash of the exact bytes for uniqueness
-    key = hashlib.sha1(os.fsencode(data.resolve())).hexdigest()[:8]
-    out = cache / "prepared" / f"{escape_path(data.name)[:40]}-{key}"
-    m = prepare(data, out, progress=progress)
+    key = hashlib.sha1(os.fsencode(data.resolve()) + ",".join(keywords or []).encode()).hexdigest()[:8]
+    tag = "-kws" if keywords else ""
+    out = cache / "prepared" / f"{escape_path(data.name)[:40]}{tag}-{key}"
+    m = prepare(data, out, keyword_options(data, keywords) if keywords else None, progress=progress)
     print(summary_line(m), flush=True)
     return out
 
@@ -163,10 +190,35 @@ def _empty(name: str):
     return ray.data.from_arrow(table)
 
 
-def load_noise(prepared: str | Path) -> np.ndarray:
-    """Background noise as one int16 array (empty when the dataset has none)."""
+NOISE_CAP_S = 600  # background noise kept for augmentation: 10 minutes, 19 MB of int16 per worker
+NOISE_PIECE_S = 10  # ... as pieces this long, spread over all of it
+
+
+def load_noise(prepared: str | Path, cap_s: float = NOISE_CAP_S) -> np.ndarray:
+    """Background noise for augmentation as one int16 array (empty when the dataset has none).
+
+    At most `cap_s` seconds of it: every training worker holds its noise (on its device), and a
+    dataset with hours of background recordings would cost each one all of them. Longer noise is
+    cut to evenly spaced NOISE_PIECE_S pieces across the whole file, the same every time (every
+    worker, run and resume mixes in the same noise). A local noise.npy is memory-mapped, so only
+    the pieces kept are read; one on a URI is read whole once, then cut. The array is the
+    caller's own (writable, nothing else keeps it).
+    """
+    from .audio import SAMPLE_RATE
+
     path = location(prepared) / NOISE_FILE
-    return np.load(io.BytesIO(path.read_bytes()), allow_pickle=False) if path.exists() else np.zeros(0, np.int16)
+    if not path.exists():
+        return np.zeros(0, np.int16)
+    if is_uri(path):
+        noise = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
+    else:
+        noise = np.load(path, mmap_mode="r", allow_pickle=False)
+    cap = int(cap_s * SAMPLE_RATE)
+    if len(noise) <= cap:
+        return np.array(noise)
+    piece = min(NOISE_PIECE_S * SAMPLE_RATE, cap)
+    starts = np.linspace(0, len(noise) - piece, cap // piece).astype(np.int64)
+    return np.concatenate([noise[s:s + piece] for s in starts])
 
 
 class PcmCollate(ArrowBatchCollateFn):

@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow.parquet as pq
 
-from .bundle import Bundle, BundleError, load_for
+from .bundle import NOT_KEYWORDS, Bundle, BundleError, load_for
 from .discover import DatasetError
 from .prepare import load_manifest, pcm_from_binary
 
@@ -93,38 +93,9 @@ def table(s: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_confusion(cm: np.ndarray, classes: list[str], path: Path, title: str) -> None:
-    """Rows normalised to recall (colour), raw counts written in the cells when they fit."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    n = len(classes)
-    rows = cm.sum(axis=1, keepdims=True)
-    frac = np.divide(cm, rows, out=np.zeros(cm.shape, float), where=rows > 0)
-    size = max(5.0, 0.45 * n + 2.5)
-    fig, ax = plt.subplots(figsize=(size, size * 0.9))
-    im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(n), classes, rotation=90 if n > 12 else 45, ha="right" if n <= 12 else "center")
-    ax.set_yticks(range(n), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    if n <= 40:
-        for i in range(n):
-            for j in range(n):
-                if cm[i, j]:
-                    ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7 if n > 20 else 9,
-                            color="white" if frac[i, j] > 0.5 else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def evaluate(bundle: Bundle, data: str | Path, out_dir: Path) -> dict:
     """Run the test split, write the PNG and JSON into out_dir, return the metrics."""
+    from . import plots
     from .data import ensure_prepared
 
     prepared = ensure_prepared(data)
@@ -145,13 +116,14 @@ def evaluate(bundle: Bundle, data: str | Path, out_dir: Path) -> dict:
               "confusion_png": PNG_FILE})
     out_dir.mkdir(parents=True, exist_ok=True)
     title = f"test accuracy {s['accuracy']:.3f} on {s['n_clips']} clips"
-    plot_confusion(cm, bundle.classes, out_dir / PNG_FILE, title)
+    plots.confusion_matrix(cm, bundle.classes, title, out_dir / PNG_FILE)  # at most plots.MATRIX_CLASSES drawn
     (out_dir / METRICS_FILE).write_text(json.dumps(s, indent=1) + "\n")
     return s
 
 
 def evaluate_streaming(bundle: Bundle, data: str | Path, out_dir: Path, target_fa_per_hour: float = 1.0,
-                       minutes: float = 10.0, seed: int = 0) -> dict:
+                       minutes: float = 10.0, seed: int = 0, keyword_free_hours: float | None = None,
+                       keywords: list[str] | None = None) -> dict:
     """Streaming evaluation on the test split (streaming.py); writes the DET PNG and JSON into out_dir.
 
     The detector runs with the bundle's operating point (threshold, smoothing) when it has one,
@@ -160,13 +132,19 @@ def evaluate_streaming(bundle: Bundle, data: str | Path, out_dir: Path, target_f
     from . import plots
     from .data import ensure_prepared
     from .predict import detector_settings
-    from .streaming import StreamOptions, evaluate_streams
+    from .streaming import DEFAULT_KEYWORD_FREE_HOURS, StreamOptions, evaluate_streams
 
+    if keywords:
+        unknown = [k for k in keywords if k not in bundle.classes or k in NOT_KEYWORDS]
+        if unknown:
+            raise DatasetError(f"--keywords: {', '.join(unknown)} is not a keyword of the bundle; its keywords: "
+                               + ", ".join(c for c in bundle.classes if c not in NOT_KEYWORDS))
     prepared = ensure_prepared(data)
     settings = detector_settings(bundle)
-    opts = StreamOptions(seed=seed, minutes=minutes, stride_ms=settings["stride_ms"],
+    hours = DEFAULT_KEYWORD_FREE_HOURS if keyword_free_hours is None else keyword_free_hours
+    opts = StreamOptions(seed=seed, minutes=minutes, stride_ms=settings["stride_ms"], keyword_free_hours=hours,
                          average_ms=settings["average_ms"], suppress_ms=settings["suppress_ms"])
-    r = evaluate_streams(bundle, prepared, "test", opts, target_fa_per_hour).to_dict()
+    r = evaluate_streams(bundle, prepared, "test", opts, target_fa_per_hour, keywords=keywords).to_dict()
     at = settings["threshold"]
     r["bundle_threshold"] = {"threshold": at, "from": settings["from"],
                              "point": min(r["curve"], key=lambda c: abs(c["threshold"] - at))}
@@ -220,9 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=10.0,
                     help="with --streaming: at most this many minutes of keyword streams (default: 10)")
     ap.add_argument("--seed", type=int, default=0, help="with --streaming: how the streams are laid out (default: 0)")
+    ap.add_argument("--keyword-free-hours", type=float, default=3.0,
+                    help="with --streaming: add the test split's other words until the streams hold this many hours "
+                         "without a keyword (default: 3, enough to show 1 false accept per hour; 0: none added)")
+    ap.add_argument("--keywords", help="with --streaming: judge only these keywords of the bundle (comma-separated)")
     args = ap.parse_args(argv)
     for ok, msg in [(args.target_fa_per_hour > 0, f"--target-fa-per-hour must be > 0, got {args.target_fa_per_hour:g}"),
                     (args.minutes > 0, f"--minutes must be > 0, got {args.minutes:g}"),
+                    (args.keyword_free_hours >= 0, f"--keyword-free-hours must be >= 0, got {args.keyword_free_hours:g}"),
                     (not (args.onnx and args.int8), "--onnx and --int8: choose one (--int8 runs onnxruntime too)")]:
         if not ok:
             print(f"error: {msg}", file=sys.stderr)
@@ -238,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.data:
             print(f"data: {data} (the bundle's training data)")
         if args.streaming:
-            r = evaluate_streaming(bundle, data, out_dir, args.target_fa_per_hour, args.minutes, args.seed)
+            from .config import parse_keywords
+
+            r = evaluate_streaming(bundle, data, out_dir, args.target_fa_per_hour, args.minutes, args.seed,
+                                   args.keyword_free_hours, parse_keywords(args.keywords) or None)
         else:
             s = evaluate(bundle, data, out_dir)
     except (BundleError, DatasetError, RuntimeError) as e:

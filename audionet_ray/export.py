@@ -35,15 +35,16 @@ import numpy as np
 import torch
 
 from . import __version__
-from .bundle import (CONFIG_FILE, FORMAT, INT8_FILE, KIND, ONNX_FILE, WEIGHTS_FILE, Bundle, BundleError,
+from .bundle import (CONFIG_FILE, FORMAT, INT8_FILE, KIND, ONNX_FILE, NOT_KEYWORDS, WEIGHTS_FILE, Bundle, BundleError,
                      preprocessing_config, sha256_file, write_config)
 from .audio import CLIP_SAMPLES, SAMPLE_RATE
 from .augment import standardise
 from .config import ConfigError
-from .discover import DatasetError
+from .discover import UNKNOWN, DatasetError
 from .model import AudioNet, count_parameters, flops_per_clip
 from .checkpoint import META_FILE, MODEL_FILE, best, is_checkpoint, load_weights, read_meta
 from .experiment import SPEC_FILE, TRAIN_RUNS, checkpoints, load_spec_json
+from .storage import crash_point, recover_folder, replace_folder
 ONNX_OPSET = 17
 ONNX_INPUT, ONNX_OUTPUT = "clips", "logits"
 INT8_CALIBRATION_CLIPS = 256  # training clips that set the activation ranges
@@ -240,14 +241,36 @@ def deployment_figures(model: AudioNet, folder: Path, files: list[str], stride_m
     return figures
 
 
-def _clips(prepared: Path, part: str, train_ratio: float, limit: int | None = None, seed: int = 0) -> tuple:
+def _clips(prepared: Path, part: str, train_ratio: float) -> tuple:
     from .streaming import split_clips
 
-    x, y = split_clips(prepared, part, train_ratio)
-    if limit is not None and len(x) > limit:
-        keep = np.sort(np.random.default_rng(seed).choice(len(x), limit, replace=False))
-        x, y = x[keep], y[keep]
-    return x, y
+    return split_clips(prepared, part, train_ratio)
+
+
+def calibration_clips(prepared: Path, train_ratio: float, n: int = INT8_CALIBRATION_CLIPS) -> np.ndarray:
+    """The first `n` clips of training speakers (bucket < train_ratio) in shard order, int16 (n, samples).
+
+    prepare shuffled the rows (seeded) before writing them, so these are a random draw of the
+    training split, the same at every export. They are read a row group at a time (256 clips,
+    8 MB) until `n` are found: a few row groups, not the whole split.
+    """
+    import pyarrow.parquet as pq
+
+    from .prepare import load_manifest, pcm_from_binary
+
+    parts, have = [np.zeros((0, CLIP_SAMPLES), np.int16)], 0
+    for name in load_manifest(prepared)["split_shards"]["trainval"]:
+        shard = pq.ParquetFile(str(prepared / name))  # a path or a URI
+        for group in range(shard.num_row_groups):
+            train = shard.read_row_group(group, columns=["bucket"]).column("bucket").to_numpy() < train_ratio
+            if not train.any():
+                continue
+            pcm = pcm_from_binary(shard.read_row_group(group, columns=["pcm"]).column("pcm"))
+            parts.append(pcm[train][: n - have])  # a boolean index copies: nothing keeps the row group
+            have += len(parts[-1])
+            if have >= n:
+                return np.concatenate(parts)
+    return np.concatenate(parts)
 
 
 FLOAT_NODES = ("/frontend/",)  # ONNX node names (torch.onnx's module paths) that int8 leaves in float
@@ -261,7 +284,7 @@ def quantize_int8(folder: Path, prepared: Path, train_ratio: float, classes: lis
                                           quantize_static)
     import onnxruntime as ort
 
-    calib, _ = _clips(prepared, "train", train_ratio, INT8_CALIBRATION_CLIPS)
+    calib = calibration_clips(prepared, train_ratio)
     if not len(calib):
         raise DatasetError(f"{prepared}: no training clips to calibrate the int8 model on")
     feed = standardise(torch.from_numpy(calib)).numpy()
@@ -323,15 +346,17 @@ def load_manifest_classes(prepared: Path) -> list[str]:
 
 
 def calibrate(model: AudioNet, classes: list[str], prepared: Path, train_ratio: float, target_fa_per_hour: float,
-              minutes: float) -> dict:
-    """The operating point on validation-split streams: the lowest threshold at the target FA/h."""
+              minutes: float, std_floor: float = 0.0, keyword_free_hours: float | None = None) -> dict:
+    """The operating point on validation-split streams: the lowest threshold at the target FA/h,
+    on at least DEFAULT_KEYWORD_FREE_HOURS of keyword-free audio (so the target is measurable)."""
     from .predict import DEFAULTS
-    from .streaming import StreamOptions, evaluate_streams
+    from .streaming import DEFAULT_KEYWORD_FREE_HOURS, StreamOptions, evaluate_streams
 
     b = Bundle(path=prepared, config={}, classes=classes, sample_rate=SAMPLE_RATE, clip_samples=CLIP_SAMPLES,
-               model=model)
+               model=model, std_floor=std_floor)
+    hours = DEFAULT_KEYWORD_FREE_HOURS if keyword_free_hours is None else keyword_free_hours
     opts = StreamOptions(minutes=minutes, stride_ms=DEFAULTS["stride_ms"], average_ms=DEFAULTS["average_ms"],
-                         suppress_ms=DEFAULTS["suppress_ms"])
+                         suppress_ms=DEFAULTS["suppress_ms"], keyword_free_hours=hours)
     r = evaluate_streams(b, prepared, "val", opts, target_fa_per_hour, train_ratio)
     point, met = r.operating_point, r.operating_point is not None
     if point is None:  # no threshold is that quiet: the quietest one, and say so
@@ -365,6 +390,8 @@ def write_bundle(choice: dict, out_dir: str | Path, data: str | Path | None = No
     (`int8`); without it both are left out and config.json says why.
     """
     out = Path(out_dir).expanduser().resolve()
+    if out.parent.is_dir():
+        recover_folder(out)  # what an export killed while replacing this bundle left behind
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / CONFIG_FILE).is_file())):
         raise ConfigError(f"{out} exists and is not a bundle folder: choose a new or empty OUT_DIR")
     ckpt, meta = choice["checkpoint"], choice["meta"]
@@ -392,11 +419,13 @@ def write_bundle(choice: dict, out_dir: str | Path, data: str | Path | None = No
         onnx_info = export_onnx(model, tmp / ONNX_FILE)
         train_config = meta.get("train_config", {})
         train_ratio = float(train_config.get("train_ratio", 0.9))
+        std_floor = float(train_config.get("std_floor", 0.0))
         prepared, why = _prepared_data(data, train_config) if (int8 or calibrate_fa) else (None, "not asked for")
         operating, int8_info, skipped = None, None, {}
         if calibrate_fa and prepared:
             try:
-                operating = calibrate(model, classes, prepared, train_ratio, calibrate_fa, calibration_minutes)
+                operating = calibrate(model, classes, prepared, train_ratio, calibrate_fa, calibration_minutes,
+                                      std_floor)
             except (DatasetError, OSError) as e:  # e.g. shards behind a URI this machine cannot read
                 skipped["operating_point_skipped"] = str(e).splitlines()[0][:300]
         elif calibrate_fa:
@@ -424,7 +453,10 @@ def write_bundle(choice: dict, out_dir: str | Path, data: str | Path | None = No
             "model": {"architecture": "AudioNet", "config": model.config.to_dict(),
                       "parameters": count_parameters(model)},
             "classes": classes,
-            "preprocessing": preprocessing_config(),
+            # a keyword detector (classes with _unknown_) reports these only; a classifier every class
+            "task": "keywords" if UNKNOWN in classes else "classifier",
+            "keywords": [c for c in classes if c not in NOT_KEYWORDS],
+            "preprocessing": preprocessing_config(std_floor),
             "training": {"epoch": meta.get("epoch"), "metrics": meta.get("metrics", {}),
                          "hyperparameters": train_config, "searched": _searched(choice["source"], train_config)},
             "selection": {"metric": choice["metric"], "mode": choice["mode"],
@@ -444,13 +476,8 @@ def write_bundle(choice: dict, out_dir: str | Path, data: str | Path | None = No
         mode = (tmp / CONFIG_FILE).stat().st_mode & 0o777  # what the umask gives a plain file
         for f in tmp.iterdir():  # safetensors writes owner-only files; a bundle is for sharing
             f.chmod(mode)
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-        tmp.rename(out)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
+        crash_point("export:written")
+        replace_folder(tmp, out)  # at every moment OUT holds the old bundle or the new one
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -368,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("root", help="dataset root: one folder of clips per word")
     p.add_argument("out", help="output folder for shards and manifest.json")
     p.add_argument("--words", help="comma-separated words to keep as classes (default: all)")
+    p.add_argument("--keywords", help="a keyword task: these words, _unknown_ (every other word) and _silence_ "
+                                      "(from the background noise, if the dataset has any)")
     p.add_argument("--unknown", action="store_true", help="with --words: other words become _unknown_")
     p.add_argument("--silence", action="store_true", help="add a _silence_ class cut from background noise")
     p.add_argument("--strict", action="store_true", help="fail on the first bad file instead of skipping it")
@@ -375,6 +377,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     words = [w.strip() for w in args.words.split(",") if w.strip()] if args.words else None
     try:
+        if args.keywords is not None and (words or args.unknown or args.silence):
+            raise DatasetError("--keywords: give either --keywords or --words/--unknown/--silence, not both")
+        if args.keywords is not None:
+            from .config import parse_keywords
+            from .data import keyword_options
+
+            keywords = parse_keywords(args.keywords)
+            if not keywords:
+                raise DatasetError("--keywords: no keyword given (a comma-separated list such as yes,no,up)")
+            opts = keyword_options(args.root, keywords)
+            words, args.unknown, args.silence = opts.words, opts.unknown, opts.silence
         if args.unknown and not words:
             raise DatasetError("--unknown needs --words (the words that stay classes of their own)")
         if args.workers is not None and args.workers < 1:

@@ -52,6 +52,14 @@ class StreamOptions:
     stride_ms: float = 250.0  # the detector's settings (as predict's options)
     average_ms: float = 500.0
     suppress_ms: float = 1000.0
+    # Keyword-free speech added until the streams hold this many hours without a keyword (0: none):
+    # the split's other words (_unknown_, every word not a keyword) drawn again in new orders, gaps,
+    # levels and noise. 1 FA/h can only be shown on about 3 h (POISSON_95_ZERO).
+    keyword_free_hours: float = 0.0
+    filler_gain_db: tuple[float, float] = (-15.0, 3.0)  # level of each other word in the keyword-free speech
+
+
+DEFAULT_KEYWORD_FREE_HOURS = 3.0  # calibration and evaluate --streaming: enough to show 1 FA/h
 
 
 @dataclass
@@ -66,11 +74,23 @@ class Stream:
     audio: np.ndarray  # float32 in [-1, 1] at 16 kHz
     keywords: list[Event]  # the truth: every keyword clip, in time order
     noise_dbfs: float | None  # background level under it (None: the dataset has no noise)
-    kind: str  # "mixed" (clips and gaps) or "noise" (background noise alone)
+    kind: str  # "mixed" (clips and gaps), "noise" (background noise alone) or "speech" (other words only)
 
     @property
     def seconds(self) -> float:
         return len(self.audio) / 16_000
+
+    def summary(self) -> "StreamSummary":
+        """The stream without its audio: what scoring needs once the detector has run over it."""
+        return StreamSummary(self.seconds, self.keywords, self.noise_dbfs, self.kind)
+
+
+@dataclass
+class StreamSummary:
+    seconds: float
+    keywords: list[Event]
+    noise_dbfs: float | None
+    kind: str
 
 
 # ----------------------------------------------------------------------------- data
@@ -111,7 +131,14 @@ def _noise_bed(noise: np.ndarray, n: int, dbfs: float | None, rng: np.random.Gen
 
 def build_streams(clips: np.ndarray, labels: list[str], keywords: set[str], noise: np.ndarray,
                   opts: StreamOptions) -> list[Stream]:
-    """Mixed streams of the clips (keywords and everything else, shuffled) and noise-only streams.
+    """Every stream of `iter_streams`, in memory (short evaluations and tests)."""
+    return list(iter_streams(clips, labels, keywords, noise, opts))
+
+
+def iter_streams(clips: np.ndarray, labels: list[str], keywords: set[str], noise: np.ndarray,
+                 opts: StreamOptions):
+    """Mixed streams of the clips (keywords and everything else, shuffled), noise-only streams, and
+    keyword-free speech up to `opts.keyword_free_hours`; one at a time, so hours never sit in memory.
 
     `clips` are int16 one-second clips, `labels` their class names; clips whose label is in
     `keywords` are the truth, all others (unknown words, words the model was not trained on,
@@ -121,8 +148,9 @@ def build_streams(clips: np.ndarray, labels: list[str], keywords: set[str], nois
     sr, clip_s = 16_000, clips.shape[1] / 16_000 if len(clips) else 1.0
     levels = list(opts.noise_dbfs) if len(noise) else [None]
     order = rng.permutation(len(clips))
-    streams: list[Stream] = []
     budget = opts.minutes * 60
+    free_s = 0.0  # keyword-free seconds so far
+    count = 0
     i = 0
     while i < len(order) and budget > 0:
         # one stream: clips with gaps until it is stream_s long (or the clips or minutes run out)
@@ -136,15 +164,17 @@ def build_streams(clips: np.ndarray, labels: list[str], keywords: set[str], nois
         if not placed:
             break
         n = int(round(t * sr))
-        dbfs = levels[len(streams) % len(levels)]
+        dbfs = levels[count % len(levels)]
         audio = _noise_bed(noise, n, dbfs, rng)
         events = []
         for k, at in placed:
             audio[at:at + clips.shape[1]] += clips[k].astype(np.float32) / 32768
             if labels[k] in keywords:
                 events.append(Event(labels[k], at / sr, (at + clips.shape[1]) / sr))
-        streams.append(Stream(np.clip(audio, -1, 1), events, dbfs, "mixed"))
         budget -= n / sr
+        free_s += n / sr - sum(e.end_s - e.start_s for e in events)
+        count += 1
+        yield Stream(np.clip(audio, -1, 1), events, dbfs, "mixed")
     if len(noise):
         n_stream = int(opts.stream_s * sr)
         for dbfs in opts.noise_dbfs:  # every second of the dataset's noise, at each level
@@ -154,8 +184,37 @@ def build_streams(clips: np.ndarray, labels: list[str], keywords: set[str], nois
             for s in range(0, len(base), n_stream):
                 part = base[s:s + n_stream]
                 if len(part) >= sr:  # shorter than one window: nothing to scan
-                    streams.append(Stream(np.clip(part, -1, 1), [], dbfs, "noise"))
-    return streams
+                    free_s += len(part) / sr
+                    yield Stream(np.clip(part, -1, 1), [], dbfs, "noise")
+    yield from _keyword_free_speech(clips, labels, keywords, noise, opts, rng, free_s)
+
+
+def _keyword_free_speech(clips: np.ndarray, labels: list[str], keywords: set[str], noise: np.ndarray,
+                         opts: StreamOptions, rng: np.random.Generator, free_s: float):
+    """Streams of the split's other words, end to end with short gaps, until the keyword-free time
+    reaches opts.keyword_free_hours. Clips are drawn again (new neighbours, levels and noise):
+    hours of them hold fewer distinct words than hours of new speech would, which the result's
+    note says (`distinct_filler_clips`)."""
+    others = np.array([i for i, lab in enumerate(labels) if lab not in keywords], dtype=np.int64)
+    need = opts.keyword_free_hours * 3600 - free_s
+    if need <= 0 or not len(others):
+        return
+    sr, n_clip = 16_000, clips.shape[1]
+    levels = list(opts.noise_dbfs) if len(noise) else [None]
+    count = 0
+    while need > 0:
+        seconds = min(opts.stream_s, max(need, 1.5 * n_clip / sr))
+        n = int(seconds * sr)
+        audio = _noise_bed(noise, n, levels[count % len(levels)], rng)
+        at = int(rng.uniform(0.0, 0.5) * sr)
+        while at + n_clip <= n:
+            k = others[rng.integers(len(others))]
+            gain = np.float32(10 ** (rng.uniform(*opts.filler_gain_db) / 20) / 32768)
+            audio[at:at + n_clip] += clips[k].astype(np.float32) * gain
+            at += n_clip + int(rng.uniform(-0.2, 0.6) * sr)  # words may run into each other
+        need -= n / sr
+        count += 1
+        yield Stream(np.clip(audio, -1, 1), [], levels[(count - 1) % len(levels)], "speech")
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -197,7 +256,7 @@ THRESHOLDS = tuple(float(t) for t in np.round(np.concatenate([np.arange(0.05, 0.
                                                                [0.99, 0.995, 0.998, 0.999]]), 4))
 
 
-def score(windows: list[Windows], streams: list[Stream], keywords: list[str], opts: StreamOptions,
+def score(windows: list[Windows], streams: list, keywords: list[str], opts: StreamOptions,
           thresholds: tuple[float, ...] = THRESHOLDS) -> dict:
     """FA/h and FRR (overall and per keyword) at every threshold, from one pass of the detector."""
     total_s = sum(s.seconds for s in streams)
@@ -208,7 +267,8 @@ def score(windows: list[Windows], streams: list[Stream], keywords: list[str], op
     for th in thresholds:
         fa, missed = 0, {k: 0 for k in keywords}
         for w, s in zip(windows, streams):
-            dets = count_once(w.detections(th, opts.suppress_ms), opts.refractory_s)
+            dets = [d for d in w.detections(th, opts.suppress_ms) if d.label in spoken]  # keywords only
+            dets = count_once(dets, opts.refractory_s)
             found, n_fa = match(dets, s.keywords, opts.tolerance_s)
             fa += n_fa
             for e, f in zip(s.keywords, found):
@@ -263,24 +323,47 @@ class StreamingResult:
         return asdict(self)
 
 
+def stream_keywords(classes: list[str], data_classes: list[str], keywords: list[str] | None = None) -> list[str]:
+    """The keywords a detector is judged on: the given ones, else every class of the model that is
+    a class of the data and not _unknown_ / _silence_ (a classifier's words all count)."""
+    chosen = keywords or [c for c in classes if c not in NOT_KEYWORDS and c in data_classes]
+    return [k for k in chosen if k in classes and k in data_classes]
+
+
+def scan_streams(bundle: Bundle, streams, opts: StreamOptions) -> tuple[list[Windows], list[StreamSummary]]:
+    """The detector over each stream as it is made; only the windows' results are kept."""
+    windows, kept = [], []
+    for s in streams:
+        windows.append(scan(bundle, s.audio, opts.stride_ms, opts.average_ms))
+        kept.append(s.summary())
+    return windows, kept
+
+
 def evaluate_streams(bundle: Bundle, prepared: Path, split: str = "test", opts: StreamOptions | None = None,
-                     target_fa_per_hour: float = 1.0, train_ratio: float = 0.9) -> StreamingResult:
-    """Build the streams of `split`, run the detector once per stream, score every threshold."""
+                     target_fa_per_hour: float = 1.0, train_ratio: float = 0.9,
+                     keywords: list[str] | None = None) -> StreamingResult:
+    """Build the streams of `split`, run the detector once per stream, score every threshold.
+    `keywords`: judge only these (default: every keyword class the model and the data share)."""
     opts = opts or StreamOptions()
     m = load_manifest(prepared)
     clips, ids = split_clips(prepared, split, train_ratio)
     if not len(clips):
         raise DatasetError(f"{prepared}: the {split} split has no clips to build streams from")
     labels = [m["classes"][i] for i in ids]
-    keywords = [c for c in bundle.classes if c not in NOT_KEYWORDS and c in m["classes"]]
+    keywords = stream_keywords(bundle.classes, m["classes"], keywords)
     if not keywords:
         raise DatasetError(f"{prepared}: none of the bundle's keywords ({', '.join(bundle.classes[:8])}) "
                            f"is a class of this dataset: evaluate on the data the model was trained for")
-    streams = build_streams(clips, labels, set(keywords), dataset_noise(prepared), opts)
-    windows = [scan(bundle, s.audio, opts.stride_ms, opts.average_ms) for s in streams]
+    noise = dataset_noise(prepared)
+    windows, streams = scan_streams(bundle, iter_streams(clips, labels, set(keywords), noise, opts), opts)
     r = score(windows, streams, keywords, opts)
     ok, note = enough_audio(r["keyword_free_hours"], target_fa_per_hour)
-    if not len(dataset_noise(prepared)):
+    filler = sum(s.kind == "speech" for s in streams)
+    if filler:
+        distinct = sum(lab not in keywords for lab in labels)
+        note += (f"; {sum(s.seconds for s in streams if s.kind == 'speech') / 3600:.2f} h of it are the split's "
+                 f"{distinct} non-keyword clips drawn again in new orders, levels and noise")
+    if not len(noise):
         note += "; the dataset has no _background_noise_, so gaps are digital silence (easy)"
     return StreamingResult(
         split=split, options=asdict(opts), keywords=keywords, curve=r["curve"],
@@ -289,3 +372,26 @@ def evaluate_streams(bundle: Bundle, prepared: Path, split: str = "test", opts: 
         operating_point=operating_point(r, target_fa_per_hour), enough_audio=ok, note=note,
         streams=[{"kind": s.kind, "seconds": round(s.seconds, 3), "noise_dbfs": s.noise_dbfs,
                   "keywords": len(s.keywords)} for s in streams])
+
+
+class DetectorProbe:
+    """A trial's cheap detector check: validation-speaker streams built once, scanned at each
+    checkpoint, scored at every threshold; `frr_at_target` is what a keyword search ranks by.
+
+    A few minutes of streams cannot show 1 FA/h (that needs hours: see enough_audio), so at the
+    target the probe allows no false accept at all: the strictest reading, and a fair ranking.
+    """
+
+    def __init__(self, clips: np.ndarray, labels: list[str], keywords: list[str], noise: np.ndarray,
+                 minutes: float, target_fa_per_hour: float, seed: int = 0):
+        self.opts = StreamOptions(seed=seed, minutes=minutes, stream_s=30.0)
+        self.keywords, self.target = keywords, target_fa_per_hour
+        self.streams = build_streams(clips, labels, set(keywords), noise[: 16_000 * 60], self.opts)
+
+    def measure(self, bundle: Bundle) -> dict:
+        windows = [scan(bundle, s.audio, self.opts.stride_ms, self.opts.average_ms) for s in self.streams]
+        r = score(windows, self.streams, self.keywords, self.opts)
+        point = operating_point(r, self.target)
+        return {"frr_at_target": 1.0 if point is None else point["frr"],
+                "threshold_at_target": None if point is None else point["threshold"],
+                "probe_minutes": r["total_hours"] * 60}

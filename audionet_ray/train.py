@@ -27,7 +27,8 @@ from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, R
 from ray.train.torch import TorchTrainer
 
 from . import checkpoint
-from .augment import augment, epoch_generator, standardise
+from .audio import CLIP_SAMPLES, SAMPLE_RATE
+from .augment import Roles, augment, epoch_generator, standardise, stream_windows
 from .config import ConfigError, RunSettings, TrainConfig
 from .costs import model_costs
 from .data import check_train_ratio, fits_in_memory, load_noise, read_split, split_datasets, torch_batches
@@ -110,6 +111,31 @@ def steps_per_epoch(manifest: dict, cfg: TrainConfig, world: int) -> int:
     Ray splits the training rows equally between workers (dropping the remainder)."""
     n_train = sum(n for b, n in manifest["trainval_buckets"] if b < cfg.train_ratio)
     return max(1, math.ceil((n_train // world) / max(1, cfg.batch_size // world)))
+
+
+# ----------------------------------------------------------------------------- the detector's metric
+
+def make_probe(cfg: TrainConfig, classes: list[str], noise):
+    """Validation-speaker streams for `frr_at_target` (streaming.DetectorProbe), built once per run."""
+    from .streaming import DetectorProbe, stream_keywords
+
+    if cfg.detector_minutes <= 0:
+        return None
+    pcm, ids, _ = read_split(cfg.data, cfg.train_ratio, "val")
+    return DetectorProbe(pcm, [classes[i] for i in ids], stream_keywords(classes, classes), noise,
+                         cfg.detector_minutes, cfg.target_fa_per_hour, seed=cfg.seed)
+
+
+def measure_probe(probe, model: torch.nn.Module, classes: list[str], cfg: TrainConfig, device, epoch: int) -> dict:
+    """The model, as it is now, run as a detector over the probe's streams."""
+    from .bundle import Bundle
+
+    t0 = time.perf_counter()
+    b = Bundle(path=Path(cfg.data), config={}, classes=classes, sample_rate=SAMPLE_RATE, clip_samples=CLIP_SAMPLES,
+               model=model, device=device, std_floor=cfg.std_floor)
+    with torch.no_grad():
+        m = probe.measure(b)
+    return {**m, "frr_epoch": epoch, "probe_seconds": time.perf_counter() - t0}
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -197,7 +223,11 @@ def train_loop_per_worker(config: dict) -> None:
             if torch.is_tensor(v) and k != "step":
                 state[k] = v.to(device)
 
-    noise = torch.from_numpy(load_noise(cfg.data)).to(device)
+    noise_np = load_noise(cfg.data)
+    noise = torch.from_numpy(noise_np).to(device)
+    roles = Roles.of(classes)  # a keyword task: windows as a detector sees them, and a detector's metric
+    probe = make_probe(cfg, classes, noise_np) if roles is not None and rank == 0 else None
+    detector: dict = {}
     per_worker_batch = max(1, cfg.batch_size // world)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu and cfg.bf16)
     # Small data (the demo, a search on a subset) is read from the shards once and served from memory
@@ -222,7 +252,9 @@ def train_loop_per_worker(config: dict) -> None:
         for pcm, y in (_memory_batches(train_data, per_worker_batch, shuffle_seed) if in_memory else
                        torch_batches(train_shard, per_worker_batch, shuffle_seed=shuffle_seed, pin_memory=on_gpu)):
             pcm, y = pcm.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            x = augment(pcm, gen, cfg.augment, noise)
+            if roles is not None and cfg.augment.window_prob > 0:
+                pcm, y = stream_windows(pcm, y, gen, roles, cfg.augment.window_prob)
+            x = augment(pcm, gen, cfg.augment, noise, floor=cfg.std_floor)
             with autocast:
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
@@ -240,9 +272,12 @@ def train_loop_per_worker(config: dict) -> None:
             for pcm, y in (_memory_batches(val_data, max(per_worker_batch, 256)) if in_memory else
                            torch_batches(val_shard, max(per_worker_batch, 256), pin_memory=on_gpu)):
                 pcm, y = pcm.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                logits = model(standardise(pcm)).float()
+                logits = model(standardise(pcm, floor=cfg.std_floor)).float()
                 val_stats += _step_stats(logits, y, F.cross_entropy(logits, y))
 
+        checkpointing = epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs
+        if probe is not None and checkpointing:  # the detector's metric where a checkpoint keeps the weights
+            detector = measure_probe(probe, bare, classes, cfg, device, epoch)
         stats = _world_sum(torch.cat([train_stats, val_stats])).tolist()
         tr_loss, tr_ok, tr_n, va_loss, va_ok, va_n = stats
         metrics = {
@@ -259,12 +294,13 @@ def train_loop_per_worker(config: dict) -> None:
             "resumed_from": start_epoch - 1,  # 0: started fresh; k: continued from epoch k's checkpoint
             "node_id": ray.get_runtime_context().get_node_id(),  # where rank 0 ran: spread over a cluster
             **costs,
+            **detector,  # keyword tasks: frr_at_target as of the last checkpoint epoch (frr_epoch)
         }
         if rank == 0:
             print(f"epoch {epoch}/{cfg.epochs}  train_loss {metrics['train_loss']:.4f}  "
                   f"train_acc {metrics['train_accuracy']:.3f}  val_loss {metrics['val_loss']:.4f}  "
                   f"val_acc {metrics['val_accuracy']:.3f}  {metrics['clips_per_s']:.0f} clips/s", flush=True)
-        if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
+        if checkpointing:
             with tempfile.TemporaryDirectory() as tmp:
                 ckpt = None
                 if rank == 0:
@@ -330,8 +366,8 @@ def build_trainer(cfg: TrainConfig, run: RunSettings, callbacks: list | None = N
             storage_path=storage_uri(run.storage),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=run.keep_checkpoints,
-                checkpoint_score_attribute="val_accuracy",
-                checkpoint_score_order="max",
+                checkpoint_score_attribute=run.metric,  # what the search ranks by: its best is never deleted
+                checkpoint_score_order=run.mode,
             ),
             failure_config=FailureConfig(max_failures=run.max_failures),
             callbacks=[*(callbacks or []), *_local_log(run)] or None,
@@ -359,6 +395,8 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m audionet_ray.train",
                                  description="Train AudioNet once with Ray Train (no search).")
     ap.add_argument("--data", required=True, help="a dataset root (prepared on first use) or a prepared folder")
+    ap.add_argument("--keywords", help="a keyword detector: these words (comma-separated), _unknown_ and _silence_; "
+                                       "checkpoints kept by frr_at_target")
     ap.add_argument("--epochs", type=int, default=d.epochs)
     ap.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch, split across workers")
     ap.add_argument("--lr", type=float, default=d.lr)
@@ -405,8 +443,16 @@ def main(argv: list[str] | None = None) -> int:
                           schedule=args.schedule, warmup_epochs=args.warmup_epochs,
                           label_smoothing=args.label_smoothing, seed=args.seed,
                           checkpoint_every=args.checkpoint_every, deterministic=args.deterministic)
+        if args.keywords is not None:
+            from .config import KEYWORD_DEFAULTS, parse_keywords
+
+            if not parse_keywords(args.keywords):
+                raise ConfigError("--keywords: no keyword given (a comma-separated list such as yes,no,up)")
+            aug = {**cfg.augment.to_dict(), **KEYWORD_DEFAULTS["augment"]}
+            cfg = TrainConfig.from_dict({**cfg.to_dict(), **KEYWORD_DEFAULTS, "augment": aug,
+                                         "keywords": ",".join(parse_keywords(args.keywords))})
         cfg.validate()  # before preparing: a mistyped option should not wait for a dataset's decoding
-        prepared = ensure_prepared(args.data)
+        prepared = ensure_prepared(args.data, keywords=cfg.keyword_list or None)
         cfg.data = str(prepared)
         check_train_ratio(load_manifest(prepared), cfg.train_ratio, prepared)
     except (ConfigError, DatasetError) as e:
@@ -419,17 +465,19 @@ def main(argv: list[str] | None = None) -> int:
     if gpus is None:
         gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     run = RunSettings(storage=args.storage, name=args.name, workers=args.workers, gpus_per_worker=gpus,
-                      cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures)
+                      cpus_per_worker=args.cpus_per_worker, max_failures=args.max_failures,
+                      **({"metric": "frr_at_target", "mode": "min"} if cfg.keyword_list else {}))
     result = build_trainer(cfg, run).fit()
     if result.error:
         print(f"error: training failed: {result.error}", file=sys.stderr)
         return 1
     m = result.metrics or {}
     print(f"done: epoch {m.get('epoch')}  val_accuracy {m.get('val_accuracy', float('nan')):.3f}")
-    best = result.best_checkpoints
+    best = [cm for cm in result.best_checkpoints if isinstance(cm[1].get(run.metric), (int, float))]
     if best:
-        ckpt, bm = max(best, key=lambda cm: cm[1].get("val_accuracy", -1))
-        print(f"best checkpoint (val_accuracy {bm.get('val_accuracy', float('nan')):.3f}): {ckpt.path}")
+        sign = 1 if run.mode == "max" else -1
+        ckpt, bm = max(best, key=lambda cm: sign * cm[1][run.metric])
+        print(f"best checkpoint ({run.metric} {bm[run.metric]:.3f}): {ckpt.path}")
     print(f"run folder: {result.path}")
     return 0
 

@@ -24,9 +24,10 @@ from pathlib import Path
 from .cluster import cluster_capacity
 from .config import ConfigError, RunSettings, TrainConfig
 from .discover import DatasetError
-from .experiment import (TRAIN_RUNS, best_checkpoint, has_spec, load_spec_json, local_experiment, pareto_front,
-                      read_budget, save_spec, trial_results, write_budget, write_results)
-from .storage import is_uri, location
+from .experiment import (SPEC_FILE, TRAIN_RUNS, best_checkpoint, has_spec, load_spec_json, local_experiment,
+                         lock_experiment, pareto_front, read_budget, save_spec, trial_results, write_budget,
+                         write_results)
+from .storage import hides_password, is_uri, location, redact
 from .search_space import DefineByRun, SearchSpec, check_settings, load_spec, parse_duration, tpe_startup_trials
 
 # ----------------------------------------------------------------------------- one trial
@@ -47,6 +48,8 @@ def run_trial(config: dict, spec: dict, data: str, exp_dir: str, gpus_per_worker
         gpus_per_worker=gpus_per_worker,
         cpus_per_worker=s.resources.cpus_per_worker,
         max_failures=2,
+        metric=s.tune.metric,  # Train keeps the checkpoints that are best by the search's own metric
+        mode=s.tune.mode,
     )
     latency = "latency_ms" in s.tune.objectives or "max_latency_ms" in s.tune.constraints
     result = build_trainer(cfg, run, callbacks=[TuneReportCallback()], measure_latency=latency).fit()
@@ -369,6 +372,11 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m audionet_ray.tune", description=__doc__.splitlines()[0])
     ap.add_argument("--search-space", default="default", help="YAML file, or a name in search_spaces/ (default, smoke, large)")
     ap.add_argument("--data", help="dataset root (prepared on first use) or prepared folder; default: the demo dataset")
+    ap.add_argument("--keywords", help="a keyword search: these words (comma-separated) are detected, every other "
+                                       "word is _unknown_, noise is _silence_; trials rank by frr_at_target")
+    ap.add_argument("--metric", choices=sorted(METRIC_MODES),
+                    help="what trials are ranked, stopped and exported by (default: the space's; frr_at_target "
+                         "for a keyword search)")
     ap.add_argument("--num-samples", type=int, help="trials in total")
     ap.add_argument("--max-concurrent", type=int, help="trials at once (default: what the resources fit)")
     ap.add_argument("--epochs", type=int, help="epochs per trial (ASHA's max_t)")
@@ -396,7 +404,35 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+METRIC_MODES = {"val_accuracy": "max", "val_loss": "min", "frr_at_target": "min"}
+
+
+def apply_keywords(spec: SearchSpec, args: argparse.Namespace) -> None:
+    """--keywords (or the space's `keywords`) makes a keyword search: the detector's metric unless
+    --metric or a space that names another keyword metric says otherwise."""
+    from .config import parse_keywords, with_keyword_defaults
+
+    if args.keywords is not None:
+        if not parse_keywords(args.keywords):
+            raise ConfigError("--keywords: no keyword given (a comma-separated list such as yes,no,up)")
+        spec.fixed["keywords"] = ",".join(parse_keywords(args.keywords))
+    keywords = parse_keywords(spec.fixed.get("keywords") if isinstance(spec.fixed.get("keywords"), str)
+                              else ",".join(spec.fixed.get("keywords") or []))
+    if keywords:
+        spec.fixed = with_keyword_defaults(spec.fixed)
+    if args.metric:
+        spec.tune.metric, spec.tune.mode = args.metric, METRIC_MODES[args.metric]
+    elif keywords and spec.tune.metric == "val_accuracy":
+        spec.tune.metric, spec.tune.mode = "frr_at_target", "min"
+    if spec.tune.metric == "frr_at_target":
+        if not keywords:
+            raise ConfigError("metric frr_at_target: only a keyword search reports it; add --keywords yes,no,...")
+        if spec.fixed.get("detector_minutes", TrainConfig.detector_minutes) <= 0:
+            raise ConfigError("metric frr_at_target: detector_minutes is 0, so no trial measures it")
+
+
 def apply_overrides(spec: SearchSpec, args: argparse.Namespace) -> SearchSpec:
+    apply_keywords(spec, args)
     t, r = spec.tune, spec.resources
     for name in ("num_samples", "max_concurrent", "searcher", "scheduler", "seed"):
         if getattr(args, name) is not None:
@@ -456,7 +492,8 @@ def prepare_search(args: argparse.Namespace) -> tuple[SearchSpec, str, Path]:
         saved = load_spec_json(exp_dir)
         return SearchSpec.from_dict(saved["spec"]), saved["data"], exp_dir
     spec = apply_overrides(load_spec(args.search_space), args)
-    data = ensure_prepared(args.data or demo_dataset())
+    keywords = TrainConfig.from_dict({**spec.fixed, "data": ""}).keyword_list or None
+    data = ensure_prepared(args.data or demo_dataset(), keywords=keywords)
     check_space_fits_data(spec, data)
     name = args.name or time.strftime("search-%Y%m%d-%H%M%S")
     exp_dir = location(args.storage).resolve() / name
@@ -506,11 +543,75 @@ def start_ray(args: argparse.Namespace) -> dict:
     return trial_driver_resources()
 
 
+# ----------------------------------------------------------------------------- --resume's options
+
+RESUME_RUN_OPTIONS = {"resume", "address", "num_cpus", "quiet", "verbose", "no_export"}  # how this run runs
+
+
+def _given_options(argv: list[str] | None) -> dict:
+    """The options the command line names (not their defaults)."""
+    ap = _parser()
+    for action in ap._actions:
+        action.default = argparse.SUPPRESS
+    return vars(ap.parse_args(argv))
+
+
+def _saved_value(option: str, spec: SearchSpec, saved: dict, exp_dir: Path):
+    t, r = spec.tune, spec.resources
+    return {"search_space": spec.source, "data": saved.get("data"), "num_samples": t.num_samples,
+            "max_concurrent": t.max_concurrent, "epochs": spec.fixed.get("epochs", TrainConfig.epochs),
+            "gpus_per_trial": r.gpus_per_trial, "workers_per_trial": r.workers_per_trial,
+            "cpus_per_worker": r.cpus_per_worker, "searcher": t.searcher, "scheduler": t.scheduler, "seed": t.seed,
+            "metric": t.metric, "keywords": spec.fixed.get("keywords"), "storage": exp_dir.parent,
+            "name": exp_dir.name, "optuna_storage": saved.get("optuna_storage")}.get(option, "(not recorded)")
+
+
+def _same(given, saved) -> bool:
+    try:
+        return float(given) == float(saved)
+    except (TypeError, ValueError):
+        return str(given) == str(saved)
+
+
+def study_url_of(saved: str | None, given: str | None) -> str | None:
+    """The study's URL: search.json's, or the command line's where search.json hides its password."""
+    return given if hides_password(saved) and given else saved
+
+
+def check_resume_options(args: argparse.Namespace, argv: list[str] | None, spec: SearchSpec, exp_dir: Path) -> None:
+    """--resume continues the search search.json describes: an option that would change it is
+    refused in one line, never ignored. A new --time-budget is applied (and saved): the budget is
+    this driver's clock, counted on from budget.json. --optuna-storage may repeat the saved URL,
+    to give the password search.json hides."""
+    from .study import check_study
+
+    saved = load_spec_json(exp_dir)
+    for option, value in sorted(_given_options(argv).items()):
+        was = _saved_value(option, spec, saved, exp_dir)
+        if option in RESUME_RUN_OPTIONS or option == "time_budget" or _same(value, was) or (
+                option == "optuna_storage" and redact(value) == was):
+            continue
+        flag = "--" + option.replace("_", "-")
+        shown = redact(value) if option == "optuna_storage" else value
+        raise ConfigError(f"{flag} {shown}: --resume continues the search as {exp_dir / SPEC_FILE} saved it "
+                          f"({option} {was}), which it cannot change: drop {flag}, or start a new search")
+    if args.time_budget is not None:
+        parse_duration(args.time_budget, "--time-budget")
+        spec.tune.time_budget = args.time_budget
+        save_spec(exp_dir, {**saved, "spec": spec.to_dict()})
+    url = study_url_of(saved.get("optuna_storage"), args.optuna_storage)
+    if url:
+        check_study(url, exp_dir.name)  # a corrupt optuna.db: one line, not a traceback from Tune's restore
+
+
 def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()  # the time budget counts from here: preparing data and starting Ray included
     args = _parser().parse_args(argv)
     try:
         spec, data, exp_dir = prepare_search(args)
+        lock_experiment(exp_dir)  # one driver per experiment; released at exit, or by the kernel if killed
+        if args.resume:
+            check_resume_options(args, argv, spec, exp_dir)
         budget_s = spec.tune.time_budget_s
         first_rung = min(spec.tune.grace_period, int(spec.fixed.get("epochs", TrainConfig.epochs)))  # a short run's end is its rung
         budget = TimeBudget.resume(budget_s, read_budget(exp_dir), first_rung, t0) if budget_s else None
@@ -531,9 +632,9 @@ def main(argv: list[str] | None = None) -> int:
             f" ({fmt_duration(budget.budget_s - budget.spent())} left)" if budget.spent_before else "")
     print(f"search {exp_dir.name}: {spec.tune.num_samples} trials, {spec.tune.searcher} + {spec.tune.scheduler}, "
           f"space {spec.source or 'saved'}{timing}; {why}", flush=True)
-    study_url = load_spec_json(exp_dir).get("optuna_storage")
+    study_url = study_url_of(load_spec_json(exp_dir).get("optuna_storage"), args.optuna_storage)
     if not args.quiet:
-        print(f"watch it: tensorboard --logdir {exp_dir}" + (f"  |  optuna-dashboard {study_url}" if study_url else ""))
+        print(f"watch it: tensorboard --logdir {exp_dir}" + (f"  |  optuna-dashboard {redact(study_url)}" if study_url else ""))
     tuner = build_tuner(spec, data, exp_dir, gpus_per_worker, concurrent, driver_resources,
                         resume=bool(args.resume), verbosity=0 if args.quiet else 2 if args.verbose else 1,
                         optuna_storage=study_url, budget=budget)
@@ -610,7 +711,8 @@ def export_best(exp_dir: Path, metric: str, data: str) -> None:
     """The best checkpoint as a bundle in EXPERIMENT/bundle, judged on the test split by evaluate
     (its test_metrics.json and confusion matrix go into the bundle, where the report reads them)."""
     from .bundle import load
-    from .evaluate import METRICS_FILE, PNG_FILE, evaluate
+    from .discover import UNKNOWN
+    from .evaluate import DET_FILE, METRICS_FILE, PNG_FILE, STREAMING_FILE, evaluate, evaluate_streaming
     from .export import export
 
     local = local_experiment(exp_dir, metric)  # on s3:// etc.: its best checkpoint, copied here
@@ -622,6 +724,15 @@ def export_best(exp_dir: Path, metric: str, data: str) -> None:
         print(f"not evaluated on a test split: {e}")
         return
     print(f"its test accuracy: {s['accuracy']:.4f} on {s['n_clips']} clips ({METRICS_FILE}, {PNG_FILE} in the bundle)")
+    b = load(bundle)
+    if UNKNOWN in b.classes:  # a keyword detector: judged as one, on test-speaker streams
+        r = evaluate_streaming(b, data, bundle)
+        op, at = r["operating_point"], r["bundle_threshold"]["point"]
+        print(f"as a keyword spotter on test-speaker streams ({r['keyword_free_hours']:.1f} h keyword-free): "
+              f"false rejects {100 * at['frr']:.1f} % at {at['fa_per_hour']:.2g} false accepts/h (the bundle's "
+              f"threshold {at['threshold']:g}); " + (f"{100 * op['frr']:.1f} % at <= {r['target_fa_per_hour']:g}/h "
+              f"(threshold {op['threshold']:g})" if op else f"no threshold reaches {r['target_fa_per_hour']:g}/h")
+              + f"; clip accuracy {s['accuracy']:.4f} ({STREAMING_FILE}, {DET_FILE})")
     if is_uri(exp_dir):
         print(f"and copied it to {(exp_dir / 'bundle').upload_from(bundle)}")
 
