@@ -4,10 +4,13 @@ search, export and the report read. The only module that knows its files:
     model.pt         the model's state_dict (loads with weights_only=True), batch norm's statistics included
     train_state.pt   optimizer, LR scheduler, epoch and RNG states: what resume needs
     meta.json        epoch, classes, model and train config, metrics, and each file's size in bytes
+                     and sha256
 
 A checkpoint is *whole* when meta.json parses, names its epoch, lists model.pt, and every file it
-lists is there at the listed size. A crash during an upload can leave a meta.json beside a
-cut-short model.pt; such a checkpoint is never resumed from, exported or picked as the best.
+lists is there at the listed size and with the listed sha256 (checkpoints written before the
+hashes were recorded are judged by size alone). A crash during an upload can leave a meta.json
+beside a cut-short model.pt, and a bad disk or copy a file of the right size with wrong bytes;
+such a checkpoint is never resumed from, exported or picked as the best.
 The same rule holds on a local folder, a `storage.UriPath` and a pyarrow filesystem.
 
 torch is imported only to save and load, so that finding checkpoints loads nothing heavy.
@@ -15,9 +18,10 @@ torch is imported only to save and load, so that finding checkpoints loads nothi
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, BinaryIO, Callable
 
 if TYPE_CHECKING:
     import torch
@@ -44,9 +48,11 @@ def save(d: Path, model: "torch.nn.Module", opt: "torch.optim.Optimizer", epoch:
     if torch.cuda.is_available():
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
     torch.save(state, d / STATE_FILE)
+    files = (MODEL_FILE, STATE_FILE)
     meta = {"epoch": epoch, "classes": classes, "model": model_cfg.to_dict(),
             "train_config": cfg.to_dict(), "metrics": metrics,
-            "files": {f: (d / f).stat().st_size for f in (MODEL_FILE, STATE_FILE)}}
+            "files": {f: (d / f).stat().st_size for f in files},
+            "sha256": {f: sha256(lambda: open(d / f, "rb")) for f in files}}  # noqa: B023 - called at once
     (d / META_FILE).write_text(json.dumps(meta, indent=1))
 
 
@@ -74,10 +80,22 @@ def load(d: Path, model: "torch.nn.Module", opt: "torch.optim.Optimizer | None" 
     return meta
 
 
-def why_not_whole(meta: object, size_of: Callable[[str], int]) -> str:
-    """"" for a whole checkpoint, else why not; `size_of(name)` gives a file's size (OSError: missing)."""
+def sha256(open_file: Callable[[], BinaryIO]) -> str:
+    """The sha256 of what `open_file()` reads: a local file, a URI's or a pyarrow filesystem's alike."""
+    h = hashlib.sha256()
+    with open_file() as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def why_not_whole(meta: object, size_of: Callable[[str], int], open_file: Callable[[str], BinaryIO]) -> str:
+    """"" for a whole checkpoint, else why not; `size_of(name)` gives a file's size and `open_file(name)`
+    opens it to read (OSError: missing). The sizes are checked first: the hashes read every byte."""
     if not isinstance(meta, dict) or not isinstance(meta.get("epoch"), int) or not isinstance(meta.get("files"), dict):
         return f"{META_FILE} is not a checkpoint's"
+    if not isinstance(meta.get("sha256", {}), dict):
+        return f"{META_FILE}'s sha256 is not a checkpoint's"
     if MODEL_FILE not in meta["files"]:
         return f"{META_FILE} does not list {MODEL_FILE}"
     for name, size in meta["files"].items():
@@ -87,6 +105,13 @@ def why_not_whole(meta: object, size_of: Callable[[str], int]) -> str:
             return f"{name} is missing"
         if got != size:
             return f"{name} is cut short ({got} of {size} bytes)"
+    for name, digest in meta.get("sha256", {}).items():
+        try:
+            got = sha256(lambda: open_file(name))
+        except OSError:
+            return f"{name} is missing"
+        if got != digest:
+            return f"{name} is corrupted (its sha256 is not the one {META_FILE} records)"
     return ""
 
 
@@ -98,7 +123,9 @@ def read_meta(ckpt: "Path | UriPath") -> tuple[dict | None, str]:
         meta = json.loads((ckpt / META_FILE).read_text())
     except (OSError, ValueError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return None, f"{META_FILE} is missing or cut short"
-    why = why_not_whole(meta, lambda n: (ckpt / n).size() if isinstance(ckpt, UriPath) else (ckpt / n).stat().st_size)
+    uri = isinstance(ckpt, UriPath)
+    why = why_not_whole(meta, lambda n: (ckpt / n).size() if uri else (ckpt / n).stat().st_size,
+                        lambda n: (ckpt / n).open("rb") if uri else open(ckpt / n, "rb"))
     return (None, why) if why else (meta, "")
 
 
@@ -120,7 +147,7 @@ def whole_epoch(fs, path: str) -> int:
             raise OSError(name)
         return info.size
 
-    return -1 if why_not_whole(meta, size_of) else meta["epoch"]
+    return -1 if why_not_whole(meta, size_of, lambda n: fs.open_input_stream(f"{path}/{n}")) else meta["epoch"]
 
 
 def latest_whole(fs, run_dir: str) -> tuple[int, str | None]:

@@ -3,6 +3,7 @@
     search.json      the search's spec, its data and its Optuna storage (written when it starts)
     budget.json      the time budget and the time spent on it (rewritten while it runs)
     results.csv      one row per trial (written at the end)
+    driver.lock      who runs the search now: host, pid, since when (`lock_experiment`)
     <trial folder>/  Tune's: params.json, result.json (one result per epoch), TensorBoard events
     experiment_state-*.json   Tune's: which trials exist and how they ended
     train_runs/<trial_id>/checkpoint_*   each trial's Train run: its checkpoints (checkpoint.py)
@@ -10,24 +11,30 @@
 
 It finds the trials and their results, every whole checkpoint, the best one (checkpoint.best:
 the best *checkpointed* epoch by the search's metric) and the Pareto front; on a local folder or
-a URI alike (storage.location).
+a URI alike (storage.location). The files it writes are written whole (storage.write_atomic),
+and one driver at a time may run a search in it (`lock_experiment`).
 """
 
 from __future__ import annotations
 
+import atexit
 import csv
+import io
 import json
 import os
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checkpoint import META_FILE, best, read_meta
 from .costs import pareto_front as front
 from .errors import ConfigError
-from .storage import UriPath, local_cache, location
+from .storage import UriPath, local_cache, location, pid_alive, redact, write_atomic
 
 TRAIN_RUNS = "train_runs"
 SPEC_FILE = "search.json"
+LOCK_FILE = "driver.lock"
 BUDGET_FILE = "budget.json"
 RESULTS_FILE = "results.csv"
 
@@ -71,8 +78,11 @@ def has_spec(exp_dir: str | Path) -> bool:
 
 
 def save_spec(exp_dir: str | Path, saved: dict) -> None:
-    """search.json: the search's spec, its data and its Optuna storage, as `load_spec_json` reads them."""
-    (location(exp_dir) / SPEC_FILE).write_text(json.dumps(saved, indent=1))
+    """search.json: the search's spec, its data and its Optuna storage, as `load_spec_json` reads them.
+    The storage URL's password is written as *** (the file is shared with the report)."""
+    if saved.get("optuna_storage"):
+        saved = {**saved, "optuna_storage": redact(saved["optuna_storage"])}
+    write_atomic(location(exp_dir) / SPEC_FILE, json.dumps(saved, indent=1))
 
 
 def load_spec_json(exp_dir: str | Path) -> dict:
@@ -189,23 +199,18 @@ def write_results(results, exp_dir: str | Path, metric: str, mode: str) -> list[
         rows.append(row)
     if rows:
         keys = list(dict.fromkeys(k for row in rows for k in row))
-        with (location(exp_dir) / RESULTS_FILE).open("w", newline="") as f:  # a folder or a URI
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            w.writerows(rows)
+        text = io.StringIO(newline="")
+        w = csv.DictWriter(text, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+        write_atomic(location(exp_dir) / RESULTS_FILE, text.getvalue())  # a folder or a URI
     return rows
 
 
 def write_budget(exp_dir: str | Path, state: dict) -> None:
     """budget.json: the search's time budget and the seconds spent on it so far (rewritten every few
     seconds while it runs), so that `--resume` continues with what was left, even after a kill."""
-    path = location(exp_dir) / BUDGET_FILE
-    if isinstance(path, UriPath):  # an object store writes an object whole
-        path.write_text(json.dumps(state, indent=1))
-        return
-    tmp = path.with_name(BUDGET_FILE + ".tmp")  # a kill mid-write must not lose the time spent
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, path)
+    write_atomic(location(exp_dir) / BUDGET_FILE, json.dumps(state, indent=1))  # a kill must not lose the time spent
 
 
 def read_budget(exp_dir: str | Path) -> dict:
@@ -234,3 +239,123 @@ def local_experiment(exp_dir: "str | os.PathLike", metric: str = "val_accuracy",
     trial_id, ckpt, _ = best_checkpoint(exp, metric, mode)
     ckpt.download(local / TRAIN_RUNS / trial_id / ckpt.name)
     return local
+
+
+# ----------------------------------------------------------------------------- one driver at a time
+
+_HELD: dict[str, "DriverLock"] = {}  # the locks this process holds, by lock file
+
+
+def _me() -> dict:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def _who(holder: dict) -> str:
+    if not holder:
+        return "one starting now"
+    return f"host {holder.get('host')}, pid {holder.get('pid')}, since {holder.get('since')}"
+
+
+def _busy(path, holder: dict, hint: str = "") -> ConfigError:
+    return ConfigError(f"{path.parent}: another search driver runs this experiment ({_who(holder)}): "
+                       f"wait for it to end or stop it before --resume{hint}")
+
+
+def _holder(text: str) -> dict:
+    """The lock's content, or {} for a lock released (empty) or cut short."""
+    try:
+        holder = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _refuse_or_take_over(path, holder: dict, held_by_kernel: bool) -> None:
+    """A lock that names a driver: refuse while that driver may still run, else say it is taken over.
+
+    `held_by_kernel`: the file lock was granted, so no process holds it: the driver named is gone."""
+    if not holder:
+        return
+    same_host = holder.get("host") == socket.gethostname()
+    pid = holder.get("pid")
+    if not held_by_kernel and not (same_host and isinstance(pid, int) and not pid_alive(pid)):
+        raise _busy(path, holder, "" if same_host else f"; if it no longer runs (nothing here can check "
+                                                       f"another host), delete {path}")
+    print(f"note: took over {path}: the driver that held it ({_who(holder)}) ended without releasing it "
+          f"(killed?)", flush=True)
+
+
+class DriverLock:
+    """This process's hold on an experiment folder, released by `release` or at exit.
+
+    A local (or NFS) folder: driver.lock is held with flock, which the kernel releases when the
+    process dies however it dies, so a lock left by a killed driver is taken over; the file names
+    the holder (host, pid, since) for the message a second driver gets. Where flock is not
+    supported, a holder on this host is judged alive by its pid. A URI (s3://...): an object store
+    has neither locks nor an atomic create-if-absent here, so driver.lock is an object naming the
+    holder, written after checking that none is there (two drivers starting in the same second can
+    both pass), and a holder on another host cannot be checked: it is refused until deleted.
+    """
+
+    def __init__(self, path, fd: int | None):
+        self.path, self.fd = path, fd
+
+    def release(self) -> None:
+        if _HELD.get(str(self.path)) is not self:
+            return
+        del _HELD[str(self.path)]
+        if self.fd is None:  # a URI: delete the object if it is still ours
+            if _holder(self.path.read_text() if self.path.exists() else "").get("pid") == os.getpid():
+                self.path.unlink(missing_ok=True)
+            return
+        import fcntl
+
+        os.ftruncate(self.fd, 0)  # empty: released, not left by a killed driver
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def _lock_local(path: Path) -> DriverLock:
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        granted = True
+    except BlockingIOError:
+        granted = False
+    except OSError:  # a filesystem without flock: the holder's pid decides
+        granted = None
+    holder = _holder(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
+    try:
+        if granted is False:
+            raise _busy(path, holder)
+        _refuse_or_take_over(path, holder, held_by_kernel=bool(granted))
+    except ConfigError:
+        os.close(fd)
+        raise
+    data = json.dumps(_me()).encode()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
+    os.fsync(fd)
+    return DriverLock(path, fd)
+
+
+def _lock_uri(path: UriPath) -> DriverLock:
+    _refuse_or_take_over(path, _holder(path.read_text()) if path.exists() else {}, held_by_kernel=False)
+    path.write_text(json.dumps(_me()))
+    return DriverLock(path, None)
+
+
+def lock_experiment(exp_dir: str | Path) -> DriverLock:
+    """Take the experiment folder for this search driver, or one line naming the driver that has it.
+
+    Two drivers on one folder (the same --name twice, or --resume while the first still runs)
+    would write the same Tune state, checkpoints and study at once."""
+    path = location(exp_dir) / LOCK_FILE
+    if str(path) in _HELD:  # an earlier search in this process (tests call main twice)
+        _HELD[str(path)].release()
+    lock = _lock_uri(path) if isinstance(path, UriPath) else _lock_local(path)
+    _HELD[str(path)] = lock
+    atexit.register(lock.release)
+    return lock

@@ -30,7 +30,7 @@ from .config import TrainConfig
 from .discover import DatasetError
 from .errors import ConfigError
 from .experiment import Trial, best_checkpoint, load_spec_json, load_trials, pareto_front
-from .storage import is_uri
+from .storage import is_uri, redact, write_atomic
 from .study import load_study, study_from_trials
 
 REPORT = "report.html"
@@ -237,7 +237,7 @@ def write_report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
                f"({params}).{summary_test}")
     live = "tensorboard --logdir " + str(exp_dir)
     if saved.get("optuna_storage"):
-        live += "  |  optuna-dashboard " + saved["optuna_storage"]
+        live += "  |  optuna-dashboard " + redact(saved["optuna_storage"])  # an older search.json may hold a password
     page = (f"<!doctype html>\n<html lang=en><head><meta charset=utf-8>\n<title>Search {html.escape(exp_dir.name)}</title>\n"
             f"<style>{STYLE}</style></head><body>\n<h1>Search {html.escape(exp_dir.name)}</h1>\n"
             f'<p class="muted">{html.escape(str(exp_dir))} &middot; written {time.strftime("%Y-%m-%d %H:%M")}</p>\n'
@@ -246,7 +246,7 @@ def write_report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
             + "<h2>Trials</h2>\n" + _trial_table(trials, search, metric, mode, max_epochs, best_trial.trial_id)
             + f'<p class="muted">Live views: <code>{html.escape(live)}</code></p>\n</body></html>\n')
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(page)
+    write_atomic(out, page)  # a reader (or a crash) never meets half a page
     return out
 
 

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import io
 import os
+import re
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -191,3 +192,162 @@ def publish(src: str | os.PathLike, dest: str | os.PathLike, last: str = "manife
             (target / rel).parent.mkdir(parents=True, exist_ok=True)
             (target / rel).write_bytes(f.read_bytes())
 
+
+
+# ----------------------------------------------------------------------------- whole files, hidden passwords
+
+CRASH_ENV = "AUDIONET_CRASH_AT"  # tests: the name of a step at which the process SIGKILLs itself
+
+
+def crash_point(step: str) -> None:
+    """Where a test may kill this process (AUDIONET_CRASH_AT=step), to show that a kill there loses nothing."""
+    if os.environ.get(CRASH_ENV) == step:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable; a filesystem that cannot fsync a folder is left as it is."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: "Path | UriPath | str", data: str | bytes) -> None:
+    """Write a file whole or not at all: a temporary file beside it, fsynced, then renamed over it,
+    so that a crash, a full disk or a reader never sees half of it. An object store (a URI)
+    writes an object whole already."""
+    data = data.encode("utf-8") if isinstance(data, str) else data
+    path = location(path)
+    if isinstance(path, UriPath):
+        path.write_bytes(data)
+        return
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+# scheme://user:password@...: the password as SQLAlchemy reads it (engine/url.py's pattern)
+_PASSWORD = re.compile(r"^(?P<head>[\w+]+://[^:/@]*:)(?P<password>[^@]+)(?P<at>@)")
+HIDDEN = "***"
+
+
+def redact(url: str | None) -> str | None:
+    """A storage URL as it may be shown or shared: its password (postgresql://user:pass@host/db)
+    replaced by ***. The one place that hides a password; search.json, the terminal and
+    report.html all go through it."""
+    if not url:
+        return url
+    return _PASSWORD.sub(lambda m: m["head"] + HIDDEN + m["at"], url, count=1)
+
+
+def hides_password(url: str | None) -> bool:
+    """Whether `url` is a redacted one: its password is *** (search.json's, for instance)."""
+    m = _PASSWORD.match(url or "")
+    return bool(m) and m["password"] == HIDDEN
+
+
+def redact_text(text: str, url: str | None) -> str:
+    """`text` (e.g. an error message) with `url`'s password hidden wherever it appears."""
+    m = _PASSWORD.match(url or "")
+    if not m or not m["password"]:
+        return text
+    return text.replace(url, redact(url)).replace(m["password"], HIDDEN)
+
+
+# ----------------------------------------------------------------------------- replacing a folder whole
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (ours or another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where the system or
+    the filesystem cannot."""
+    import ctypes
+    import errno
+
+    fn = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if fn is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def leftovers(out: Path) -> list[tuple[Path, str, int]]:
+    """(folder, "tmp" or "old", pid) for what `replace_folder` leaves beside `out` while it works."""
+    found, prefix = [], f".{out.name}."
+    for p in out.parent.iterdir():
+        kind, _, pid = p.name[len(prefix):].rpartition("-")
+        if p.name.startswith(prefix) and kind in ("tmp", "old") and pid.isdigit() and p.is_dir():
+            found.append((p, kind, int(pid)))
+    return found
+
+
+def recover_folder(out: Path) -> None:
+    """Undo what a killed `replace_folder` left: the old folder it hid is put back when `out` is
+    missing, and every other leftover of a process no longer running is deleted."""
+    import shutil
+
+    for p, kind, pid in sorted(leftovers(out), key=lambda x: x[1] != "old"):
+        if pid_alive(pid) and pid != os.getpid():
+            continue  # another export at work
+        if kind == "old" and not out.exists():
+            os.rename(p, out)
+            print(f"note: {out} restored from {p.name}, left by an export that was killed", flush=True)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+    fsync_dir(out.parent)
+
+
+def replace_folder(new: Path, out: Path) -> None:
+    """Put the finished folder `new` at `out`, replacing what is there, so that at every moment
+    `out` holds the old folder or the new one, whole.
+
+    On Linux the two are swapped in one step (renameat2), and the old one, now at `new`, is
+    deleted. Where that is not supported (another OS, some network filesystems) the old folder
+    is first renamed aside to `.NAME.old-PID`: a kill before the new one is in place leaves no
+    `out` for a moment, and `recover_folder` (run by the next writer) puts the old one back.
+    """
+    import shutil
+
+    if not out.exists():
+        os.rename(new, out)
+    elif _exchange(new, out):
+        crash_point("replace:swapped")
+        shutil.rmtree(new, ignore_errors=True)
+    else:
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.rename(out, old)
+        crash_point("replace:hidden")
+        os.rename(new, out)
+        shutil.rmtree(old, ignore_errors=True)
+    fsync_dir(out.parent)

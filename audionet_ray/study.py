@@ -2,7 +2,7 @@
 rebuilt from Tune's results when the stored one is gone.
 
 - `StudySearch`: OptunaSearch that stores the study in an RDB (SQLite in the experiment folder
-  by default), so that optuna-dashboard shows the search live; each Optuna trial carries its
+  by default) or a journal file (`open_storage`), so that optuna-dashboard shows the search live; each Optuna trial carries its
   Tune trial id, and intermediate values are stepped by epoch (Tune's `training_iteration`
   restarts at 1 when a search is resumed; epochs do not). It also keeps the time budget (no new
   trial once the time left cannot fit a first rung) and the cost limits (`CostLimits`).
@@ -20,7 +20,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from .errors import ConfigError
 from .ray_private import forget_optuna_trial, optuna_study, optuna_told, optuna_trial
-from .storage import is_uri
+from .storage import hides_password, is_uri, redact, redact_text
 
 if TYPE_CHECKING:
     from .experiment import Trial
@@ -32,7 +32,8 @@ MAX_REJECTED = 500  # samples in a row over the limits before the search gives u
 
 
 def study_storage(url: str | None, exp_dir) -> str | None:
-    """The URL a new search keeps its study at: `url`, or SQLite in a local experiment folder.
+    """The URL a new search keeps its study at: `url` (a journal file's path made absolute), or
+    SQLite in a local experiment folder.
 
     Checked now, so a mistyped URL is one line before Ray starts; None (a study in memory) for
     an experiment on a URI such as s3://, where a SQLite file cannot live.
@@ -43,22 +44,64 @@ def study_storage(url: str | None, exp_dir) -> str | None:
         if is_uri(exp_dir):
             return None
         url = f"sqlite:///{Path(exp_dir).resolve() / OPTUNA_DB}"
+    elif is_journal(url):
+        url = str(Path(url).expanduser().resolve())
     storage = open_storage(url)
     name = Path(str(exp_dir)).name
     if name in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
-        raise ConfigError(f"--optuna-storage {url} already holds a study named {name!r}: pick another --name")
+        raise ConfigError(f"--optuna-storage {redact(url)} already holds a study named {name!r}: pick another --name")
     return url
 
 
+def is_journal(url: str) -> bool:
+    """A file path (no scheme://) names a journal file: Optuna's JournalStorage, made for NFS."""
+    return "://" not in url
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a sqlite:/// URL, else None."""
+    return Path(url.split("sqlite:///", 1)[1].split("?", 1)[0]) if url.startswith("sqlite:///") else None
+
+
 def open_storage(url: str):
-    """An Optuna RDBStorage, or one clear line saying why the URL does not work."""
+    """The Optuna storage of `url`, or one clear line saying why it does not work.
+
+    A SQLAlchemy URL opens an RDBStorage (SQLite, PostgreSQL, MySQL); a file path opens a
+    JournalStorage on that file. SQLite locks its file with fcntl, which many NFS servers break:
+    Optuna's docs warn against SQLite on NFS, and its journal file (locked by symlinks) is meant
+    for a folder many machines share. The password in a URL is never shown (storage.redact).
+    """
     import optuna
 
     try:
+        if is_journal(url):
+            from optuna.storages.journal import JournalFileBackend
+
+            return optuna.storages.JournalStorage(JournalFileBackend(url))
         return optuna.storages.RDBStorage(url)
     except Exception as e:  # sqlalchemy: bad URL, missing driver, unreachable server, ...
-        raise ConfigError(f"--optuna-storage {url}: cannot open it as an Optuna storage "
-                          f"({type(e).__name__}: {str(e).splitlines()[0]})") from None
+        why = redact_text(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", url)
+        if sqlite_file(url) and sqlite_file(url).is_file() and "not a database" in why:
+            raise ConfigError(f"{sqlite_file(url)}: the Optuna study file is corrupt ({why}): restore it from a "
+                              f"backup, or start a new search with another --name (this folder's checkpoints "
+                              f"still export); SQLite on NFS is a known cause: there, use --optuna-storage "
+                              f"PATH.journal") from None
+        raise ConfigError(f"--optuna-storage {redact(url)}: cannot open it as an Optuna storage ({why})") from None
+
+
+def check_study(url: str, study_name: str) -> None:
+    """Before a resume: the stored study opens and holds this search's study, or one line saying
+    what to do (rather than a traceback from deep inside Tune's restore). A URL whose password
+    search.json hides is not checked here: Tune's saved searcher holds its own connection."""
+    import optuna
+
+    if hides_password(url):
+        return
+    storage = open_storage(url)
+    if study_name not in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+        where = sqlite_file(url) or redact(url)
+        raise ConfigError(f"{where}: holds no Optuna study named {study_name!r} (replaced or emptied?): restore "
+                          f"it from a backup, or start a new search with another --name")
 
 
 class StudySearch(OptunaSearch):
@@ -158,7 +201,11 @@ def close_orphans(url: str, study_name: str) -> int:
     """
     import optuna
 
-    study = optuna.load_study(study_name=study_name, storage=open_storage(url))
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(url))
+    except (ConfigError, KeyError) as e:  # e.g. a password search.json hides and the command line did not give
+        print(f"warning: Optuna trials left running not closed: {e}", flush=True)
+        return 0
     orphans = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     for t in orphans:
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
@@ -176,7 +223,7 @@ def load_study(exp_dir: Path, saved: dict):
         return None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return optuna.load_study(study_name=exp_dir.name, storage=url)
+        return optuna.load_study(study_name=exp_dir.name, storage=open_storage(url))
     except Exception:  # noqa: BLE001 - a missing file or server: importances come from the trials instead
         return None
 

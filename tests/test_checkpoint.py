@@ -1,6 +1,7 @@
 """The checkpoint folder's one wholeness rule, the same whether resume (a pyarrow filesystem),
 export and the search (a local folder) or a URI (`storage.UriPath`) asks; and the one "best"."""
 
+import hashlib
 import json
 import shutil
 
@@ -21,6 +22,7 @@ folders = st.fixed_dictionaries({
     "listed": st.one_of(st.none(), st.dictionaries(st.sampled_from(FILES), st.integers(0, 40))),  # meta's "files"
     "epoch": st.one_of(st.integers(1, 50), st.none(), st.text(max_size=3)),
     "meta": st.sampled_from(["json", "cut", "absent", "list"]),
+    "hashed": st.sampled_from([None, "right", "wrong"]),  # meta's "sha256": none (an older writer), right, one wrong
 })
 
 
@@ -35,6 +37,10 @@ def _write(d, case) -> None:
         meta["epoch"] = case["epoch"]
     if case["listed"] is not None:
         meta["files"] = case["listed"]
+    if case["hashed"]:
+        meta["sha256"] = {n: hashlib.sha256(b"x" * s).hexdigest() for n, s in case["sizes"].items()}
+        if case["hashed"] == "wrong" and meta["sha256"]:
+            meta["sha256"][min(meta["sha256"])] = hashlib.sha256(b"y").hexdigest()
     text = json.dumps(meta)
     if case["meta"] == "cut":
         (d / META_FILE).write_text(text[: len(text) // 2])
@@ -46,8 +52,9 @@ def _write(d, case) -> None:
 
 def _expected_whole(case) -> bool:
     listed = case["listed"]
+    wrong_hash = case["hashed"] == "wrong" and case["sizes"]
     return (case["meta"] == "json" and isinstance(case["epoch"], int) and isinstance(listed, dict)
-            and MODEL_FILE in listed and all(case["sizes"].get(n) == s for n, s in listed.items()))
+            and MODEL_FILE in listed and all(case["sizes"].get(n) == s for n, s in listed.items()) and not wrong_hash)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -137,3 +144,44 @@ def test_latest_whole_is_the_newest_whole_checkpoint_of_a_run(cases, tmp_path):
     assert (path is None) == (want[1] is None)
     if path is not None:  # on a tie in epoch any of the tied folders will do
         assert whole_epoch(pafs.LocalFileSystem(), path) == epoch
+
+
+def _saved(d, epoch: int) -> None:
+    import torch
+
+    from audionet_ray.config import TrainConfig
+    from audionet_ray.model import AudioNet
+
+    cfg = TrainConfig(width=4, dense=8, norm="batch", pool="avg", frontend="filterbank", filters=4)
+    model = AudioNet.from_config(cfg.model_config(3))
+    d.mkdir(parents=True)
+    checkpoint.save(d, model, torch.optim.NAdam(model.parameters()), epoch, cfg, cfg.model_config(3), ["a", "b", "c"],
+                    {"val_accuracy": 0.5})
+
+
+@pytest.mark.parametrize("name", [MODEL_FILE, STATE_FILE])
+def test_a_checkpoint_corrupted_at_the_same_size_is_passed_over_for_the_previous_whole_one(name, tmp_path):
+    """A flipped byte keeps the size: only the recorded sha256 tells; resume falls back one checkpoint."""
+    run = tmp_path / "run"
+    _saved(run / "checkpoint_000002", 2)
+    _saved(run / "checkpoint_000004", 4)
+    latest = run / "checkpoint_000004"
+    assert checkpoint.latest_whole(pafs.LocalFileSystem(), run.as_posix())[0] == 4
+    data = bytearray((latest / name).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (latest / name).write_bytes(bytes(data))
+
+    meta, why = read_meta(latest)
+    assert meta is None and why == f"{name} is corrupted (its sha256 is not the one {META_FILE} records)"
+    assert read_meta(UriPath(latest.as_uri()))[0] is None
+    assert whole_epoch(pafs.LocalFileSystem(), str(latest)) == -1
+    assert checkpoint.latest_whole(pafs.LocalFileSystem(), run.as_posix()) == (2, (run / "checkpoint_000002").as_posix())
+
+
+def test_a_checkpoint_written_before_hashes_is_still_whole(tmp_path):
+    d = tmp_path / "checkpoint_000003"
+    _saved(d, 3)
+    meta = json.loads((d / META_FILE).read_text())
+    del meta["sha256"]  # what the writer before the hashes wrote
+    (d / META_FILE).write_text(json.dumps(meta))
+    assert read_meta(d)[0]["epoch"] == 3 and whole_epoch(pafs.LocalFileSystem(), str(d)) == 3

@@ -9,6 +9,7 @@ Ray Train run below.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -568,3 +569,86 @@ def test_export_without_data_leaves_out_int8_and_calibration_and_says_why(word_c
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "has no model.int8.onnx" in p.stderr, p.stderr
     p = _run("audionet_ray.predict", str(tmp_path / "bundle"), str(clip), "--format", "json")
     assert json.loads(p.stdout)["threshold"] == 0.6  # uncalibrated: the default
+
+
+# ----------------------------------------------------------------------------- a killed export
+
+def _tiny_checkpoint(d: Path, epoch: int) -> Path:
+    cfg = TrainConfig(width=4, dense=8, seed=epoch)
+    torch.manual_seed(epoch)
+    model = AudioNet.from_config(cfg.model_config(3))
+    d.mkdir(parents=True)
+    save_checkpoint(d, model, torch.optim.NAdam(model.parameters()), epoch, cfg, cfg.model_config(3), ["a", "b", "c"],
+                    {"val_accuracy": 0.5})
+    return d
+
+
+@pytest.fixture(scope="module")
+def old_and_new(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """Two checkpoints (epochs 1 and 2) and the bundle of the first."""
+    root = tmp_path_factory.mktemp("kill")
+    old, new = _tiny_checkpoint(root / "checkpoint_1", 1), _tiny_checkpoint(root / "checkpoint_2", 2)
+    return old, new, export(old, root / "old_bundle", int8=False, calibrate_fa=None)
+
+
+def _killed_export(ckpt: Path, out: Path, step: str, exchange: bool = True) -> None:
+    """`python -m audionet_ray.export` that SIGKILLs itself at `step` (storage.crash_point); without
+    `exchange`, as on a filesystem that cannot swap two folders in one step."""
+    code = ("import sys\nfrom audionet_ray import storage\n"
+            + ("" if exchange else "storage._exchange = lambda a, b: False\n")
+            + "from audionet_ray.export import main\nsys.exit(main(sys.argv[1:]))\n")
+    p = subprocess.run([sys.executable, "-c", code, str(ckpt), str(out), "--no-int8"], capture_output=True,
+                       text=True, timeout=180, env={**os.environ, "AUDIONET_CRASH_AT": step})
+    assert p.returncode == -9, p.stderr
+
+
+def _epoch(out: Path) -> int:
+    return load(out).config["training"]["epoch"]
+
+
+@pytest.mark.parametrize("step", ["export:written", "replace:swapped"])
+def test_an_export_killed_at_any_step_leaves_a_usable_bundle(step, old_and_new, tmp_path):
+    from audionet_ray.storage import leftovers, recover_folder
+
+    old, new, old_bundle = old_and_new
+    out = tmp_path / "bundle"
+    shutil.copytree(old_bundle, out)
+    _killed_export(new, out, step)
+    assert _epoch(out) == (1 if step == "export:written" else 2)  # the old bundle or the new one, whole
+    assert leftovers(out)  # what the killed export was working on
+    recover_folder(out)  # what the next export does first
+    assert not leftovers(out) and _epoch(out) == (1 if step == "export:written" else 2)
+
+
+def test_where_folders_cannot_be_swapped_the_next_export_puts_the_old_bundle_back(old_and_new, tmp_path, capsys):
+    old, new, old_bundle = old_and_new
+    out = tmp_path / "bundle"
+    shutil.copytree(old_bundle, out)
+    _killed_export(new, out, "replace:hidden", exchange=False)
+    assert not out.exists() and [p.name.split("-")[0] for p in tmp_path.iterdir() if p.name.startswith(".")]
+    export(old, out, int8=False, calibrate_fa=None)  # the next export
+    assert "restored from .bundle.old-" in capsys.readouterr().out
+    assert _epoch(out) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]
+
+
+def test_int8_calibration_reads_the_first_training_clips_a_row_group_at_a_time(demo_root, tmp_path, monkeypatch):
+    from audionet_ray import prepare as prepare_mod
+    from audionet_ray.export import calibration_clips
+
+    monkeypatch.setattr(prepare_mod, "ROW_GROUP", 16)  # many row groups from the small demo
+    out = tmp_path / "prepared"
+    prepare(demo_root, out, PrepareOptions(words=WORDS, silence=True), workers=1, progress=False)
+    m = json.loads((out / "manifest.json").read_text())
+    tables = [pq.read_table(out / s, columns=["pcm", "bucket"]) for s in m["split_shards"]["trainval"]]
+    pcm = np.concatenate([pcm_from_binary(t.column("pcm")) for t in tables])
+    train = pcm[np.concatenate([t.column("bucket").to_numpy() for t in tables]) < 0.9]
+    groups = sum(pq.ParquetFile(out / s).num_row_groups for s in m["split_shards"]["trainval"])
+    assert groups >= 5 and len(train) > 40
+
+    reads = []
+    real = pq.ParquetFile.read_row_group
+    monkeypatch.setattr(pq.ParquetFile, "read_row_group", lambda self, i, **kw: reads.append(i) or real(self, i, **kw))
+    got = calibration_clips(out, 0.9, 20)
+    assert np.array_equal(got, train[:20])  # the first 20 of the training speakers, in shard order
+    assert len(set(reads)) <= 3 < groups  # what it took to find them, not every row group
+    assert np.array_equal(calibration_clips(out, 0.9, 10_000), train)  # asked for more: all there are

@@ -757,3 +757,118 @@ def test_a_configuration_over_the_limits_is_never_suggested_and_optuna_records_w
                           sampler=optuna.samplers.RandomSampler(seed=0))
     nothing.limits = CostLimits({"max_params": small}, fixed, 5)
     assert nothing.suggest("t0") == "FINISHED"
+
+
+# ----------------------------------------------------------------------------- one driver, nothing ignored
+
+def _saved_search(tmp_path: Path, **saved) -> Path:
+    """An experiment folder as a started search leaves it: search.json (the smoke space)."""
+    from audionet_ray.experiment import save_spec
+
+    exp = tmp_path / "runs" / "exp"
+    exp.mkdir(parents=True)
+    save_spec(exp, {"spec": load_spec("smoke").to_dict(), "data": str(tmp_path / "prepared"), **saved})
+    return exp
+
+
+def test_a_second_driver_gets_one_line_and_a_killed_ones_lock_is_taken_over(tmp_path):
+    import socket
+
+    exp = _saved_search(tmp_path)
+    hold = ("import sys, time\nfrom audionet_ray.experiment import lock_experiment\n"
+            "lock_experiment(sys.argv[1]); print('held', flush=True); time.sleep(600)\n")
+    first = subprocess.Popen([sys.executable, "-c", hold, str(exp)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "held"
+        second = _tune(["--resume", str(exp)], timeout=120)
+        lines = second.stderr.strip().splitlines()
+        assert second.returncode == 2 and len(lines) == 1, second.stderr
+        assert f"another search driver runs this experiment (host {socket.gethostname()}, pid {first.pid}," in lines[0]
+    finally:
+        first.kill()  # SIGKILL: it never releases the lock
+        first.wait()
+    # the lock is taken over with a note; this driver then stops at an option it may not change
+    third = _tune(["--resume", str(exp), "--num-samples", "9"], timeout=120)
+    assert f"took over {exp / 'driver.lock'}" in third.stdout and f"pid {first.pid}" in third.stdout
+    assert third.returncode == 2 and len(third.stderr.strip().splitlines()) == 1
+    assert "--num-samples 9: --resume continues the search" in third.stderr and "(num_samples 3)" in third.stderr
+
+
+@pytest.mark.parametrize("option, value, saved", [
+    ("--num-samples", "20", "num_samples 3"), ("--epochs", "7", "epochs 4"), ("--search-space", "default", "search_space "),
+    ("--searcher", "random", "searcher optuna"), ("--gpus-per-trial", "1", "gpus_per_trial 0"),
+    ("--max-concurrent", "1", "max_concurrent 2"), ("--data", "elsewhere", "data "), ("--name", "other", "name exp"),
+    ("--optuna-storage", "sqlite:////tmp/other.db", "optuna_storage None"),
+])
+def test_resume_refuses_an_option_it_would_otherwise_ignore(option, value, saved, tmp_path, capsys):
+    from audionet_ray.tune import main
+
+    exp = _saved_search(tmp_path)
+    assert main(["--resume", str(exp), option, value]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {option} {value}: --resume continues the search as "
+                                                f"{exp / 'search.json'} saved it ({saved}")
+    assert f"drop {option}" in err[0]
+
+
+def test_resume_applies_a_new_time_budget_and_accepts_the_saved_values(tmp_path):
+    import argparse
+
+    from audionet_ray.experiment import load_spec_json
+    from audionet_ray.search_space import SearchSpec
+    from audionet_ray.tune import _parser, check_resume_options
+
+    exp = _saved_search(tmp_path)
+    argv = ["--resume", str(exp), "--time-budget", "10m", "--num-samples", "3", "--gpus-per-trial", "0", "--quiet"]
+    args: argparse.Namespace = _parser().parse_args(argv)
+    spec = SearchSpec.from_dict(load_spec_json(exp)["spec"])
+    check_resume_options(args, argv, spec, exp)
+    assert spec.tune.time_budget_s == 600
+    assert SearchSpec.from_dict(load_spec_json(exp)["spec"]).tune.time_budget_s == 600  # the next resume keeps it
+
+
+def test_resume_with_a_corrupt_optuna_db_is_one_line(tmp_path):
+    exp = _saved_search(tmp_path, optuna_storage=f"sqlite:///{tmp_path / 'runs' / 'exp' / 'optuna.db'}")
+    (exp / "optuna.db").write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 64)  # a header, then garbage
+    p = _tune(["--resume", str(exp)], timeout=120)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert lines[0].startswith(f"error: {exp / 'optuna.db'}: the Optuna study file is corrupt")
+    assert "restore it from a backup" in lines[0]
+
+
+def test_resume_shows_no_password_and_takes_it_from_the_command_line(tmp_path, capsys):
+    from audionet_ray.tune import main
+
+    url = "postgresql://ann:s3cret@127.0.0.1:9/optuna"
+    exp = _saved_search(tmp_path, optuna_storage=url)
+    assert "s3cret" not in (exp / "search.json").read_text()
+    assert main(["--resume", str(exp), "--optuna-storage", "postgresql://ann:other@127.0.0.1:9/optuna2"]) == 2
+    err = capsys.readouterr().err
+    assert "other" not in err and "--optuna-storage postgresql://ann:***@127.0.0.1:9/optuna2" in err
+    assert main(["--resume", str(exp), "--optuna-storage", url]) == 2  # accepted, then the server is not there
+    err = capsys.readouterr().err
+    assert "s3cret" not in err and "postgresql://ann:***@127.0.0.1:9/optuna" in err
+
+
+def test_a_journal_file_holds_a_study_that_two_processes_write_at_once(tmp_path):
+    """JournalStorage (meant for NFS, where SQLite's locks break): a path as --optuna-storage."""
+    import optuna
+
+    from audionet_ray.study import check_study, open_storage, study_storage
+
+    exp = tmp_path / "exp"
+    url = study_storage(str(tmp_path / "optuna.journal"), exp)
+    assert url == str(tmp_path / "optuna.journal")
+    optuna.create_study(study_name="exp", storage=open_storage(url))
+    write = ("import sys, optuna\nfrom audionet_ray.study import open_storage\n"
+             "optuna.logging.set_verbosity(optuna.logging.WARNING)\n"
+             "s = optuna.load_study(study_name='exp', storage=open_storage(sys.argv[1]))\n"
+             "s.optimize(lambda t: t.suggest_float('x', 0, 1), n_trials=10)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", write, url]) for _ in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    check_study(url, "exp")
+    trials = optuna.load_study(study_name="exp", storage=open_storage(url)).trials
+    assert len(trials) == 20 and sorted(t.number for t in trials) == list(range(20))
+    with pytest.raises(ConfigError, match="holds no Optuna study named 'other'"):
+        check_study(url, "other")
