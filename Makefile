@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(PY) -m audionet_ray.tune --time-budget 6m
+	$(PY) -m audionet_ray.tune --keywords yes,no,up,down,left,right,on,off,stop,go --time-budget 6m
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -81,6 +81,23 @@ def metric_mode(source: Path, metric: str) -> str:
     return "min" if "loss" in metric else "max"
 
 
+def default_metric(source: str | Path) -> str:
+    """What "best" means for SOURCE when --metric does not say: a search's own metric (search.json),
+    frr_at_target for a keyword detector's run (its checkpoints record it), else val_accuracy."""
+    source = Path(source).expanduser().resolve()
+    try:
+        metric = (load_spec_json(source)["spec"].get("tune") or {}).get("metric")
+        if isinstance(metric, str):
+            return metric
+    except ConfigError:  # not a search
+        pass
+    try:
+        _, found = candidates(source)
+    except ConfigError:
+        return "val_accuracy"
+    return "frr_at_target" if any("frr_at_target" in (c[2].get("metrics") or {}) for c in found) else "val_accuracy"
+
+
 def parse_limits(text: str | None) -> dict[str, float]:
     """'max_macs=5e6,max_params=100000' -> {"max_macs": 5e6, "max_params": 100000.0} (ConfigError if bad)."""
     from .costs import CONSTRAINTS
@@ -276,7 +293,8 @@ def calibration_clips(prepared: Path, train_ratio: float, n: int = INT8_CALIBRAT
 FLOAT_NODES = ("/frontend/",)  # ONNX node names (torch.onnx's module paths) that int8 leaves in float
 
 
-def quantize_int8(folder: Path, prepared: Path, train_ratio: float, classes: list[str]) -> dict:
+def quantize_int8(folder: Path, prepared: Path, train_ratio: float, classes: list[str],
+                  std_floor: float = 0.0) -> dict:
     """model.int8.onnx from folder/model.onnx: static QDQ quantisation (per-channel int8 weights,
     int8 activations, MinMax ranges from INT8_CALIBRATION_CLIPS training clips), then the float
     and int8 graphs side by side on the test split."""
@@ -287,7 +305,7 @@ def quantize_int8(folder: Path, prepared: Path, train_ratio: float, classes: lis
     calib = calibration_clips(prepared, train_ratio)
     if not len(calib):
         raise DatasetError(f"{prepared}: no training clips to calibrate the int8 model on")
-    feed = standardise(torch.from_numpy(calib)).numpy()
+    feed = standardise(torch.from_numpy(calib), floor=std_floor).numpy()  # as the bundle's preprocessing
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -323,7 +341,7 @@ def quantize_int8(folder: Path, prepared: Path, train_ratio: float, classes: lis
         return info
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    xs = standardise(torch.from_numpy(x)).numpy()
+    xs = standardise(torch.from_numpy(x), floor=std_floor).numpy()
     out = {}
     for name, f in (("float", ONNX_FILE), ("int8", INT8_FILE)):
         sess = ort.InferenceSession(str(folder / f), opts, providers=["CPUExecutionProvider"])
@@ -432,7 +450,7 @@ def write_bundle(choice: dict, out_dir: str | Path, data: str | Path | None = No
             skipped["operating_point_skipped"] = why
         if int8 and onnx_info and prepared:
             try:
-                int8_info = quantize_int8(tmp, prepared, train_ratio, classes)
+                int8_info = quantize_int8(tmp, prepared, train_ratio, classes, std_floor)
             except ImportError:
                 skipped["int8_skipped"] = "onnxruntime is not installed (pip install 'audionet-ray[onnx]')"
             except (DatasetError, OSError) as e:
@@ -498,7 +516,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("source", metavar="EXPERIMENT_DIR",
                     help="a search's experiment folder, a Train run folder, or one checkpoint folder")
     ap.add_argument("out_dir", metavar="OUT_DIR", help="the bundle folder to write (replaced if it holds a bundle)")
-    ap.add_argument("--metric", default="val_accuracy", help="which checkpoint is best (default: val_accuracy)")
+    ap.add_argument("--metric", help="which checkpoint is best (default: the search's metric; frr_at_target for a "
+                                     "keyword detector's run; else val_accuracy)")
     ap.add_argument("--mode", choices=["max", "min"], help="default: the search's mode; min for losses, else max")
     ap.add_argument("--data", help="the training data (dataset root or prepared folder) to calibrate the threshold "
                                    "and the int8 model on (default: the data the checkpoint was trained on)")
@@ -518,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {msg}", file=sys.stderr)
             return 2
     try:
+        args.metric = args.metric or default_metric(args.source)
         choice = pick(args.source, args.metric, args.mode, parse_limits(args.pick))
         out = write_bundle(choice, args.out_dir, data=args.data, calibrate_fa=args.target_fa_per_hour or None,
                            int8=not args.no_int8, calibration_minutes=args.calibration_minutes)

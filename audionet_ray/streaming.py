@@ -23,14 +23,14 @@ optimistic for unseen rooms.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from .bundle import NOT_KEYWORDS, Bundle
-from .discover import DatasetError
+from .discover import UNKNOWN, DatasetError
 from .predict import Detection, Windows, scan
 from .prepare import NOISE_FILE, load_manifest, pcm_from_binary
 
@@ -263,12 +263,13 @@ def score(windows: list[Windows], streams: list, keywords: list[str], opts: Stre
     keyword_s = sum(e.end_s - e.start_s for s in streams for e in s.keywords)
     free_h = (total_s - keyword_s) / 3600
     spoken = {k: sum(e.label == k for s in streams for e in s.keywords) for k in keywords}
+    # A word that is not judged is never a detection, nor does it suppress one: read as _unknown_.
+    judged = [replace(w, labels=[lab if lab in spoken else UNKNOWN for lab in w.labels]) for w in windows]
     curve = []
     for th in thresholds:
         fa, missed = 0, {k: 0 for k in keywords}
-        for w, s in zip(windows, streams):
-            dets = [d for d in w.detections(th, opts.suppress_ms) if d.label in spoken]  # keywords only
-            dets = count_once(dets, opts.refractory_s)
+        for w, s in zip(judged, streams):
+            dets = count_once(w.detections(th, opts.suppress_ms), opts.refractory_s)
             found, n_fa = match(dets, s.keywords, opts.tolerance_s)
             fa += n_fa
             for e, f in zip(s.keywords, found):

@@ -276,7 +276,9 @@ def train_loop_per_worker(config: dict) -> None:
                 val_stats += _step_stats(logits, y, F.cross_entropy(logits, y))
 
         checkpointing = epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs
-        if probe is not None and checkpointing:  # the detector's metric where a checkpoint keeps the weights
+        # the detector's metric where a checkpoint keeps the weights, and in the first epoch of a run (a
+        # start or a resume), so that every epoch's report carries it (Tune needs its metric in each)
+        if probe is not None and (checkpointing or not detector):
             detector = measure_probe(probe, bare, classes, cfg, device, epoch)
         stats = _world_sum(torch.cat([train_stats, val_stats])).tolist()
         tr_loss, tr_ok, tr_n, va_loss, va_ok, va_n = stats
