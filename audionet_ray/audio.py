@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import stat
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ CLIP_SAMPLES = 16_000
 CLIP_BYTES = 2 * CLIP_SAMPLES  # int16
 AUDIO_SUFFIXES = {".wav", ".flac"}
 _READ_MARGIN = 1.1  # read a little past one second so the resampler has its right context
+BLOCK_FRAMES = 1 << 16  # source frames per read when a long file is streamed (4 s at 16 kHz)
 
 
 class BadClip(Exception):
@@ -76,28 +79,28 @@ def _wav_truncated(path: Path) -> str | None:
         return None
 
 
-def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None,
-               notes: list[str] | None = None) -> np.ndarray:
-    """Mono float32 in [-1, 1] at `sample_rate` (soxr resampling); at most `max_seconds` of it.
-
-    Appends to `notes` what had to be repaired (resampled, mixed down, converted, clipped).
-    """
-    path = Path(path)
+def _open(path: Path) -> sf.SoundFile:
+    """The file opened for decoding, after the checks that need no decoder (BadClip if it cannot be)."""
     _check_file(path)
     if why := _wav_truncated(path):  # by content: a cut WAV named .flac is still cut
         raise BadClip(why)
-    notes = notes if notes is not None else []
+    with _unreadable(path):
+        return sf.SoundFile(os.fsencode(path))  # bytes: soundfile cannot encode a non-UTF-8 name
+
+
+@contextmanager
+def _unreadable(path: Path):
+    """A decoder's error as BadClip("not readable as audio (...)"), without the file name (the skip list names it)."""
     try:
-        with sf.SoundFile(os.fsencode(path)) as f:  # bytes: soundfile cannot encode a non-UTF-8 name
-            sr, channels, subtype = f.samplerate, f.channels, f.subtype
-            frames = -1 if max_seconds is None else int(np.ceil(max_seconds * sr * _READ_MARGIN))
-            data = f.read(frames, dtype="float32", always_2d=True)
+        yield
     except (sf.SoundFileError, RuntimeError, ValueError, OSError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        msg = msg.replace(f"Error opening {os.fsencode(path)!r}: ", "")  # the skip list names the file
+        msg = msg.replace(f"Error opening {os.fsencode(path)!r}: ", "")
         raise BadClip(f"not readable as audio ({msg[:100]})") from None
-    if data.shape[0] == 0:
-        raise BadClip("no audio frames")
+
+
+def _mono(data: np.ndarray, subtype: str, channels: int, notes: list[str]) -> np.ndarray:
+    """Decoded frames (n, channels) -> mono float32, refusing NaN or infinite samples."""
     if subtype in ("FLOAT", "DOUBLE") and not np.isfinite(data).all():
         raise BadClip("NaN or infinite samples")
     if subtype != "PCM_16":
@@ -105,19 +108,73 @@ def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: fl
     if channels > 1:
         data = data.mean(axis=1, keepdims=True)
         notes.append(f"mixed down from {channels} channels")
-    mono = data[:, 0]
+    return data[:, 0]
+
+
+def _clipped(mono: np.ndarray, subtype: str, resampled: bool, notes: list[str]) -> np.ndarray:
+    """Float sources and resampler overshoot can leave [-1, 1]: clipped back into it."""
+    if subtype in ("FLOAT", "DOUBLE") or resampled:
+        if len(mono) and np.abs(mono).max() > 1.0:
+            notes.append("clipped to [-1, 1]")
+        mono = np.clip(mono, -1.0, 1.0)
+    return mono
+
+
+def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, max_seconds: float | None = None,
+               notes: list[str] | None = None) -> np.ndarray:
+    """Mono float32 in [-1, 1] at `sample_rate` (soxr resampling); at most `max_seconds` of it.
+
+    Appends to `notes` what had to be repaired (resampled, mixed down, converted, clipped).
+    The whole file is in memory: for long recordings use `iter_audio`.
+    """
+    path = Path(path)
+    notes = notes if notes is not None else []
+    f = _open(path)
+    with f, _unreadable(path):
+        sr, channels, subtype = f.samplerate, f.channels, f.subtype
+        frames = -1 if max_seconds is None else int(np.ceil(max_seconds * sr * _READ_MARGIN))
+        data = f.read(frames, dtype="float32", always_2d=True)
+    if data.shape[0] == 0:
+        raise BadClip("no audio frames")
+    mono = _mono(data, subtype, channels, notes)
     if sr != sample_rate:
         mono = resample(mono, sr, sample_rate)
         notes.append(f"resampled from {sr} Hz")
         if len(mono) == 0:  # a frame or two at a low rate: the resampler gives nothing back
             raise BadClip(f"too short to resample ({data.shape[0]} frames at {sr} Hz)")
-    if subtype in ("FLOAT", "DOUBLE") or sr != sample_rate:
-        if np.abs(mono).max() > 1.0:
-            notes.append("clipped to [-1, 1]")
-        mono = np.clip(mono, -1.0, 1.0)
+    mono = _clipped(mono, subtype, sr != sample_rate, notes)
     if max_seconds is not None:
         mono = mono[: int(round(max_seconds * sample_rate))]
     return mono
+
+
+def iter_audio(path: str | Path, sample_rate: int = SAMPLE_RATE, block_frames: int = BLOCK_FRAMES) -> Iterator[np.ndarray]:
+    """`read_audio` of a whole file a block at a time, for recordings too long to hold: the same
+    samples (soxr's stream resampler carries its filter state across blocks and gives what the
+    one-shot call gives), in memory one block of `block_frames` source frames."""
+    path = Path(path)
+    f = _open(path)
+    with f:
+        sr, channels, subtype = f.samplerate, f.channels, f.subtype
+        stream = soxr.ResampleStream(sr, sample_rate, 1, dtype="float32", quality="HQ") if sr != sample_rate else None
+        frames = out = 0
+        while True:
+            with _unreadable(path):
+                data = f.read(block_frames, dtype="float32", always_2d=True)
+            last = data.shape[0] < block_frames
+            frames += data.shape[0]
+            if last and frames == 0:
+                raise BadClip("no audio frames")
+            mono = _mono(data, subtype, channels, [])
+            if stream is not None:
+                mono = stream.resample_chunk(mono, last=last)
+            out += len(mono)
+            if last and out == 0:
+                raise BadClip(f"too short to resample ({frames} frames at {sr} Hz)")
+            if len(mono):
+                yield _clipped(mono, subtype, stream is not None, [])
+            if last:
+                return
 
 
 def resample(x: np.ndarray, from_rate: int, to_rate: int = SAMPLE_RATE) -> np.ndarray:

@@ -15,18 +15,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
-from .audio import BadClip, read_audio
+from .audio import BadClip, iter_audio
 from .bundle import NOT_KEYWORDS, Bundle, BundleError, load_for
 from .discover import escape_path
 
 SCAN_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}  # what a folder argument is searched for
 ONE_CLIP_SLACK = 0.01  # up to 1.01 s counts as one clip (resampling can add a sample or two)
 QUIET_DBFS = -60.0  # windows below this RMS level are silence, whatever the model says
+SCAN_ACTIVATIONS = 96 * 2**20  # bytes of model activations one batch of a scan may take (see scan_batch)
+STRIDE_MS_MIN = 10.0  # finer steps only repeat the same window: 100 model calls per second of audio already
 DEFAULTS = {"threshold": 0.6, "stride_ms": 250.0, "average_ms": 500.0, "suppress_ms": 1000.0}  # an uncalibrated bundle
 
 
@@ -49,32 +53,10 @@ class Detection:
     prob: float  # the most confident window's probability
 
 
-def window_starts(n: int, win: int, stride: int) -> list[int]:
-    """Window offsets every `stride` samples, plus one flush with the end so the tail is seen."""
-    starts = list(range(0, n - win + 1, stride))
-    if starts[-1] + win < n:
-        starts.append(n - win)
-    return starts
-
-
 def rms_dbfs(windows: np.ndarray) -> np.ndarray:
     """RMS level of each window of float audio in [-1, 1], in dB relative to full scale."""
     rms = np.sqrt(np.mean(np.square(windows, dtype=np.float64), axis=1))
     return 20 * np.log10(np.maximum(rms, 1e-12))
-
-
-def smooth(probs: np.ndarray, radius: int) -> np.ndarray:
-    """Each window's probabilities averaged with `radius` neighbours either side (fewer at the ends).
-
-    A word is whole in a few consecutive windows and cut in the others; a cut word can look like
-    another word to the model for one window, rarely for several in a row.
-    """
-    if radius <= 0 or len(probs) < 2:
-        return probs
-    csum = np.concatenate([np.zeros((1, probs.shape[1])), np.cumsum(probs, axis=0)])
-    idx = np.arange(len(probs))
-    lo, hi = np.maximum(idx - radius, 0), np.minimum(idx + radius + 1, len(probs))
-    return (csum[hi] - csum[lo]) / (hi - lo)[:, None]
 
 
 def detections(labels: list[str], probs: np.ndarray, starts_s: list[float], loud: np.ndarray,
@@ -114,37 +96,175 @@ class Windows:
     probs: np.ndarray
     loud: np.ndarray
     win_s: float
+    duration_s: float = 0.0  # of the audio scanned
 
     def detections(self, threshold: float, suppress_ms: float = 1000.0) -> list[Detection]:
         return detections(self.labels, self.probs, self.starts_s, self.loud, threshold, self.win_s,
                           suppress_ms / 1000)
 
 
-def scan(bundle: Bundle, audio: np.ndarray, stride_ms: float = 250.0, average_ms: float = 500.0) -> Windows:
-    """The streaming detector's model pass over float audio at the bundle's rate (>= one window long):
-    a one-second window every stride_ms, probabilities averaged over +-average_ms/2."""
+def scan_batch(bundle: Bundle) -> int:
+    """Windows per model call while scanning: what keeps the first conv's activations (width
+    maps of a quarter of a window, float32, about three alive at once: the largest the model
+    holds) within SCAN_ACTIVATIONS; 10 windows for the reference width of 256, at most 256."""
+    width = int((bundle.config.get("model") or {}).get("config", {}).get("width", 256))
+    per_window = 3 * 4 * max(width, 1) * bundle.clip_samples // 4
+    return int(min(256, max(1, SCAN_ACTIVATIONS // per_window)))
+
+
+class _Smoother:
+    """Each window's probabilities averaged with `radius` neighbours either side (fewer at the
+    ends), for probabilities that arrive a batch at a time; keeps each window's top label only.
+
+    A word is whole in a few consecutive windows and cut in the others; a cut word can look like
+    another word to the model for one window, rarely for several in a row. The averages come from
+    one running float64 sum over the whole scan, of which only the last rows are held
+    (2 * radius + a batch): what a whole-file cumulative sum gives, in memory that does not grow
+    with the file.
+    """
+
+    def __init__(self, radius: int, n_classes: int):
+        self.radius = radius
+        self.sums = np.zeros((1, n_classes))  # running sums before window `base`, `base` + 1, ...
+        self.base = 0
+        self.seen = 0  # windows added
+        self.done = 0  # windows whose average is final
+        self.top: list[np.ndarray] = []
+        self.prob: list[np.ndarray] = []
+
+    def add(self, probs: np.ndarray) -> None:
+        if self.radius <= 0:
+            self._keep(probs)
+            return
+        new = np.cumsum(np.concatenate([self.sums[-1:], probs]), axis=0)[1:]  # float64, carried on
+        self.sums = np.concatenate([self.sums, new])
+        self.seen += len(probs)
+        self._average(self.seen - self.radius, self.seen)
+
+    def _average(self, upto: int, n: int) -> None:
+        """Final averages of windows done..upto, with `n` windows seen in all."""
+        if upto <= self.done:
+            return
+        i = np.arange(self.done, upto)
+        lo, hi = np.maximum(i - self.radius, 0), np.minimum(i + self.radius + 1, n)
+        self._keep((self.sums[hi - self.base] - self.sums[lo - self.base]) / (hi - lo)[:, None])
+        self.done = upto
+        drop = max(upto - self.radius, 0) - self.base  # no later window reaches further back
+        self.sums, self.base = self.sums[drop:], self.base + drop
+
+    def _keep(self, probs: np.ndarray) -> None:
+        top = probs.argmax(axis=1)
+        self.top.append(top)
+        self.prob.append(probs[np.arange(len(top)), top])
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """(top class, its probability) of every window."""
+        if self.radius > 0:
+            self._average(self.seen, self.seen)
+        return np.concatenate(self.top), np.concatenate(self.prob)
+
+
+def scan_blocks(bundle: Bundle, blocks: Iterable[np.ndarray], stride_ms: float = 250.0,
+                average_ms: float = 500.0) -> Windows:
+    """The streaming detector's model pass over float audio at the bundle's rate, given as
+    consecutive blocks of any size (>= one window in all): a one-second window every stride_ms,
+    plus one flush with the end so the tail is seen; probabilities averaged over +-average_ms/2.
+
+    Windows go to the model `scan_batch` at a time and only per-window results are kept, so a
+    two-hour recording needs the memory of one batch, not of the recording.
+    """
     sr, win = bundle.sample_rate, bundle.clip_samples
     stride = max(1, int(round(stride_ms * sr / 1000)))
-    starts = window_starts(len(audio), win, stride)
+    smoother = _Smoother(int(average_ms / 2 // (stride / sr * 1000)), len(bundle.classes))
+    starts: list[int] = []
+    loud: list[np.ndarray] = []
+    batch: list[np.ndarray] = []
+    buf, buf0, n = np.zeros(0, np.float32), 0, 0  # buf: the audio from sample buf0 to n
+    size = scan_batch(bundle)
+
+    def run() -> None:
+        windows = np.stack(batch)
+        batch.clear()
+        loud.append(rms_dbfs(windows) >= QUIET_DBFS)
+        smoother.add(bundle.predict_proba(windows, size))
+
+    for block in blocks:
+        buf = np.concatenate([buf, block]) if len(buf) else np.asarray(block)
+        n += len(block)
+        nxt = starts[-1] + stride if starts else 0
+        while nxt + win <= n:
+            batch.append(buf[nxt - buf0:nxt - buf0 + win])
+            starts.append(nxt)
+            nxt += stride
+            if len(batch) == size:
+                run()
+        keep = max(min(nxt, n - win), buf0)  # the next window, or the last second for the flush
+        buf, buf0 = buf[keep - buf0:], keep
+    if not starts:
+        raise ValueError(f"audio shorter than one window ({n} of {win} samples): nothing to scan")
+    if starts[-1] + win < n:
+        batch.append(buf[n - win - buf0:])
+        starts.append(n - win)
+    if batch:
+        run()
+    top, probs = smoother.finish()
+    return Windows(starts_s=[s / sr for s in starts], labels=[bundle.classes[i] for i in top], probs=probs,
+                   loud=np.concatenate(loud), win_s=win / sr, duration_s=n / sr)
+
+
+def scan(bundle: Bundle, audio: np.ndarray, stride_ms: float = 250.0, average_ms: float = 500.0) -> Windows:
+    """`scan_blocks` over float audio at the bundle's rate held in memory (>= one window long)."""
+    return scan_blocks(bundle, [audio], stride_ms, average_ms)
+
+
+def scan_whole_file(bundle: Bundle, audio: np.ndarray, stride_ms: float = 250.0, average_ms: float = 500.0) -> Windows:
+    """`scan` with everything in memory at once: every window copied out, one model pass, one
+    running sum. What predict did before it streamed (about 4 GB per hour of audio), kept as the
+    reference that tests and benchmarks/bench_predict_memory.py hold the streamed scan to."""
+    sr, win = bundle.sample_rate, bundle.clip_samples
+    stride = max(1, int(round(stride_ms * sr / 1000)))
+    starts = list(range(0, len(audio) - win + 1, stride))
+    if starts[-1] + win < len(audio):
+        starts.append(len(audio) - win)
     windows = np.lib.stride_tricks.sliding_window_view(audio, win)[starts]
-    probs = smooth(bundle.predict_proba(windows), int(average_ms / 2 // (stride / sr * 1000)))
+    probs = bundle.predict_proba(windows, scan_batch(bundle))  # the model sees the batches scan gives it
+    radius = int(average_ms / 2 // (stride / sr * 1000))
+    if radius > 0:
+        csum = np.concatenate([np.zeros((1, probs.shape[1])), np.cumsum(probs, axis=0, dtype=np.float64)])
+        i = np.arange(len(probs))
+        lo, hi = np.maximum(i - radius, 0), np.minimum(i + radius + 1, len(probs))
+        probs = (csum[hi] - csum[lo]) / (hi - lo)[:, None]
     top = probs.argmax(axis=1)
     return Windows(starts_s=[s / sr for s in starts], labels=[bundle.classes[i] for i in top],
-                   probs=probs[np.arange(len(top)), top], loud=rms_dbfs(windows) >= QUIET_DBFS, win_s=win / sr)
+                   probs=probs[np.arange(len(top)), top], loud=rms_dbfs(windows) >= QUIET_DBFS, win_s=win / sr,
+                   duration_s=len(audio) / sr)
 
 
 def predict_file(bundle: Bundle, path: Path, top_k: int = 3, stride_ms: float = 250.0, threshold: float = 0.6,
                  average_ms: float = 500.0, suppress_ms: float = 1000.0) -> dict:
-    """One file's result as a dict (raises BadClip for audio that cannot be read)."""
-    audio = read_audio(path, bundle.sample_rate)
+    """One file's result as a dict (raises BadClip for audio that cannot be read).
+
+    The file is read a block at a time: a clip of about a second is then read whole, anything
+    longer is scanned as it streams in, so memory does not grow with the recording.
+    """
     sr, win = bundle.sample_rate, bundle.clip_samples
-    result: dict = {"path": escape_path(path), "duration_s": round(len(audio) / sr, 3)}
-    if len(audio) <= win * (1 + ONE_CLIP_SLACK):
-        probs = bundle.predict_proba(audio)[0]
+    blocks = iter_audio(path, sr)
+    head, n = [], 0
+    for block in blocks:
+        head.append(block)
+        n += len(block)
+        if n > win * (1 + ONE_CLIP_SLACK):
+            break
+    result: dict = {"path": escape_path(path)}
+    if n <= win * (1 + ONE_CLIP_SLACK):
+        probs = bundle.predict_proba(np.concatenate(head))[0]
         order = np.argsort(-probs)[:top_k]
+        result["duration_s"] = round(n / sr, 3)
         result["top_k"] = [{"label": bundle.classes[i], "prob": float(probs[i])} for i in order]
         return result
-    w = scan(bundle, audio, stride_ms, average_ms)
+    w = scan_blocks(bundle, chain(head, blocks), stride_ms, average_ms)
+    del head
+    result["duration_s"] = round(w.duration_s, 3)
     result["windows"] = [{"start_s": round(t, 4), "label": lab, "prob": float(p), "quiet": not bool(q)}
                          for t, lab, p, q in zip(w.starts_s, w.labels, w.probs, w.loud)]
     result["detections"] = [asdict(d) for d in w.detections(threshold, suppress_ms)]
@@ -199,9 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     given = lambda v: v is not None  # noqa: E731 - options left out come from the bundle
     problems = [(args.top_k >= 1, f"--top-k must be at least 1, got {args.top_k}"),
-                (not given(args.stride_ms) or 0 < args.stride_ms <= 1000, f"--stride-ms must be in (0, 1000], got {args.stride_ms}"),
+                (not given(args.stride_ms) or STRIDE_MS_MIN <= args.stride_ms <= 1000,
+                 f"--stride-ms must be from {STRIDE_MS_MIN:g} to 1000 (the one-second window), got {args.stride_ms}"),
                 (not given(args.threshold) or 0 < args.threshold <= 1, f"--threshold must be in (0, 1], got {args.threshold}"),
-                (not given(args.average_ms) or args.average_ms >= 0, f"--average-ms must be >= 0, got {args.average_ms}"),
+                (not given(args.average_ms) or 0 <= args.average_ms < float("inf"), f"--average-ms must be >= 0, got {args.average_ms}"),
                 (not given(args.suppress_ms) or args.suppress_ms >= 0, f"--suppress-ms must be >= 0, got {args.suppress_ms}"),
                 (not (args.onnx and args.int8), "--onnx and --int8: choose one (--int8 runs onnxruntime too)")]
     for ok, msg in problems:
