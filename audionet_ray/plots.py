@@ -18,6 +18,8 @@ DPI = 100
 END_MARKERS = {"finished": ("o", "ran every epoch"), "stopped": ("x", "stopped early by the scheduler"),
                "failed": ("X", "failed"), "unfinished": (">", "not finished (interrupted or running)")}
 LOG_DISTRIBUTIONS = {"loguniform", "qloguniform"}
+MATRIX_CLASSES = 40  # a confusion matrix draws at most this many classes (19 x 18 inches)
+MAX_LABEL = 40  # characters of a class name on an axis
 
 
 def _colors(n: int):
@@ -134,26 +136,49 @@ def pareto_front(points: list[tuple], front: list[tuple], metric: str, objective
     return _save(fig, path)
 
 
+def plain(text: str) -> str:
+    """`text` drawn as it is: matplotlib reads a pair of `$` as mathtext (and raises on what does
+    not parse, e.g. a class named `$x_$`), so each `$` is escaped; nothing else is special outside
+    mathtext (`_`, `\\`, `^` stay literal)."""
+    return str(text).replace("$", r"\$")
+
+
+def most_confused(cm: np.ndarray, k: int) -> np.ndarray:
+    """The indices (in class order) of the k classes with the most confusions, as the true class
+    or as the prediction; the most clips where nothing is confused."""
+    off = cm.sum(axis=0) + cm.sum(axis=1) - 2 * np.diag(cm)
+    order = np.lexsort((-cm.sum(axis=1), -off))  # most confused first, then most clips; stable
+    return np.sort(order[:k])
+
+
 def confusion_matrix(cm: np.ndarray, classes: list[str], title: str, path: Path) -> Path:
-    """Counts per (true, predicted) class; colour is the share of the true class's clips."""
+    """Counts per (true, predicted) class; colour is the share of the true class's clips.
+
+    At most MATRIX_CLASSES classes are drawn (a figure of a thousand rows is neither readable nor
+    small): beyond that, the ones most confused, and the title says so; every count stays in the
+    caller's JSON.
+    """
     n = len(classes)
     share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    size = max(4.5, 0.45 * n + 2)
+    if n > MATRIX_CLASSES:
+        keep = most_confused(cm, MATRIX_CLASSES)
+        cm, share, classes = cm[np.ix_(keep, keep)], share[np.ix_(keep, keep)], [classes[i] for i in keep]
+        title = f"{title}\nthe {len(keep)} of {n} classes most confused (every count is in the JSON)"
+    shown = len(classes)
+    size = max(4.5, 0.45 * shown + 2)
     fig = Figure(figsize=(size + 1, size), layout="constrained")
     ax = fig.subplots()
     im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
-    ax.set_xticks(range(n), classes, rotation=60, ha="right", fontsize=8 if n > 12 else 10)
-    ax.set_yticks(range(n), classes, fontsize=8 if n > 12 else 10)
+    names = [plain(c)[:MAX_LABEL] for c in classes]
+    ax.set_xticks(range(shown), names, rotation=60, ha="right", fontsize=8 if shown > 12 else 10)
+    ax.set_yticks(range(shown), names, fontsize=8 if shown > 12 else 10)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    if n <= 40:
-        for i in range(n):
-            for j in range(n):
-                if cm[i, j]:
-                    ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7 if n > 12 else 9,
-                            color="white" if share[i, j] > 0.5 else "black")
-    ax.set_title(title)
+    for i, j in zip(*np.nonzero(cm)):
+        ax.text(j, i, str(int(cm[i, j])), ha="center", va="center", fontsize=7 if shown > 12 else 9,
+                color="white" if share[i, j] > 0.5 else "black")
+    ax.set_title(plain(title))  # a trial or checkpoint folder's name may hold a `$`
     return _save(fig, path)
 
 
@@ -175,7 +200,7 @@ def det_curve(result: dict, path: Path) -> Path:
         ys = [c["frr_per_keyword"].get(kw) for c in curve]
         if any(v is not None for v in ys):
             ax.plot(xs, [np.nan if v is None else 100 * v for v in ys], color=color, lw=1, alpha=0.8,
-                    label=f"{kw} ({result['spoken'].get(kw, 0)} spoken)")
+                    label=f"{plain(kw)[:MAX_LABEL]} ({result['spoken'].get(kw, 0)} spoken)")
     ax.plot(xs, [np.nan if c["frr"] is None else 100 * c["frr"] for c in curve], color="black",
             lw=2.5, label="all keywords")
     op = result.get("operating_point")

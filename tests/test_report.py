@@ -121,3 +121,44 @@ def test_report_cli_refuses_a_folder_that_is_not_an_experiment(tmp_path):
     assert p.returncode == 2
     assert p.stderr.startswith("error: ") and str(tmp_path) in p.stderr and "Traceback" not in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_a_thousand_classes_with_odd_names_through_evaluate_and_the_report(tmp_path):
+    """1 000 classes, some named like mathtext (`$x_$` made matplotlib raise), with `_` and `\\`:
+    evaluate's figure and JSON, and the report's section from that JSON, on real files; the
+    figures stay a readable size (the most confused classes), the JSON keeps every count."""
+    from matplotlib.image import imread
+
+    from audionet_ray import plots
+    from audionet_ray.bundle import FORMAT, KIND, write_config
+    from audionet_ray.evaluate import METRICS_FILE, PNG_FILE, scores
+    from audionet_ray.report import _test_section
+
+    n = 1000
+    odd = ["$x$", "$x_$", "a_b", "back\\slash", "$", "50$ bill\\$"]
+    classes = odd + [f"word_{i:04d}" for i in range(n - len(odd))]
+    rng = np.random.default_rng(0)
+    cm = np.diag(rng.integers(5, 20, n))
+    for i, j in rng.integers(0, n, (3000, 2)):  # scattered confusions, more among the odd names
+        cm[i, j] += 1
+    cm[:6, :6] += rng.integers(0, 9, (6, 6))
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    write_config(bundle, {"kind": KIND, "format": FORMAT, "source": {"trial_id": "t$1$", "checkpoint": "/x/checkpoint_000004"}})
+    s = scores(cm, classes)
+    s.update({"classes": classes, "confusion_matrix": cm.tolist(), "backend": "torch", "data": "d"})
+    (bundle / METRICS_FILE).write_text(json.dumps(s, indent=1) + "\n")
+    png = plots.confusion_matrix(cm, classes, f"test accuracy {s['accuracy']:.3f}", bundle / PNG_FILE)  # as evaluate draws it
+
+    out = tmp_path / "report"
+    page = _test_section(bundle, "d", out / "plots", out)[0]
+    assert "No confusion matrix" not in page and 'src="plots/confusion_matrix.png"' in page
+    for f in (png, out / "plots" / "confusion_matrix.png"):
+        img = imread(f)
+        assert 800 < img.shape[0] < 2500 and 800 < img.shape[1] < 2500, img.shape  # 40 classes, not 1 000
+        assert np.ptp(img[..., :3]) > 0.5
+    back = json.loads((bundle / METRICS_FILE).read_text())
+    assert np.array_equal(np.array(back["confusion_matrix"]), cm) and back["classes"] == classes
+    shown = plots.most_confused(cm, plots.MATRIX_CLASSES)
+    assert len(shown) == plots.MATRIX_CLASSES and set(range(6)) <= set(shown)  # the most confused are drawn
