@@ -198,14 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=10.0,
                     help="with --streaming: at most this many minutes of keyword streams (default: 10)")
     ap.add_argument("--seed", type=int, default=0, help="with --streaming: how the streams are laid out (default: 0)")
-    ap.add_argument("--keyword-free-hours", type=float, default=3.0,
+    ap.add_argument("--keyword-free-hours", type=float,
                     help="with --streaming: add the test split's other words until the streams hold this many hours "
                          "without a keyword (default: 3, enough to show 1 false accept per hour; 0: none added)")
     ap.add_argument("--keywords", help="with --streaming: judge only these keywords of the bundle (comma-separated)")
     args = ap.parse_args(argv)
     for ok, msg in [(args.target_fa_per_hour > 0, f"--target-fa-per-hour must be > 0, got {args.target_fa_per_hour:g}"),
                     (args.minutes > 0, f"--minutes must be > 0, got {args.minutes:g}"),
-                    (args.keyword_free_hours >= 0, f"--keyword-free-hours must be >= 0, got {args.keyword_free_hours:g}"),
+                    ((args.keyword_free_hours or 0) >= 0, f"--keyword-free-hours must be >= 0, got {args.keyword_free_hours}"),
                     (not (args.onnx and args.int8), "--onnx and --int8: choose one (--int8 runs onnxruntime too)")]:
         if not ok:
             print(f"error: {msg}", file=sys.stderr)

@@ -355,14 +355,21 @@ def _fmt(v) -> str:
 
 # ----------------------------------------------------------------------------- results
 
-def print_table(rows: list[dict], metric: str) -> None:
+def print_table(rows: list[dict], metric: str, mode: str = "max") -> None:
+    """One line per trial, the best by `metric` (in `mode`) first; trials without it last."""
     if not rows:
         return
     cols = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in ("val_loss", "train_loss")]
-    table = [[_fmt(r.get(c)) for c in cols] for r in rows]
+    sign = -1 if mode == "max" else 1
+
+    def rank(r: dict) -> tuple:
+        v = r.get(f"best_{metric}")
+        return (0, sign * float(v)) if isinstance(v, (int, float)) else (1, 0.0)
+
+    table = [[_fmt(r.get(c)) for c in cols] for r in sorted(rows, key=rank)]
     widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
     print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
-    for t in sorted(table, key=lambda t: t[cols.index(f"best_{metric}")], reverse=True):
+    for t in table:
         print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
 
 
@@ -659,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
 
         close_orphans(study_url, exp_dir.name)
     print()
-    print_table(rows, spec.tune.metric)
+    print_table(rows, spec.tune.metric, spec.tune.mode)
     errors = sum(1 for r in results if r.error)
     try:
         trial_id, ckpt, meta = best_checkpoint(exp_dir, spec.tune.metric, spec.tune.mode)

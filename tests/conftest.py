@@ -6,9 +6,14 @@ Starting Ray costs seconds and the machine is small, so every test that needs Ra
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Calibration and streaming evaluation add hours of keyword-free audio by default (3 h, so that
+# 1 FA/h is measurable); the suite's tiny datasets and models need minutes to test the same code.
+os.environ.setdefault("AUDIONET_KEYWORD_FREE_HOURS", "0.05")
 
 DEMO_SPEAKERS = 12  # 10 words x 12 speakers x 2 clips = 240 clips: test, val and train all have speakers
 DEMO_CLIPS_PER_SPEAKER = 2
