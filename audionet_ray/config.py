@@ -48,6 +48,15 @@ def parse_keywords(text: str | None) -> list[str]:
     return list(dict.fromkeys(w.strip() for w in (text or "").split(",") if w.strip()))
 
 
+# The metrics a search or an export may rank by, and which way is better.
+METRIC_MODES = {"val_accuracy": "max", "val_loss": "min", "frr_at_target": "min"}
+
+
+def metric_mode(metric: str) -> str:
+    """max or min for a metric: the table above, else min for losses and max otherwise."""
+    return METRIC_MODES.get(metric, "min" if "loss" in metric else "max")
+
+
 # What a keyword task trains with unless its settings say otherwise (tune --keywords, train --keywords):
 # half the clips cut as sliding windows, levels 20 dB down to 7 dB up, and quiet windows kept quiet
 # (100 int16 units is -50 dBFS: the recording noise floor of the generated speech lies below it).

@@ -78,7 +78,9 @@ def metric_mode(source: Path, metric: str) -> str:
             return tune["mode"]
     except ConfigError:  # not a search, or its search.json is cut short
         pass
-    return "min" if "loss" in metric else "max"
+    from .config import metric_mode as known_mode
+
+    return known_mode(metric)
 
 
 def default_metric(source: str | Path) -> str:
@@ -472,7 +474,7 @@ def write_bundle(choice: dict, out_dir: str | Path, data: str | Path | None = No
                       "parameters": count_parameters(model)},
             "classes": classes,
             # a keyword detector (classes with _unknown_) reports these only; a classifier every class
-            "task": "keywords" if UNKNOWN in classes else "classifier",
+            "task": "keywords" if train_config.get("keywords") else "classifier",
             "keywords": [c for c in classes if c not in NOT_KEYWORDS],
             "preprocessing": preprocessing_config(std_floor),
             "training": {"epoch": meta.get("epoch"), "metrics": meta.get("metrics", {}),
@@ -518,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out_dir", metavar="OUT_DIR", help="the bundle folder to write (replaced if it holds a bundle)")
     ap.add_argument("--metric", help="which checkpoint is best (default: the search's metric; frr_at_target for a "
                                      "keyword detector's run; else val_accuracy)")
-    ap.add_argument("--mode", choices=["max", "min"], help="default: the search's mode; min for losses, else max")
+    ap.add_argument("--mode", choices=["max", "min"], help="default: the search's mode; else min for frr_at_target and losses, max otherwise")
     ap.add_argument("--data", help="the training data (dataset root or prepared folder) to calibrate the threshold "
                                    "and the int8 model on (default: the data the checkpoint was trained on)")
     ap.add_argument("--target-fa-per-hour", type=float, default=1.0,

@@ -107,7 +107,8 @@ def scan_batch(bundle: Bundle) -> int:
     """Windows per model call while scanning: what keeps the first conv's activations (width
     maps of a quarter of a window, float32, about three alive at once: the largest the model
     holds) within SCAN_ACTIVATIONS; 10 windows for the reference width of 256, at most 256."""
-    width = int((bundle.config.get("model") or {}).get("config", {}).get("width", 256))
+    width = (bundle.model.config.width if bundle.model is not None  # a model in hand (probe, calibration)
+             else int((bundle.config.get("model") or {}).get("config", {}).get("width", 256)))
     per_window = 3 * 4 * max(width, 1) * bundle.clip_samples // 4
     return int(min(256, max(1, SCAN_ACTIVATIONS // per_window)))
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cluster import cluster_capacity
-from .config import ConfigError, RunSettings, TrainConfig
+from .config import METRIC_MODES, ConfigError, RunSettings, TrainConfig
 from .discover import DatasetError
 from .experiment import (SPEC_FILE, TRAIN_RUNS, best_checkpoint, has_spec, load_spec_json, local_experiment,
                          lock_experiment, pareto_front, read_budget, save_spec, trial_results, write_budget,
@@ -411,9 +411,6 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-METRIC_MODES = {"val_accuracy": "max", "val_loss": "min", "frr_at_target": "min"}
-
-
 def apply_keywords(spec: SearchSpec, args: argparse.Namespace) -> None:
     """--keywords (or the space's `keywords`) makes a keyword search: the detector's metric unless
     --metric or a space that names another keyword metric says otherwise."""
@@ -431,6 +428,8 @@ def apply_keywords(spec: SearchSpec, args: argparse.Namespace) -> None:
         spec.tune.metric, spec.tune.mode = args.metric, METRIC_MODES[args.metric]
     elif keywords and spec.tune.metric == "val_accuracy":
         spec.tune.metric, spec.tune.mode = "frr_at_target", "min"
+    if spec.tune.metric in METRIC_MODES:  # a known metric is ranked its own way, whatever a space's mode says
+        spec.tune.mode = METRIC_MODES[spec.tune.metric]
     if spec.tune.metric == "frr_at_target":
         if not keywords:
             raise ConfigError("metric frr_at_target: only a keyword search reports it; add --keywords yes,no,...")
@@ -497,6 +496,7 @@ def prepare_search(args: argparse.Namespace) -> tuple[SearchSpec, str, Path]:
     if args.resume:
         exp_dir = location(args.resume).resolve()  # a local folder or a URI (s3://...)
         saved = load_spec_json(exp_dir)
+        lock_experiment(exp_dir)  # one driver per experiment; released at exit, or by the kernel if killed
         return SearchSpec.from_dict(saved["spec"]), saved["data"], exp_dir
     spec = apply_overrides(load_spec(args.search_space), args)
     keywords = TrainConfig.from_dict({**spec.fixed, "data": ""}).keyword_list or None
@@ -507,7 +507,10 @@ def prepare_search(args: argparse.Namespace) -> tuple[SearchSpec, str, Path]:
     if has_spec(exp_dir):
         raise ConfigError(f"{exp_dir} already holds a search: --resume {exp_dir} to continue it, or pick another --name")
     exp_dir.mkdir(parents=True, exist_ok=True)
-    saved = {"spec": spec.to_dict(), "data": str(data)}
+    lock_experiment(exp_dir)  # before search.json: a second driver with the same --name writes nothing
+    if has_spec(exp_dir):  # one that got there first
+        raise ConfigError(f"{exp_dir} already holds a search: --resume {exp_dir} to continue it, or pick another --name")
+    saved = {"spec": spec.to_dict(), "data": str(data), "data_given": str(args.data) if args.data else None}
     if spec.tune.searcher == "optuna":
         from .study import study_storage
 
@@ -573,7 +576,25 @@ def _saved_value(option: str, spec: SearchSpec, saved: dict, exp_dir: Path):
             "name": exp_dir.name, "optuna_storage": saved.get("optuna_storage")}.get(option, "(not recorded)")
 
 
-def _same(given, saved) -> bool:
+def _same(option: str, given, saved, record: dict) -> bool:
+    """Whether an option repeats what the search saved, compared as the search resolved it: a space's
+    name and its file, a dataset root and its prepared folder, keywords in any order, relative paths."""
+    from .config import parse_keywords
+    from .search_space import _locate
+
+    if option == "keywords":
+        return sorted(parse_keywords(str(given))) == sorted(parse_keywords(
+            saved if isinstance(saved, str) else ",".join(saved or [])))
+    if option == "search_space":
+        try:
+            return str(_locate(given)) == str(saved)
+        except ConfigError:
+            return False
+    if option == "data":
+        return any(str(location(given).resolve()) == str(location(v).resolve())
+                   for v in (saved, record.get("data_given")) if v)
+    if option == "storage":
+        return str(location(given).resolve()) == str(saved)
     try:
         return float(given) == float(saved)
     except (TypeError, ValueError):
@@ -595,7 +616,7 @@ def check_resume_options(args: argparse.Namespace, argv: list[str] | None, spec:
     saved = load_spec_json(exp_dir)
     for option, value in sorted(_given_options(argv).items()):
         was = _saved_value(option, spec, saved, exp_dir)
-        if option in RESUME_RUN_OPTIONS or option == "time_budget" or _same(value, was) or (
+        if option in RESUME_RUN_OPTIONS or option == "time_budget" or _same(option, value, was, saved) or (
                 option == "optuna_storage" and redact(value) == was):
             continue
         flag = "--" + option.replace("_", "-")
@@ -615,8 +636,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()  # the time budget counts from here: preparing data and starting Ray included
     args = _parser().parse_args(argv)
     try:
-        spec, data, exp_dir = prepare_search(args)
-        lock_experiment(exp_dir)  # one driver per experiment; released at exit, or by the kernel if killed
+        spec, data, exp_dir = prepare_search(args)  # takes the experiment's lock
         if args.resume:
             check_resume_options(args, argv, spec, exp_dir)
         budget_s = spec.tune.time_budget_s
@@ -681,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
     if errors:
         print(f"warning: {errors} trial(s) failed; see {exp_dir}", file=sys.stderr)
     if not args.no_export:
-        export_best(exp_dir, spec.tune.metric, data)
+        export_best(exp_dir, spec.tune.metric, data, spec.tune.mode)
     if not is_uri(exp_dir):
         report_or_warn(exp_dir)
     if budget:
@@ -714,16 +734,15 @@ def report_or_warn(exp_dir: Path) -> None:
               file=sys.stderr)
 
 
-def export_best(exp_dir: Path, metric: str, data: str) -> None:
+def export_best(exp_dir: Path, metric: str, data: str, mode: str = "max") -> None:
     """The best checkpoint as a bundle in EXPERIMENT/bundle, judged on the test split by evaluate
     (its test_metrics.json and confusion matrix go into the bundle, where the report reads them)."""
     from .bundle import load
-    from .discover import UNKNOWN
     from .evaluate import DET_FILE, METRICS_FILE, PNG_FILE, STREAMING_FILE, evaluate, evaluate_streaming
     from .export import export
 
-    local = local_experiment(exp_dir, metric)  # on s3:// etc.: its best checkpoint, copied here
-    bundle = export(local, local / "bundle", metric=metric)
+    local = local_experiment(exp_dir, metric, mode)  # on s3:// etc.: its best checkpoint, copied here
+    bundle = export(local, local / "bundle", metric=metric, mode=mode)
     print(f"exported the best model to {bundle}  (python -m audionet_ray.predict {bundle} CLIP.wav)")
     try:
         s = evaluate(load(bundle), data, bundle)
@@ -732,7 +751,7 @@ def export_best(exp_dir: Path, metric: str, data: str) -> None:
         return
     print(f"its test accuracy: {s['accuracy']:.4f} on {s['n_clips']} clips ({METRICS_FILE}, {PNG_FILE} in the bundle)")
     b = load(bundle)
-    if UNKNOWN in b.classes:  # a keyword detector: judged as one, on test-speaker streams
+    if b.config.get("task") == "keywords":  # a keyword detector: judged as one, on test-speaker streams
         r = evaluate_streaming(b, data, bundle)
         op, at = r["operating_point"], r["bundle_threshold"]["point"]
         print(f"as a keyword spotter on test-speaker streams ({r['keyword_free_hours']:.1f} h keyword-free): "
