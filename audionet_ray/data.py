@@ -194,7 +194,7 @@ NOISE_CAP_S = 600  # background noise kept for augmentation: 10 minutes, 19 MB o
 NOISE_PIECE_S = 10  # ... as pieces this long, spread over all of it
 
 
-def load_noise(prepared: str | Path, cap_s: float = NOISE_CAP_S) -> np.ndarray:
+def load_noise(prepared: str | Path, cap_s: float | None = NOISE_CAP_S) -> np.ndarray:
     """Background noise for augmentation as one int16 array (empty when the dataset has none).
 
     At most `cap_s` seconds of it: every training worker holds its noise (on its device), and a
@@ -202,7 +202,8 @@ def load_noise(prepared: str | Path, cap_s: float = NOISE_CAP_S) -> np.ndarray:
     cut to evenly spaced NOISE_PIECE_S pieces across the whole file, the same every time (every
     worker, run and resume mixes in the same noise). A local noise.npy is memory-mapped, so only
     the pieces kept are read; one on a URI is read whole once, then cut. The array is the
-    caller's own (writable, nothing else keeps it).
+    caller's own (writable, nothing else keeps it). `cap_s=None` keeps all of it (streaming
+    evaluation's noise-only streams play every second).
     """
     from .audio import SAMPLE_RATE
 
@@ -213,7 +214,7 @@ def load_noise(prepared: str | Path, cap_s: float = NOISE_CAP_S) -> np.ndarray:
         noise = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
     else:
         noise = np.load(path, mmap_mode="r", allow_pickle=False)
-    cap = int(cap_s * SAMPLE_RATE)
+    cap = len(noise) if cap_s is None else int(cap_s * SAMPLE_RATE)
     if len(noise) <= cap:
         return np.array(noise)
     piece = min(NOISE_PIECE_S * SAMPLE_RATE, cap)

@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from .bundle import NOT_KEYWORDS, Bundle
 from .discover import UNKNOWN, DatasetError
 from .predict import Detection, Windows, scan
-from .prepare import NOISE_FILE, load_manifest, pcm_from_binary
+from .prepare import load_manifest, pcm_from_binary
 
 POISSON_95_ZERO = 2.996  # -ln(0.05): 95 % upper bound of a rate when no event was seen, x 1/exposure
 
@@ -116,9 +116,10 @@ def split_clips(prepared: Path, part: str, train_ratio: float = 0.9) -> tuple[np
 
 
 def dataset_noise(prepared: Path) -> np.ndarray:
-    """The dataset's background noise (int16, all files end to end; empty when it has none)."""
-    f = prepared / NOISE_FILE
-    return np.load(f, allow_pickle=False) if f.is_file() else np.zeros(0, np.int16)
+    """The dataset's background noise, all of it (int16, all files end to end; empty when it has none)."""
+    from .data import load_noise
+
+    return load_noise(prepared, cap_s=None)
 
 
 # ----------------------------------------------------------------------------- streams
@@ -128,7 +129,7 @@ def _noise_bed(noise: np.ndarray, n: int, dbfs: float | None, rng: np.random.Gen
     if dbfs is None or not len(noise):
         return np.zeros(n, np.float32)
     start = int(rng.integers(len(noise)))
-    seg = np.resize(np.roll(noise, -start), n).astype(np.float32) / 32768
+    seg = noise[(start + np.arange(n)) % len(noise)].astype(np.float32) / 32768  # looping, no copy of it all
     rms = float(np.sqrt(np.mean(np.square(seg, dtype=np.float64)))) or 1.0
     return seg * np.float32(10 ** (dbfs / 20) / rms)
 
