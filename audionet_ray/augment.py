@@ -58,11 +58,11 @@ class Roles:
     silence: int | None
 
     @classmethod
-    def of(cls, classes: list[str]) -> "Roles | None":
+    def of(cls, classes: list[str], device: torch.device | str = "cpu") -> "Roles | None":
         """None for a plain classifier (no _unknown_ class): its clips are never relabelled."""
         if UNKNOWN not in classes:
             return None
-        kw = torch.tensor([c not in (UNKNOWN, SILENCE) for c in classes])
+        kw = torch.tensor([c not in (UNKNOWN, SILENCE) for c in classes], device=device)
         return cls(kw, classes.index(UNKNOWN), classes.index(SILENCE) if SILENCE in classes else None)
 
 
@@ -103,7 +103,7 @@ def stream_windows(pcm: torch.Tensor, y: torch.Tensor, gen: torch.Generator, rol
         c = cum[:, p]
         share.append((c.gather(1, hi[:, None]) - c.gather(1, lo[:, None])).squeeze(1) / c[:, -1].clamp_min(1e-6))
     share = torch.stack(share, 1)  # (k, 3)
-    is_kw = roles.keyword.to(dev)[labels]
+    is_kw = roles.keyword.to(dev)[labels]  # no copy when Roles.of put it on the training device
     speech = labels != (roles.silence if roles.silence is not None else -1)
     kw_share = torch.where(is_kw, share, torch.zeros_like(share))
     best = kw_share.argmax(1)

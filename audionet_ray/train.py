@@ -227,7 +227,7 @@ def train_loop_per_worker(config: dict) -> None:
     noise = torch.from_numpy(noise_np).to(device)
     # a keyword task (--keywords): windows as a detector sees them, and a detector's metric; a classifier
     # whose data happens to have _unknown_ (prepare --words ... --unknown) trains as it always did
-    roles = Roles.of(classes) if cfg.keyword_list else None
+    roles = Roles.of(classes, device) if cfg.keyword_list else None
     probe = make_probe(cfg, classes, noise_np) if roles is not None and rank == 0 else None
     detector: dict = {}
     per_worker_batch = max(1, cfg.batch_size // world)

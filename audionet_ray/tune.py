@@ -745,14 +745,18 @@ def export_best(exp_dir: Path, metric: str, data: str, mode: str = "max") -> Non
     bundle = export(local, local / "bundle", metric=metric, mode=mode)
     print(f"exported the best model to {bundle}  (python -m audionet_ray.predict {bundle} CLIP.wav)")
     try:
-        s = evaluate(load(bundle), data, bundle)
+        b = load(bundle)
+        s = evaluate(b, data, bundle)
     except DatasetError as e:  # e.g. a dataset with no test split: the bundle stands without it
         print(f"not evaluated on a test split: {e}")
         return
     print(f"its test accuracy: {s['accuracy']:.4f} on {s['n_clips']} clips ({METRICS_FILE}, {PNG_FILE} in the bundle)")
-    b = load(bundle)
     if b.config.get("task") == "keywords":  # a keyword detector: judged as one, on test-speaker streams
-        r = evaluate_streaming(b, data, bundle)
+        try:
+            r = evaluate_streaming(b, data, bundle)
+        except DatasetError as e:
+            print(f"not judged on test-speaker streams: {e}")
+            return
         op, at = r["operating_point"], r["bundle_threshold"]["point"]
         print(f"as a keyword spotter on test-speaker streams ({r['keyword_free_hours']:.1f} h keyword-free): "
               f"false rejects {100 * at['frr']:.1f} % at {at['fa_per_hour']:.2g} false accepts/h (the bundle's "
