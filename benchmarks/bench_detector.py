@@ -96,10 +96,12 @@ def plot(results: dict[str, dict], path: Path) -> None:
     fig = Figure(figsize=(7.5, 5), layout="constrained")
     ax = fig.subplots()
     for name, r in results.items():
-        pts = sorted((c["fa_per_hour"] or 0.0, 100 * (c["frr"] or 0.0)) for c in r["curve"])
+        pts = sorted(((c["fa_per_hour"] or 0.0, 100 * (c["frr"] or 0.0)) for c in r["curve"]),
+                     key=lambda p: (p[0], -p[1]))  # left to right; at equal FA/h from high to low FRR
         ax.plot(*zip(*pts), lw=2, label=f"{name}: FRR {100 * r['frr_at_1']:.1f} % at <= 1 FA/h")
     ax.axvline(1.0, color="red", ls=":", lw=1)
-    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xscale("symlog", linthresh=1.0)  # linear below 1 FA/h (0 sits on the axis), logarithmic above
+    ax.set_xlim(left=0)
     ax.set_xlabel("false accepts per hour (test speakers)")
     ax.set_ylabel("false-reject rate (%)")
     ax.set_ylim(0, 100)
@@ -116,11 +118,18 @@ def main() -> int:
     ap.add_argument("--keyword-free-hours", type=float, default=1.0, help="of the judging streams (default: 1)")
     ap.add_argument("--out", default=str(CACHE / "bench" / "detector"), help="experiments, plot and JSON")
     ap.add_argument("--skip-search", action="store_true", help="judge the bundles of an earlier run in --out")
+    ap.add_argument("--replot", action="store_true", help="only redraw det_compare.png from --out's bench_detector.json")
     args = ap.parse_args()
     from audionet_ray.data import ensure_prepared
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        saved = json.loads((out / "bench_detector.json").read_text())
+        plot({n: {**saved["results"][n], "frr_at_1": saved["results"][n]["frr_at_1"], "curve": c}
+              for n, c in saved["curves"].items()}, out / "det_compare.png")
+        print(f"DET curves: {out / 'det_compare.png'}")
+        return 0
     info = machine()
     print(machine_line(info), flush=True)
     root = dataset(args.preset)
