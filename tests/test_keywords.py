@@ -411,6 +411,49 @@ def test_metric_frr_at_target_needs_keywords(prepared_demo, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("metric,mode", [("frr_at_target", "min"), ("val_loss", "min"), ("val_accuracy", "max")])
+def test_a_known_metric_is_ranked_its_own_way_whatever_the_space_says(tmp_path, metric, mode):
+    """A space naming frr_at_target with the default mode (max) would make ASHA, TPE, Train's
+    retention and export favour the worst detectors; a Train run's export (no search.json) too."""
+    import argparse
+
+    import yaml
+
+    from audionet_ray.export import metric_mode
+    from audionet_ray.search_space import load_spec
+    from audionet_ray.tune import apply_keywords
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml").read_text())
+    raw["tune"].update(metric=metric, mode="max" if mode == "min" else "min")  # the wrong way round
+    if metric == "frr_at_target":  # (a keyword search that names val_accuracy is moved to frr_at_target)
+        raw["fixed"]["keywords"] = ["yes", "no"]
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump(raw))
+    spec = load_spec(space)
+    apply_keywords(spec, argparse.Namespace(keywords=None, metric=None))
+    assert (spec.tune.metric, spec.tune.mode) == (metric, mode)
+    assert metric_mode(tmp_path / "not-a-search", metric) == mode
+
+
+def test_resume_takes_a_repeated_option_as_the_search_resolved_it(tmp_path, monkeypatch):
+    """--resume with the first command's own options: a space's name for its file, keywords in
+    another order, a relative storage path for the resolved one, the dataset root it prepared."""
+    from audionet_ray.search_space import load_spec
+    from audionet_ray.tune import _same
+
+    root = tmp_path / "data"
+    root.mkdir()
+    record = {"data": str(tmp_path / "cache" / "prepared"), "data_given": str(root)}
+    assert _same("search_space", "smoke", load_spec("smoke").source, record)
+    assert not _same("search_space", "default", load_spec("smoke").source, record)
+    assert _same("keywords", "no,yes", "yes,no", record) and _same("keywords", "yes, no", ["no", "yes"], record)
+    assert not _same("keywords", "yes", "yes,no", record)
+    assert _same("data", str(root), record["data"], record) and _same("data", record["data"], record["data"], record)
+    assert not _same("data", str(tmp_path / "other"), record["data"], record)
+    monkeypatch.chdir(tmp_path)
+    assert _same("storage", "runs", tmp_path / "runs", record)
+
+
 # ----------------------------------------------------------------------------- a real keyword search
 
 @pytest.mark.slow
