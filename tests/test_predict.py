@@ -68,7 +68,8 @@ def _same(w, ref) -> None:
     assert w.duration_s == ref.duration_s
 
 
-@pytest.mark.parametrize("stride_ms,average_ms", [(250, 500), (200, 0), (500, 3000)])
+@pytest.mark.parametrize("stride_ms,average_ms", [(250, 500), pytest.param(200, 0, marks=pytest.mark.slow),
+                                                pytest.param(500, 3000, marks=pytest.mark.slow)])
 def test_streamed_scan_of_a_file_equals_the_whole_file_scan(tiny_bundle, tmp_path, stride_ms, average_ms):
     b = load(tiny_bundle)
     f = tmp_path / "long.wav"
