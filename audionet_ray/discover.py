@@ -30,7 +30,7 @@ UNKNOWN = "_unknown_"
 SILENCE = "_silence_"
 NOISE_DIR = "_background_noise_"
 TEST_FRACTION = 0.1  # used only when the dataset ships no testing_list.txt
-MIN_KEYWORD_CLIPS = 20  # trainval clips a keyword needs: fewer leave a validation speaker a clip or none
+MIN_KEYWORD_CLIPS = 10  # trainval clips a keyword needs: fewer leave training and validation a handful or none
 _SHOWN_WORDS = 60  # a message lists at most this many of a dataset's words
 
 
