@@ -43,9 +43,19 @@ def check_types(obj: Any, prefix: str = "") -> None:
             raise ConfigError(f"{prefix}{f.name}: expected {f.type.replace(' | ', ' or ')}, got {repr(v)[:60]}")
 
 
-def parse_keywords(text: str | None) -> list[str]:
-    """'yes, no,,up' -> ['yes', 'no', 'up'] (order kept, repeats dropped)."""
+def parse_keywords(text: str | list | None) -> list[str]:
+    """'yes, no,,up' (or a YAML list) -> ['yes', 'no', 'up'] (order kept, repeats dropped)."""
+    if isinstance(text, (list, tuple)):
+        text = ",".join(map(str, text))
     return list(dict.fromkeys(w.strip() for w in (text or "").split(",") if w.strip()))
+
+
+def keywords_option(text: str) -> list[str]:
+    """--keywords as a command gives it: at least one keyword, or one line saying so."""
+    keywords = parse_keywords(text)
+    if not keywords:
+        raise ConfigError("--keywords: no keyword given (a comma-separated list such as yes,no,up)")
+    return keywords
 
 
 # The metrics a search or an export may rank by, and which way is better.
@@ -123,7 +133,7 @@ class TrainConfig:
         """Build from a flat or nested dict; unknown keys are an error naming them."""
         d = dict(d)
         if isinstance(d.get("keywords"), (list, tuple)):  # YAML may list them
-            d["keywords"] = ",".join(map(str, d["keywords"]))
+            d["keywords"] = ",".join(parse_keywords(d["keywords"]))
         aug = d.pop("augment", {}) or {}
         aug = aug.to_dict() if isinstance(aug, AugmentConfig) else dict(aug)
         aug_names = {f.name for f in fields(AugmentConfig)}

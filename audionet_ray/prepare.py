@@ -380,12 +380,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.keywords is not None and (words or args.unknown or args.silence):
             raise DatasetError("--keywords: give either --keywords or --words/--unknown/--silence, not both")
         if args.keywords is not None:
-            from .config import parse_keywords
+            from .config import ConfigError, keywords_option
             from .data import keyword_options
 
-            keywords = parse_keywords(args.keywords)
-            if not keywords:
-                raise DatasetError("--keywords: no keyword given (a comma-separated list such as yes,no,up)")
+            try:
+                keywords = keywords_option(args.keywords)
+            except ConfigError as e:
+                raise DatasetError(str(e)) from None
             opts = keyword_options(args.root, keywords)
             words, args.unknown, args.silence = opts.words, opts.unknown, opts.silence
         if args.unknown and not words:

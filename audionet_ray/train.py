@@ -448,13 +448,11 @@ def main(argv: list[str] | None = None) -> int:
                           label_smoothing=args.label_smoothing, seed=args.seed,
                           checkpoint_every=args.checkpoint_every, deterministic=args.deterministic)
         if args.keywords is not None:
-            from .config import KEYWORD_DEFAULTS, parse_keywords
+            from .config import KEYWORD_DEFAULTS, keywords_option
 
-            if not parse_keywords(args.keywords):
-                raise ConfigError("--keywords: no keyword given (a comma-separated list such as yes,no,up)")
             aug = {**cfg.augment.to_dict(), **KEYWORD_DEFAULTS["augment"]}
             cfg = TrainConfig.from_dict({**cfg.to_dict(), **KEYWORD_DEFAULTS, "augment": aug,
-                                         "keywords": ",".join(parse_keywords(args.keywords))})
+                                         "keywords": ",".join(keywords_option(args.keywords))})
         cfg.validate()  # before preparing: a mistyped option should not wait for a dataset's decoding
         prepared = ensure_prepared(args.data, keywords=cfg.keyword_list or None)
         cfg.data = str(prepared)

@@ -414,14 +414,11 @@ def _parser() -> argparse.ArgumentParser:
 def apply_keywords(spec: SearchSpec, args: argparse.Namespace) -> None:
     """--keywords (or the space's `keywords`) makes a keyword search: the detector's metric unless
     --metric or a space that names another keyword metric says otherwise."""
-    from .config import parse_keywords, with_keyword_defaults
+    from .config import keywords_option, parse_keywords, with_keyword_defaults
 
     if args.keywords is not None:
-        if not parse_keywords(args.keywords):
-            raise ConfigError("--keywords: no keyword given (a comma-separated list such as yes,no,up)")
-        spec.fixed["keywords"] = ",".join(parse_keywords(args.keywords))
-    keywords = parse_keywords(spec.fixed.get("keywords") if isinstance(spec.fixed.get("keywords"), str)
-                              else ",".join(spec.fixed.get("keywords") or []))
+        spec.fixed["keywords"] = ",".join(keywords_option(args.keywords))
+    keywords = parse_keywords(spec.fixed.get("keywords"))
     if keywords:
         spec.fixed = with_keyword_defaults(spec.fixed)
     if args.metric:
@@ -583,8 +580,7 @@ def _same(option: str, given, saved, record: dict) -> bool:
     from .search_space import _locate
 
     if option == "keywords":
-        return sorted(parse_keywords(str(given))) == sorted(parse_keywords(
-            saved if isinstance(saved, str) else ",".join(saved or [])))
+        return sorted(parse_keywords(str(given))) == sorted(parse_keywords(saved))
     if option == "search_space":
         try:
             return str(_locate(given)) == str(saved)
