@@ -106,10 +106,11 @@ def stream_windows(pcm: torch.Tensor, y: torch.Tensor, gen: torch.Generator, rol
     is_kw = roles.keyword.to(dev)[labels]  # no copy when Roles.of put it on the training device
     speech = labels != (roles.silence if roles.silence is not None else -1)
     kw_share = torch.where(is_kw, share, torch.zeros_like(share))
-    best = kw_share.argmax(1)
-    new = torch.where(kw_share.max(1).values >= KEYWORD_SHARE, labels.gather(1, best[:, None]).squeeze(1),
+    top = kw_share.max(1)  # the keyword with the largest share of its energy in the window
+    heard = top.values >= KEYWORD_SHARE
+    new = torch.where(heard, labels.gather(1, top.indices[:, None]).squeeze(1),
                       torch.full_like(labels[:, 0], roles.unknown))
-    quiet = ~((share >= SPEECH_SHARE) & speech).any(1) & (kw_share.max(1).values < KEYWORD_SHARE)
+    quiet = ~((share >= SPEECH_SHARE) & speech).any(1) & ~heard
     if roles.silence is not None:
         new = torch.where(quiet, torch.full_like(new, roles.silence), new)
     windows = parts.reshape(k, 3 * n).gather(1, start[:, None] + torch.arange(n, device=dev))

@@ -198,8 +198,8 @@ def _keyword_free_speech(clips: np.ndarray, labels: list[str], keywords: set[str
                          opts: StreamOptions, rng: np.random.Generator, free_s: float):
     """Streams of the split's other words, end to end with short gaps, until the keyword-free time
     reaches opts.keyword_free_hours. Clips are drawn again (new neighbours, levels and noise):
-    hours of them hold fewer distinct words than hours of new speech would, which the result's
-    note says (`distinct_filler_clips`)."""
+    hours of them hold fewer distinct words than hours of new speech would, which
+    evaluate_streams' note says."""
     others = np.array([i for i, lab in enumerate(labels) if lab not in keywords], dtype=np.int64)
     need = opts.keyword_free_hours * 3600 - free_s
     if need <= 0 or not len(others):
@@ -210,7 +210,8 @@ def _keyword_free_speech(clips: np.ndarray, labels: list[str], keywords: set[str
     while need > 0:
         seconds = min(opts.stream_s, max(need, 1.5 * n_clip / sr))
         n = int(seconds * sr)
-        audio = _noise_bed(noise, n, levels[count % len(levels)], rng)
+        dbfs = levels[count % len(levels)]
+        audio = _noise_bed(noise, n, dbfs, rng)
         at = int(rng.uniform(0.0, 0.5) * sr)
         while at + n_clip <= n:
             k = others[rng.integers(len(others))]
@@ -219,7 +220,7 @@ def _keyword_free_speech(clips: np.ndarray, labels: list[str], keywords: set[str
             at += n_clip + int(rng.uniform(-0.2, 0.6) * sr)  # words may run into each other
         need -= n / sr
         count += 1
-        yield Stream(np.clip(audio, -1, 1), [], levels[(count - 1) % len(levels)], "speech")
+        yield Stream(np.clip(audio, -1, 1), [], dbfs, "speech")
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -395,7 +396,7 @@ class DetectorProbe:
         self.streams = build_streams(clips, labels, set(keywords), noise[: 16_000 * 60], self.opts)
 
     def measure(self, bundle: Bundle) -> dict:
-        windows = [scan(bundle, s.audio, self.opts.stride_ms, self.opts.average_ms) for s in self.streams]
+        windows, _ = scan_streams(bundle, self.streams, self.opts)
         r = score(windows, self.streams, self.keywords, self.opts)
         point = operating_point(r, self.target)
         return {"frr_at_target": 1.0 if point is None else point["frr"],
