@@ -16,7 +16,9 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from .audio import SAMPLE_RATE
 from .discover import SILENCE, UNKNOWN
+from .rooms import RT60_MIN
 
 
 @dataclass
@@ -31,6 +33,17 @@ class AugmentConfig:
     # down (and a third of it up), so quiet and loud speech and noise all occur.
     window_prob: float = 0.0
     gain_db: float = 0.0
+    # Far-field capture (`capture`), each a share of the clips (0: off) and a strength: mixed with 1-3
+    # other clips of the batch (babble) at babble_snr_db to 15 dB above; put in a simulated room
+    # (rooms.room_bank, reverberation up to rt60_max s); through a random microphone or telephone band;
+    # given coloured or background noise at snr_db to 20 dB above.
+    babble_prob: float = 0.0
+    babble_snr_db: float = 5.0
+    room_prob: float = 0.0
+    rt60_max: float = 0.9
+    mic_prob: float = 0.0
+    snr_prob: float = 0.0
+    snr_db: float = 5.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -46,7 +59,20 @@ class AugmentConfig:
             out.append(f"augment.background_prob must be in [0, 1], got {self.background_prob}")
         if self.background_volume < 0 or self.noise_amplitude < 0 or self.max_shift < 0:
             out.append("augment.background_volume, noise_amplitude and max_shift must be >= 0")
+        for name in ("babble_prob", "room_prob", "mic_prob", "snr_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                out.append(f"augment.{name} must be in [0, 1] (a share of the clips), got {getattr(self, name)}")
+        for name in ("babble_snr_db", "snr_db"):
+            if not -10.0 <= getattr(self, name) <= 40.0:
+                out.append(f"augment.{name} must be in [-10, 40] (dB, the lowest signal-to-noise ratio), got {getattr(self, name)}")
+        if not RT60_MIN <= self.rt60_max <= 2.0:
+            out.append(f"augment.rt60_max must be in [{RT60_MIN}, 2.0] (seconds of reverberation), got {self.rt60_max}")
         return out
+
+    @property
+    def far_field(self) -> bool:
+        """Whether any part of the far-field capture is on."""
+        return max(self.babble_prob, self.room_prob, self.mic_prob, self.snr_prob) > 0
 
 
 @dataclass(frozen=True)
@@ -148,13 +174,116 @@ def _uniform_int16(shape: tuple[int, int], gen: torch.Generator, device) -> torc
     return words.view(torch.int16)[:, :n]
 
 
+ROOMS = 64  # room impulse responses in a run's bank
+MICS = 64  # microphone and telephone responses
+COLOURS = (0.0, 1.0, 2.0)  # noise power ~ 1/f**c: white, pink, brown
+NOISE_SECONDS = 10  # of each colour, cut at random offsets: no noise is generated per batch
+
+
+@dataclass
+class Capture:
+    """A run's far-field chain on the training device: rooms and microphones as spectra (rfft of
+    2N points, so a room's tail never wraps into the clip), and seconds of coloured noise."""
+
+    rooms: torch.Tensor  # (ROOMS + 1, N + 1) complex; the last row: no room
+    mics: torch.Tensor  # (MICS + 1, N + 1) real; the last row: no microphone colour
+    colours: torch.Tensor  # (len(COLOURS) * NOISE_SECONDS * SAMPLE_RATE,) unit RMS, end to end
+
+    @classmethod
+    def of(cls, cfg: AugmentConfig, seed: int, n: int, device: torch.device | str = "cpu") -> "Capture | None":
+        """None when the capture is off: nothing is simulated then."""
+        import numpy as np
+
+        from .rooms import random_mic, room_bank
+
+        if not cfg.far_field:
+            return None
+        bank = room_bank(seed, ROOMS, cfg.rt60_max) if cfg.room_prob > 0 else np.ones((1, 1), np.float32)
+        rooms = torch.fft.rfft(torch.from_numpy(bank[:, :n]), 2 * n)
+        rooms = torch.cat([rooms, torch.ones_like(rooms[:1])])
+        freqs = np.fft.rfftfreq(2 * n, 1.0 / SAMPLE_RATE)
+        rng = np.random.default_rng([seed, 0x3C])
+        mics = np.stack([*(random_mic(rng, freqs) for _ in range(MICS)), np.ones_like(freqs)])
+        mics = torch.from_numpy(mics.astype(np.float32))
+        m = NOISE_SECONDS * SAMPLE_RATE
+        f = np.maximum(np.fft.rfftfreq(m, 1.0 / SAMPLE_RATE), 20.0)
+        noise = []
+        for c in COLOURS:
+            x = np.fft.irfft(np.fft.rfft(rng.standard_normal(m)) * f ** (-c / 2), m)
+            noise.append(x / np.sqrt(np.mean(x**2)))
+        colours = torch.from_numpy(np.concatenate(noise).astype(np.float32))
+        return cls(rooms.to(device), mics.to(device), colours.to(device))
+
+
+def _rms(x: torch.Tensor) -> torch.Tensor:
+    return x.square().mean(-1, keepdim=True).sqrt_().clamp_min_(1.0)
+
+
+def _stretches(source: torch.Tensor, k: int, n: int, gen: torch.Generator) -> torch.Tensor:
+    """`k` random stretches of `n` samples of a long 1-D signal, as float32 (k, n)."""
+    start = torch.randint(0, source.numel() - n + 1, (k,), generator=gen, device=source.device)
+    return source.reshape(-1).unfold(0, n, 1)[start].float()
+
+
+def capture(x: torch.Tensor, gen: torch.Generator, cfg: AugmentConfig, cap: Capture,
+            noise: torch.Tensor | None = None, speech: torch.Tensor | None = None) -> torch.Tensor:
+    """Float clips (B, N) in int16 units -> the same clips (changed in place) as a far-field microphone records them.
+
+    In the order sound meets them: other talkers (1-3 other clips of the batch, each at its own
+    SNR; `speech` masks the clips that may be babbled over, so a _silence_ clip never becomes
+    speech), the room, the microphone or telephone band, then noise (coloured, or a stretch of
+    the dataset's background noise when it has some) at an SNR to the clip. Only the clips
+    chosen for each step are touched: one FFT pair of 2N for room and microphone together.
+    """
+    b, n = x.shape
+    dev = x.device
+
+    def chosen(p: float) -> torch.Tensor:
+        return torch.rand(b, generator=gen, device=dev) < p
+
+    def rows(mask: torch.Tensor) -> torch.Tensor:
+        return mask.nonzero().squeeze(1)
+
+    if cfg.babble_prob > 0 and b > 1:
+        talk = chosen(cfg.babble_prob) & (speech if speech is not None else True)
+        src, level = x.clone(), _rms(x)
+        for t in range(3):  # the first talker always, a second and third with chance 1/2 each
+            i = rows(talk & chosen(0.5) if t else talk)
+            other = (i + torch.randint(1, b, (len(i),), generator=gen, device=dev)) % b
+            snr = cfg.babble_snr_db + 15 * torch.rand(len(i), 1, generator=gen, device=dev)
+            x[i] += src[other] * (level[i] / level[other] * torch.pow(10.0, -snr / 20))
+    room = chosen(cfg.room_prob) if cfg.room_prob > 0 else torch.zeros(b, dtype=torch.bool, device=dev)
+    mic = chosen(cfg.mic_prob) if cfg.mic_prob > 0 else torch.zeros(b, dtype=torch.bool, device=dev)
+    i = rows(room | mic)
+    if len(i):
+        r = torch.randint(0, len(cap.rooms) - 1, (len(i),), generator=gen, device=dev)
+        m = torch.randint(0, len(cap.mics) - 1, (len(i),), generator=gen, device=dev)
+        r = torch.where(room[i], r, len(cap.rooms) - 1)  # the last row: no room, no microphone
+        m = torch.where(mic[i], m, len(cap.mics) - 1)
+        resp = cap.rooms[r].mul_(cap.mics[m])
+        x[i] = torch.fft.irfft(torch.fft.rfft(x[i], 2 * n) * resp, 2 * n)[:, :n]
+    if cfg.snr_prob > 0:
+        i = rows(chosen(cfg.snr_prob))
+        extra = _stretches(cap.colours, len(i), n, gen)
+        if noise is not None and noise.numel() > n:  # half of them the dataset's own background
+            own = rows(torch.rand(len(i), generator=gen, device=dev) < 0.5)
+            extra[own] = _stretches(noise, len(own), n, gen)
+        snr = cfg.snr_db + 20 * torch.rand(len(i), 1, generator=gen, device=dev)
+        x[i] += extra * (_rms(x[i]) / _rms(extra) * torch.pow(10.0, -snr / 20))
+    return x
+
+
 def perturb(
     pcm: torch.Tensor,
     gen: torch.Generator,
     cfg: AugmentConfig,
     noise: torch.Tensor | None = None,
+    cap: Capture | None = None,
+    speech: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """int16 clips (B, N) -> shifted, noisy float32 clips (B, N) in int16 units, not standardised.
+
+    With `cap` (a far-field run) the shifted clips go through `capture` before the noises below.
 
     The shift is applied first, on int16 (half the bytes), then background and uniform noise;
     as both noises are position-independent this is the same distribution as noise-then-shift.
@@ -168,6 +297,8 @@ def perturb(
         start = (n - shift) % n  # torch.roll by `shift`, one shift per clip, as one row gather
         pcm = torch.cat([pcm, pcm], dim=1).unfold(1, n, 1)[torch.arange(b, device=dev), start]
     x = pcm.to(torch.float32, copy=True)  # ours to change in place, whatever came in
+    if cap is not None:
+        x = capture(x, gen, cfg, cap, noise, speech)
     if noise is not None and noise.numel() > n and cfg.background_prob > 0 and cfg.background_volume > 0:
         start = torch.randint(0, noise.numel() - n + 1, (b,), generator=gen, device=dev)
         seg = noise.reshape(-1).unfold(0, n, 1)[start]  # (B, N) random stretches of background
@@ -188,12 +319,14 @@ def augment(
     cfg: AugmentConfig,
     noise: torch.Tensor | None = None,
     floor: float = 0.0,
+    cap: Capture | None = None,
+    speech: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """int16 clips (B, N) -> augmented, standardised float32 (B, N); randomness only from `gen`.
 
     Training input. Validation and test clips get `standardise` alone.
     """
-    return standardise(perturb(pcm, gen, cfg, noise), floor=floor)
+    return standardise(perturb(pcm, gen, cfg, noise, cap, speech), floor=floor)
 
 
 def epoch_generator(seed: int, epoch: int, rank: int, device: torch.device) -> torch.Generator:

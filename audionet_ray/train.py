@@ -28,11 +28,11 @@ from ray.train.torch import TorchTrainer
 
 from . import checkpoint
 from .audio import CLIP_SAMPLES, SAMPLE_RATE
-from .augment import Roles, augment, epoch_generator, standardise, stream_windows
+from .augment import Capture, Roles, augment, epoch_generator, standardise, stream_windows
 from .config import ConfigError, RunSettings, TrainConfig
 from .costs import model_costs
 from .data import check_train_ratio, fits_in_memory, load_noise, read_split, split_datasets, torch_batches
-from .discover import DatasetError
+from .discover import SILENCE, DatasetError
 from .model import AudioNet
 from .prepare import load_manifest
 from .ray_private import UserCallback, train_run_folder, without_dataset_manager
@@ -225,6 +225,8 @@ def train_loop_per_worker(config: dict) -> None:
 
     noise_np = load_noise(cfg.data)
     noise = torch.from_numpy(noise_np).to(device)
+    cap = Capture.of(cfg.augment, cfg.seed, CLIP_SAMPLES, device)  # None unless a far-field setting is on
+    silence = classes.index(SILENCE) if SILENCE in classes else -1  # babble never turns silence into speech
     # a keyword task (--keywords): windows as a detector sees them, and a detector's metric; a classifier
     # whose data happens to have _unknown_ (prepare --words ... --unknown) trains as it always did
     roles = Roles.of(classes, device) if cfg.keyword_list else None
@@ -256,7 +258,7 @@ def train_loop_per_worker(config: dict) -> None:
             pcm, y = pcm.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if roles is not None and cfg.augment.window_prob > 0:
                 pcm, y = stream_windows(pcm, y, gen, roles, cfg.augment.window_prob)
-            x = augment(pcm, gen, cfg.augment, noise, floor=cfg.std_floor)
+            x = augment(pcm, gen, cfg.augment, noise, floor=cfg.std_floor, cap=cap, speech=y != silence)
             with autocast:
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
