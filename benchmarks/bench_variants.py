@@ -70,6 +70,16 @@ VARIANTS: dict[str, dict] = {
     "fb-w128-1d-ls": {"norm": "batch", "pool": "avg", "lr": 3e-3, "frontend": "filterbank", "width": 128,
                       "dense_layers": 1, "schedule": "cosine", "label_smoothing": 0.1, **LIGHT},
 }
+# Far-field capture (augment.capture, issue 24) on the default space's recipe: how much, and what capacity
+FAR = {"babble_prob": 0.3, "room_prob": 0.6, "mic_prob": 0.5, "snr_prob": 0.5, "snr_db": 0.0}
+FAR_MILD = {"babble_prob": 0.2, "room_prob": 0.3, "mic_prob": 0.3, "snr_prob": 0.3, "snr_db": 5.0}
+VARIANTS.update({
+    "ff": {**VARIANTS["fb-w128-1d-ls"], **FAR},
+    "ff-mild": {**VARIANTS["fb-w128-1d-ls"], **FAR_MILD},
+    "ff-w192": {**VARIANTS["fb-w128-1d-ls"], **FAR, "width": 192},
+    "ff-spec": {**VARIANTS["fb-w128-1d-ls"], **FAR, "spec_augment": True},
+    "ff-0d": {**VARIANTS["fb-w128-1d-ls"], **FAR, "dense_layers": 0},
+})
 
 
 def load_split(prepared: Path, train_ratio: float, train_share: float = 1.0) -> dict:
@@ -126,7 +136,7 @@ def run_variant(cfg, rows: dict, report_at: set[int]) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from audionet_ray.augment import augment, epoch_generator
+    from audionet_ray.augment import Capture, augment, epoch_generator
     from audionet_ray.model import AudioNet, count_parameters
     from audionet_ray.train import make_optimizer, make_scheduler
 
@@ -136,6 +146,7 @@ def run_variant(cfg, rows: dict, report_at: set[int]) -> dict:
     (x, y), n = rows["train"], len(rows["train"][1])
     sched = make_scheduler(opt, cfg, -(-n // cfg.batch_size))
     out = {"params": count_parameters(model), "val": {}, "train_loss": {}}
+    cap = Capture.of(cfg.augment, cfg.seed, x.shape[1])  # far-field variants: made before the clock starts
     t0 = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -144,7 +155,7 @@ def run_variant(cfg, rows: dict, report_at: set[int]) -> dict:
         loss_sum = 0.0
         for i in range(0, n, cfg.batch_size):
             idx = order[i:i + cfg.batch_size]
-            logits = model(augment(x[idx], gen, cfg.augment, rows["noise"]))
+            logits = model(augment(x[idx], gen, cfg.augment, rows["noise"], cap=cap))
             loss = F.cross_entropy(logits, y[idx], label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
