@@ -1,3 +1,24 @@
-"""audionet-ray: hyperparameter search for AudioNet keyword spotting on Ray."""
+"""audionet-ray: hyperparameter search for AudioNet keyword spotting on Ray.
+
+The Python API (audionet_ray.api), loaded on first use so that importing the package stays cheap:
+
+    search(data, space, budget=..., keywords=...) -> SearchResult   what `audionet-ray tune` runs
+    result_of(experiment_dir) -> SearchResult                        a search's result, read back
+"""
 
 __version__ = "0.1.0"
+
+_API = ("search", "result_of", "SearchResult")
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_API})

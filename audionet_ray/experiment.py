@@ -359,3 +359,90 @@ def lock_experiment(exp_dir: str | Path) -> DriverLock:
     _HELD[str(path)] = lock
     atexit.register(lock.release)
     return lock
+
+
+# ----------------------------------------------------------------------------- the experiments of a storage folder
+
+BUNDLE_DIR = "bundle"  # where a search exports its best model (tune.export_best), and evaluate's output with it
+
+
+def search_metric(exp_dir: str | Path) -> tuple[str, str]:
+    """(metric, mode) the search ranks, stops and exports by, as its search.json says."""
+    tune = load_spec_json(exp_dir)["spec"].get("tune") or {}
+    metric, mode = tune.get("metric"), tune.get("mode")
+    if not isinstance(metric, str) or mode not in ("max", "min"):
+        raise ConfigError(f"{exp_dir}: its {SPEC_FILE} names no metric and mode (tune.metric, tune.mode)")
+    return metric, mode
+
+
+def search_state(exp_dir: str | Path) -> str:
+    """running (a live driver holds driver.lock, or one on another host that nothing here can check),
+    interrupted (its driver was killed, stopped before results.csv, or left trials unended: `--resume`
+    continues it) or finished (results.csv written, every trial ended, the lock released)."""
+    exp = location(exp_dir)
+    lock = exp / LOCK_FILE
+    holder = _holder(lock.read_text()) if lock.exists() else {}
+    if holder:
+        pid = holder.get("pid")
+        gone = holder.get("host") == socket.gethostname() and isinstance(pid, int) and not pid_alive(pid)
+        return "interrupted" if gone else "running"
+    if not (exp / RESULTS_FILE).exists():
+        return "interrupted"
+    try:
+        statuses = {t.status for t in load_trials(exp)}
+    except ConfigError:  # no Tune state: it never got to run a trial
+        return "interrupted"
+    return "finished" if statuses <= {"TERMINATED", "ERROR"} else "interrupted"
+
+
+def bundle_of(exp_dir: str | Path) -> "Path | UriPath | None":
+    """The experiment's exported bundle folder, or None where there is none (or it is broken)."""
+    from .bundle import CONFIG_FILE, BundleError, read_config
+
+    folder = location(exp_dir) / BUNDLE_DIR
+    if isinstance(folder, UriPath):  # copied there by the search: its config.json is the last file written
+        return folder if (folder / CONFIG_FILE).exists() else None
+    try:
+        read_config(folder)
+    except BundleError:
+        return None
+    return folder
+
+
+def experiments(storage: str | Path) -> list:
+    """The experiment folders (those with a search.json) directly under a storage folder, by name."""
+    root = location(storage)
+    return sorted(p.parent for p in root.glob(f"*/{SPEC_FILE}")) if root.is_dir() else []
+
+
+@dataclass
+class Summary:
+    """One experiment at a glance (`audionet-ray runs`)."""
+
+    name: str
+    path: "Path | UriPath"
+    state: str  # search_state's
+    trials: int  # the trials Tune created
+    metric: str | None = None
+    mode: str | None = None
+    best: float | None = None  # the best checkpoint's value of `metric` (best_checkpoint)
+    best_trial: str | None = None
+    bundle: "Path | UriPath | None" = None
+    problem: str | None = None  # why part of it could not be read, in one line
+
+
+def summarize(exp_dir: str | Path) -> Summary:
+    """What `runs` shows of an experiment; a folder it cannot read says why in `problem`, never raises."""
+    exp = location(exp_dir)
+    s = Summary(exp.name, exp, search_state(exp), 0, bundle=bundle_of(exp))
+    try:
+        s.trials = len(trial_results(exp)) if isinstance(exp, UriPath) else len(load_trials(exp))
+    except ConfigError:  # no Tune state yet
+        s.trials = len(trial_results(exp))
+    try:
+        s.metric, s.mode = search_metric(exp)
+        s.best_trial, _, meta = best_checkpoint(exp, s.metric, s.mode)
+        s.best = meta["metrics"][s.metric]
+    except ConfigError as e:
+        s.problem = str(e) if s.metric is None else None  # no checkpoint yet is no problem, only no score
+    return s
