@@ -23,7 +23,10 @@ discover reads only for a keyword task: a detector needs far more "no keyword he
 classifier's few other words.
 
 CLI: ``python -m audionet_ray.speech_data OUT [--preset demo] [--words ...] [--speakers N]
-[--takes K] [--other-words N] [--seed S] [--jobs J]``.
+[--takes K] [--other-words N] [--seed S] [--jobs J] [--far-field]``. With ``--far-field`` OUT gets
+the far-field, noisy copy (audionet_ray.far_field: rooms, microphones, babble and noise, seeded by
+the dataset's seed) and the clean set it was recorded from stays beside it in ``OUT.clean``
+(made only when it is not there with the same settings), e.g. ``--preset far35 --far-field``.
 """
 
 from __future__ import annotations
@@ -49,10 +52,14 @@ from pathlib import Path
 import numpy as np
 
 from .audio import CLIP_SAMPLES, SAMPLE_RATE, resample, to_int16
+from .rooms import mic_curve
 
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 OTHER_WORDS = ("bed", "bird", "cat", "dog", "house", "tree")  # Speech Commands' own _unknown_ words
 DEFAULT_WORDS = KEYWORDS + OTHER_WORDS
+SPEECH_COMMANDS_V2 = (KEYWORDS + ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+                                  "bed", "bird", "cat", "dog", "happy", "house", "marvin", "sheila", "tree", "wow",
+                                  "backward", "forward", "follow", "learn", "visual"))  # its 35 words
 ACCENTS = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
            "en-us-nyc", "en-029")
 # variants that are robots, test settings or have a space in their name: not people
@@ -95,10 +102,13 @@ class SpeechConfig:
 # the net generalises better (docs/performance.md, "Model quality"). 8 other words per speaker
 # (1600 clips of keyword-free speech) keep `make demo` quick.
 # kws: keyword-spotting benchmarks (issue 23), on speakers of their own (seed 2), 4800 other-word clips.
+# far35: the 35 words of Speech Commands v2 said by 200 speakers of their own (seed 3), 7000 clips:
+# the robustness benchmark's set (issue 24), clean; `--far-field` records its far-field copy.
 PRESETS = {
     "demo": SpeechConfig(speakers=200, takes=1, seed=1, other_words=8),
     "full": SpeechConfig(speakers=200, takes=1),
     "kws": SpeechConfig(speakers=200, takes=1, seed=2, other_words=24),
+    "far35": SpeechConfig(speakers=200, takes=1, words=SPEECH_COMMANDS_V2, seed=3),
 }
 DEMO = PRESETS["demo"]
 
@@ -440,12 +450,7 @@ _FREQS = np.maximum(np.fft.rfftfreq(N_FFT, 1.0 / SAMPLE_RATE), 1.0)
 
 def mic_response(spk: Speaker) -> np.ndarray:
     """The microphone's magnitude response on the rfft grid of N_FFT (zero phase)."""
-    f = _FREQS
-    h = 1 / np.sqrt(1 + (spk.highpass_hz / f) ** 4)  # 2nd-order high-pass
-    h *= 1 / np.sqrt(1 + (f / spk.lowpass_hz) ** 8)  # 4th-order low-pass
-    h *= 10 ** (spk.tilt_db * np.log2(f / 1000.0) / 20)
-    h *= 10 ** (spk.presence_db * np.exp(-0.5 * (np.log2(f / spk.presence_hz) / 0.5) ** 2) / 20)
-    return h
+    return mic_curve(_FREQS, spk.highpass_hz, spk.lowpass_hz, spk.tilt_db, spk.presence_db, spk.presence_hz)
 
 
 def room(seed: int, index: int, spk: Speaker) -> np.ndarray:
@@ -729,6 +734,34 @@ syllables; none of the words above, their inflections or homophones), split with
 """
 
 
+def _far_field(out: Path, cfg: SpeechConfig, jobs: int | None, progress: bool) -> Path:
+    """--far-field: the clean set in OUT.clean (made unless it is there with these settings), its far-field copy in OUT."""
+    from . import far_field
+
+    clean = far_field.clean_path(out)
+    far_field.check_out(out, clean)  # before minutes of speech, not after
+    if generated_with(clean) != cfg.to_dict():
+        generate(clean, cfg, jobs=jobs, progress=progress)
+    return far_field.far_field(clean, out, seed=cfg.seed, progress=progress, jobs=jobs)
+
+
+def one_line_errors(work, out: Path, jobs: int | None) -> bool:
+    """Run `work()` after checking --jobs; True (after one line on stderr) if it failed for the user's reasons."""
+    try:
+        if jobs is not None and jobs < 1:
+            raise ValueError(f"--jobs must be at least 1, got {jobs}")
+        work()
+    except SpeechUnavailable as e:
+        print(f"error: espeak-ng cannot be used: {e}", file=sys.stderr)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+    except OSError as e:
+        print(f"error: {e.filename or out}: {e.strerror or e} (check that OUT is writable)", file=sys.stderr)
+    else:
+        return False
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m audionet_ray.speech_data", description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path, help="output folder (new, empty, or made by this generator before)")
@@ -743,6 +776,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, help="the dataset's seed (default: the preset's)")
     p.add_argument("--jobs", type=int, default=None, help="processes (default: the CPUs this process may use)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--far-field", action="store_true",
+                   help="write a far-field, noisy copy (rooms, microphones, babble, noise; audionet_ray.far_field, "
+                        "seeded by the dataset's seed) into OUT and keep the clean set in OUT.clean beside it "
+                        "(reused when it was made with the same settings)")
     a = p.parse_args(argv)
     cfg = PRESETS[a.preset]
     words = tuple(w.strip() for w in a.words.split(",") if w.strip()) if a.words is not None else cfg.words
@@ -751,24 +788,23 @@ def main(argv: list[str] | None = None) -> int:
                        seed=cfg.seed if a.seed is None else a.seed,
                        other_words=cfg.other_words if a.other_words is None else a.other_words)
     t0 = time.perf_counter()
-    try:
+
+    def work() -> None:
         if not words:
             raise ValueError("--words: give at least one word")
-        if a.jobs is not None and a.jobs < 1:
-            raise ValueError(f"--jobs must be at least 1, got {a.jobs}")
-        generate(a.out, cfg, jobs=a.jobs, progress=not a.quiet)
-    except SpeechUnavailable as e:
-        print(f"error: espeak-ng cannot be used: {e}", file=sys.stderr)
+        if a.far_field:
+            _far_field(a.out, cfg, jobs=a.jobs, progress=not a.quiet)
+        else:
+            generate(a.out, cfg, jobs=a.jobs, progress=not a.quiet)
+
+    if one_line_errors(work, a.out, a.jobs):
         return 2
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {e.filename or a.out}: {e.strerror or e} (check that OUT is writable)", file=sys.stderr)
-        return 2
+    from . import far_field
+
     other = f" + {cfg.other_words} other words x {cfg.speakers} speakers" if cfg.other_words else ""
+    where = f"{a.out} (far field; clean: {far_field.clean_path(a.out)})" if a.far_field else a.out
     print(f"speech_data: {len(cfg.words)} words x {cfg.speakers} speakers x {cfg.takes} takes{other} = {cfg.clips} "
-          f"clips -> {a.out} in {time.perf_counter() - t0:.1f} s")
+          f"clips -> {where} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
