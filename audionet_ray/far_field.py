@@ -65,6 +65,7 @@ SPLITS = ("train", "validation", "testing")
 BANK_ROOMS = 32  # rooms per split
 RT60_MAX = 0.9  # seconds
 BABBLE_CLIPS = (1, 3)
+BABBLE_SHARE = 0.5  # of the clips get babble, the others noise: "babble of other speakers' words or coloured noise"
 BABBLE_SNR_DB = (0.0, 15.0)
 NOISE_SNR_DB = (0.0, 15.0)
 PEAK_DBFS = (-6.0, -1.0)
@@ -220,9 +221,10 @@ def record_clip(rel: str) -> dict:
     x = pcm.astype(np.float64) / 32768.0
     line: dict = {"path": escape_path(rel), "split": split}
 
-    # 1. babble: other speakers of the same split
+    # 1. babble (BABBLE_SHARE of the clips; the others get noise in 4.): other speakers of the same split
+    babbled = rng.random() < BABBLE_SHARE
     rels, spk_of = st.pools[split]
-    others = np.flatnonzero(spk_of != st.speakers[speaker])
+    others = np.flatnonzero(spk_of != st.speakers[speaker]) if babbled else np.zeros(0, int)
     k = int(rng.integers(BABBLE_CLIPS[0], BABBLE_CLIPS[1] + 1))
     chosen = [rels[i] for i in rng.choice(others, size=min(k, len(others)), replace=False)] if len(others) else []
     babble = np.zeros(CLIP_SAMPLES)
@@ -264,9 +266,11 @@ def record_clip(rel: str) -> dict:
         colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
         noise = coloured_noise(rng, CLIP_SAMPLES, COLOURS[colour])
         line["noise"] = colour
-    if np.any(noise):
+    if np.any(noise) and not babbled:
         y = y + noise * np.sqrt(_power(y) / _power(noise) / 10 ** (snr / 10))
-    line["noise_snr_db"] = round(snr, 2)
+    line["noise_snr_db"] = None if babbled else round(snr, 2)
+    if babbled:
+        line["noise"] = None
 
     # 5. level
     peak = float(rng.uniform(*PEAK_DBFS))
