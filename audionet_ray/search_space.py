@@ -15,12 +15,18 @@ A parameter with `when: {other: value or [values]}` is sampled only in trials wh
 value. Both searchers sample the same way, through Optuna (`DefineByRun`): TPE, or Optuna's
 random sampler.
 
-Every mistake is a `ConfigError` naming the file and the key, raised before Ray starts.
+With a time budget the budget is the search's length: trials keep starting until it is spent,
+and the number of trials only has a cap (`trial_cap`): `--num-samples` where the command line
+gives it, else MAX_TRIALS; a file's `num_samples` is the size of a search without a budget.
+
+Every mistake is a `ConfigError` naming the file and the key, raised before Ray starts; among
+them an ASHA rung that is not a checkpoint epoch (`check_rungs_on_checkpoints`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -42,7 +48,7 @@ WHOLE = {f.name: f.type == "int" for f in (*fields(TrainConfig), *fields(Augment
 
 @dataclass
 class TuneSettings:
-    num_samples: int = 8
+    num_samples: int = 8  # trials; with a time budget only a cap (trial_cap)
     max_concurrent: int = 0  # 0: as many as the resources allow
     searcher: str = "optuna"  # optuna (TPE) | random
     scheduler: str = "asha"  # asha | fifo
@@ -76,9 +82,22 @@ def parse_duration(text: str | float, where: str) -> float:
     return seconds
 
 
+MAX_TRIALS = 1000  # a time-budgeted search's cap on trials when none is given: the budget ends it
+
+
+def trial_cap(num_samples: int, budgeted: bool, given: bool) -> int:
+    """The `num_samples` a search runs with. Without a time budget it is the plan: that many
+    trials. With one the budget is the search's length and num_samples only a cap: one given on
+    the command line (`--num-samples`) is kept as a hard cap; a space's num_samples, which sizes
+    a search without a budget, becomes MAX_TRIALS, so that the budget, not it, ends the search."""
+    return num_samples if given or not budgeted else MAX_TRIALS
+
+
 def tpe_startup_trials(t: TuneSettings) -> int:
     """A third of the trials, 2 to 10. Optuna's default of 10 would leave a search of 8 trials
-    (the demo) entirely random; a search of 30 or more gets Optuna's 10."""
+    (the demo) entirely random; a search of 30 or more gets Optuna's 10, and so does a
+    time-budgeted search capped at MAX_TRIALS (it is meant to hold dozens: how many is not known
+    before the first trials have run)."""
     return t.startup_trials or max(2, min(10, t.num_samples // 3))
 
 
@@ -314,6 +333,9 @@ def check_settings(spec: SearchSpec, where: str) -> None:
         raise ConfigError(f"{where}: startup_trials must be >= 0 (0: a third of num_samples, 2 to 10)")
     if t.grace_period < 2:
         raise ConfigError(f"{where}: grace_period must be >= 2 epochs, so that every kept trial has a checkpoint")
+    if t.reduction_factor < 2:
+        raise ConfigError(f"{where}: reduction_factor must be >= 2 (ASHA keeps 1 in reduction_factor trials at each rung)")
+    check_rungs_on_checkpoints(spec, where)
     if t.time_budget is not None:
         parse_duration(t.time_budget, f"{where}: tune.time_budget")
     from .costs import CONSTRAINTS, OBJECTIVES
@@ -335,6 +357,51 @@ def check_settings(spec: SearchSpec, where: str) -> None:
     if r.cpus_per_worker != "auto" and not (isinstance(r.cpus_per_worker, (int, float))
                                             and not isinstance(r.cpus_per_worker, bool) and r.cpus_per_worker > 0):
         raise ConfigError(f"{where}: cpus_per_worker must be 'auto' or a number > 0")
+
+
+def rung_epochs(grace_period: int, reduction_factor: int, epochs: int) -> list[int]:
+    """The epochs before the last at which ASHA ranks trials and stops the weak ones: grace_period
+    * reduction_factor**k, as the one-bracket ASHAScheduler of `tune.make_scheduler` places them
+    (max_t = epochs; a rung at the last epoch stops nothing that would have gone on)."""
+    rungs, r = [], grace_period
+    while r < epochs:
+        rungs.append(r)
+        r *= reduction_factor
+    return rungs
+
+
+def _whole_values(spec: SearchSpec, name: str) -> Iterable[int]:
+    """Every value of a whole-number setting that a trial can get, lowest first: a choice's, a
+    randint's range, or the fixed (or default) one."""
+    if name in spec.search:
+        (kind, args), = spec.search[name].items()
+        return sorted(args) if kind == "choice" else range(int(args[0]), int(args[1]))
+    return [spec.fixed.get(name, getattr(TrainConfig, name))]
+
+
+def check_rungs_on_checkpoints(spec: SearchSpec, where: str) -> None:
+    """With ASHA every rung before the last epoch must be a checkpoint epoch (train.py saves at
+    multiples of checkpoint_every, and at the end), so that every trial ASHA stops keeps the
+    checkpoint of the epoch it was ranked at instead of one up to checkpoint_every - 1 epochs older.
+    A rung is grace_period * reduction_factor**k, so it is enough that checkpoint_every divides
+    grace_period; checked for every checkpoint_every the space can sample."""
+    t = spec.tune
+    if t.scheduler != "asha":
+        return
+    epochs = int(spec.fixed.get("epochs", TrainConfig.epochs))  # ASHA's max_t (tune.make_scheduler)
+    rungs = rung_epochs(t.grace_period, t.reduction_factor, epochs)
+    if not rungs:
+        return
+    key = ("search." if "checkpoint_every" in spec.search else "fixed.") + "checkpoint_every"
+    for every in _whole_values(spec, "checkpoint_every"):  # sorted: a bad value comes within grace_period + 1
+        off = [r for r in rungs if r % every]
+        if off:
+            raise ConfigError(
+                f"{where}: tune.grace_period {t.grace_period} and reduction_factor {t.reduction_factor} put ASHA's "
+                f"rungs at epochs {', '.join(map(str, rungs))} (of {epochs}), but {key} {every} checkpoints at "
+                f"multiples of {every}: a trial ASHA stops at epoch {off[0]} would lose the epochs since its last "
+                f"checkpoint; make grace_period a multiple of checkpoint_every (e.g. checkpoint_every 2 with "
+                f"grace_period 2 or 4)")
 
 
 def to_tune_space(search: dict[str, dict]) -> dict:

@@ -28,7 +28,8 @@ from .experiment import (SPEC_FILE, TRAIN_RUNS, best_checkpoint, has_spec, load_
                          lock_experiment, pareto_front, read_budget, save_spec, trial_results, write_budget,
                          write_results)
 from .storage import hides_password, is_uri, location, redact
-from .search_space import DefineByRun, SearchSpec, check_settings, load_spec, parse_duration, tpe_startup_trials
+from .search_space import (DefineByRun, SearchSpec, check_settings, load_spec, parse_duration, tpe_startup_trials,
+                           trial_cap)
 
 # ----------------------------------------------------------------------------- one trial
 
@@ -119,11 +120,28 @@ class TimeBudget:
     """The search's wall-time budget as this driver counts it; what was spent before a resume
     comes from budget.json.
 
-    Tune's own `time_budget_s` stops every trial when `left()` runs out; the searcher asks
-    `can_start()` before each new trial, which is false once the time left is shorter than the
-    median time trials took to reach the first rung (ASHA's grace period): such a trial would be
-    stopped before it has a checkpoint or a result worth ranking. Pure Python: the searcher holding
-    it is pickled with the experiment.
+    With a budget the budget is the search's length: Tune's `num_samples` is only a cap
+    (search_space.trial_cap, 1000 unless --num-samples gives one), and the searcher keeps
+    proposing trials for as long as `can_start()` says yes. How the end is planned:
+
+    - No trial starts that cannot reach its first rung (ASHA's grace period; FIFO's too, the
+      first epochs with a checkpoint) in the time left: `can_start()` is false once `left()` is
+      shorter than `rung_estimate()`, the upper quartile of the times trials took from being
+      proposed (Train's start-up included) to that epoch. Trials differ in cost (width, batch
+      size), so the median would let about half of the configurations proposed last be stopped
+      before their rung, with nothing to rank or keep; the quartile lets three in four make it.
+      Before any trial has reached its rung there is no estimate and trials start.
+    - The first refusal ends the sampling for good (Tune's SearchGenerator records that the
+      searcher finished, with the experiment); `closed` keeps when and why, for the summary.
+    - The trials still running go on: ASHA stops or promotes them at their rungs as usual, and
+      Tune's `time_budget_s` (= `left()` when the search starts) stops what is left of them when
+      the budget runs out. Rungs are checkpoint epochs (search_space.check_rungs_on_checkpoints)
+      and checkpoints come every checkpoint_every epochs, so a trial stopped by the budget keeps
+      all but its last < checkpoint_every epochs, and the export picks among every checkpoint.
+    - `reserve_s` is kept back from the trials for stopping them, writing the results and
+      exporting, so that the whole command ends inside the budget.
+
+    Pure Python: the searcher holding it is pickled with the experiment.
     """
 
     budget_s: float
@@ -148,7 +166,10 @@ class TimeBudget:
         return self.budget_s - self.reserve_s - self.spent()
 
     def rung_estimate(self) -> float | None:
-        return statistics.median(self.rung_s) if self.rung_s else None
+        """Seconds a new trial needs to reach its first rung: the upper quartile of what trials took."""
+        if len(self.rung_s) < 2:
+            return self.rung_s[0] if self.rung_s else None
+        return statistics.quantiles(self.rung_s, n=4, method="inclusive")[2]
 
     def can_start(self) -> bool:
         need = self.rung_estimate()
@@ -156,6 +177,10 @@ class TimeBudget:
         if not ok and self.closed is None:
             self.closed = (self.spent(), self.left(), need)
         return ok
+
+    def over(self) -> bool:
+        """Whether the budget has ended the search: spent, or closed to new trials."""
+        return self.closed is not None or self.left() <= 0
 
     def trial_started(self, trial_id: str) -> None:
         self.started[trial_id] = self.spent()
@@ -165,12 +190,31 @@ class TimeBudget:
             self.rung_s.append(round(self.spent() - self.started.pop(trial_id), 1))
 
     def state(self) -> dict:
-        return {"budget_s": self.budget_s, "spent_s": round(self.spent(), 1), "rung_s": self.rung_s}
+        return {"budget_s": self.budget_s, "spent_s": round(self.spent(), 1), "rung_s": self.rung_s,
+                "closed": list(self.closed) if self.closed else None}
 
     @classmethod
     def resume(cls, budget_s: float, state: dict, first_rung: int, t0: float) -> "TimeBudget":
-        """The budget of a search, continued from what budget.json says was spent (0 if nothing)."""
-        return cls(budget_s, float(state.get("spent_s", 0.0)), first_rung, list(state.get("rung_s", [])), t0=t0)
+        """The budget of a search, continued from what budget.json says was spent (0 if nothing);
+        one that had closed to new trials stays closed (Tune saved its searcher as finished)."""
+        closed = state.get("closed")
+        return cls(budget_s, float(state.get("spent_s", 0.0)), first_rung, list(state.get("rung_s", [])), t0=t0,
+                   closed=tuple(closed) if closed else None)
+
+
+def planned_trials(num_samples: int, budget: TimeBudget | None) -> str:
+    """How many trials the search runs, as its first line says it."""
+    if budget is None:
+        return f"{num_samples} trials"
+    return f"trials until the time budget is spent (at most {num_samples})"
+
+
+def search_over(trials: int, ended: int, num_samples: int, budget: TimeBudget | None) -> bool:
+    """Whether a --resume would have nothing left to run: every trial has ended (finished, stopped
+    by ASHA or by the time budget, or failed; `ended` counts Tune's TERMINATED and ERROR trials)
+    and no more will start, because num_samples trials ran or the budget ended the search. An
+    interrupted search (a trial still RUNNING or PENDING) is not over."""
+    return trials == ended and (trials >= num_samples or (budget is not None and budget.over()))
 
 
 def fmt_duration(seconds: float) -> str:
@@ -229,8 +273,9 @@ def make_scheduler(spec: SearchSpec):
 
     t = spec.tune
     if t.scheduler == "asha":
-        return ASHAScheduler(time_attr="epoch", max_t=int(spec.fixed.get("epochs", TrainConfig.epochs)),
-                             grace_period=t.grace_period, reduction_factor=t.reduction_factor)
+        max_t = int(spec.fixed.get("epochs", TrainConfig.epochs))
+        return ASHAScheduler(time_attr="epoch", max_t=max_t,  # ASHA refuses a grace period past max_t (--epochs 1)
+                             grace_period=min(t.grace_period, max_t), reduction_factor=t.reduction_factor)
     return FIFOScheduler()
 
 
@@ -253,7 +298,7 @@ def build_tuner(spec: SearchSpec, data: str, exp_dir: Path, gpus_per_worker: flo
         driver_resources,
     )
     output = dict(  # TensorBoard files always; the terminal as asked
-        callbacks=[EpochTBXLogger()] + ([TrialLines(t.metric, max_epochs)] if verbosity else [])
+        callbacks=[EpochTBXLogger()] + ([TrialLines(t.metric, max_epochs, budget)] if verbosity else [])
         + ([BudgetRecorder(budget, exp_dir)] if budget else []),
         progress_reporter=progress_reporter(t.metric, list(spec.search), verbosity),
         verbose=verbosity,
@@ -322,9 +367,10 @@ def _trial_lines_class():
     class TrialLinesImpl(Callback):
         """One line per finished or failed trial, so a long search reads as a log."""
 
-        def __init__(self, metric: str, max_epochs: int):
+        def __init__(self, metric: str, max_epochs: int, budget: TimeBudget | None = None):
             self.metric = metric
             self.max_epochs = max_epochs
+            self.budget = budget
 
         def _print(self, trial, verb: str, extra: str = "") -> None:
             r = trial.last_result or {}
@@ -335,7 +381,8 @@ def _trial_lines_class():
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             done = (trial.last_result or {}).get("epoch", 0) >= self.max_epochs
-            self._print(trial, "finished" if done else "stopped early")
+            by_budget = self.budget is not None and self.budget.left() <= 0  # Tune's time_budget_s stops them all
+            self._print(trial, "finished" if done else "stopped by the time budget" if by_budget else "stopped early")
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self._print(trial, "failed", f"; see {trial.error_file}")
@@ -343,8 +390,8 @@ def _trial_lines_class():
     return TrialLinesImpl
 
 
-def TrialLines(metric: str, max_epochs: int):  # noqa: N802 - a factory so that importing this module needs no Ray
-    return _trial_lines_class()(metric, max_epochs)
+def TrialLines(metric: str, max_epochs: int, budget: TimeBudget | None = None):  # noqa: N802 - a factory so that importing this module needs no Ray
+    return _trial_lines_class()(metric, max_epochs, budget)
 
 
 def _fmt(v) -> str:
@@ -384,7 +431,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--metric", choices=sorted(METRIC_MODES),
                     help="what trials are ranked, stopped and exported by (default: the space's; frr_at_target "
                          "for a keyword search)")
-    ap.add_argument("--num-samples", type=int, help="trials in total")
+    ap.add_argument("--num-samples", type=int, help="trials in total; with a time budget, a cap (default: trials "
+                                                    "keep starting until the budget is spent, at most 1000)")
     ap.add_argument("--max-concurrent", type=int, help="trials at once (default: what the resources fit)")
     ap.add_argument("--epochs", type=int, help="epochs per trial (ASHA's max_t)")
     ap.add_argument("--gpus-per-trial", help="GPUs per trial; fractions share a GPU (0.5, 0.25); 'auto'")
@@ -394,8 +442,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--scheduler", choices=["asha", "fifo"])
     ap.add_argument("--seed", type=int, help="seed of the searcher")
     ap.add_argument("--time-budget", metavar="DURATION",
-                    help="wall time of the whole search (90s, 30m, 1.5h or seconds): no trial starts that cannot reach "
-                         "its first rung in the time left; --resume continues with what was left")
+                    help="wall time of the whole search (90s, 30m, 1.5h or seconds): trials keep starting until it is "
+                         "spent (--num-samples caps them), but none that cannot reach its first rung in the time left; "
+                         "--resume continues with what was left")
     ap.add_argument("--storage", default="runs", help="where experiments go: a local folder, NFS or s3:// (default: ./runs)")
     ap.add_argument("--name", help="experiment name (default: search-<date>-<time>)")
     ap.add_argument("--resume", metavar="EXPERIMENT_DIR", help="continue an interrupted search")
@@ -435,6 +484,8 @@ def apply_keywords(spec: SearchSpec, args: argparse.Namespace) -> None:
 
 
 def apply_overrides(spec: SearchSpec, args: argparse.Namespace) -> SearchSpec:
+    """The space with the command line's options; with a time budget num_samples becomes its cap
+    (search_space.trial_cap: --num-samples if given, else MAX_TRIALS)."""
     apply_keywords(spec, args)
     t, r = spec.tune, spec.resources
     for name in ("num_samples", "max_concurrent", "searcher", "scheduler", "seed"):
@@ -443,6 +494,7 @@ def apply_overrides(spec: SearchSpec, args: argparse.Namespace) -> SearchSpec:
     if args.time_budget is not None:
         parse_duration(args.time_budget, "--time-budget")
         t.time_budget = args.time_budget
+    t.num_samples = trial_cap(t.num_samples, budgeted=t.time_budget is not None, given=args.num_samples is not None)
     if args.epochs is not None:
         spec.fixed["epochs"] = args.epochs
     if args.workers_per_trial is not None:
@@ -457,7 +509,7 @@ def apply_overrides(spec: SearchSpec, args: argparse.Namespace) -> SearchSpec:
             r.gpus_per_trial = args.gpus_per_trial if args.gpus_per_trial == "auto" else float(args.gpus_per_trial)
         except ValueError:
             raise ConfigError(f"--gpus-per-trial {args.gpus_per_trial}: a number (0, 0.25, 1, ...) or 'auto'") from None
-    check_settings(spec, "command line")
+    check_settings(spec, f"{spec.source} with the command line's options" if spec.source else "command line")
     TrainConfig.from_dict({**spec.fixed, "data": ""})
     return spec
 
@@ -605,8 +657,11 @@ def study_url_of(saved: str | None, given: str | None) -> str | None:
 def check_resume_options(args: argparse.Namespace, argv: list[str] | None, spec: SearchSpec, exp_dir: Path) -> None:
     """--resume continues the search search.json describes: an option that would change it is
     refused in one line, never ignored. A new --time-budget is applied (and saved): the budget is
-    this driver's clock, counted on from budget.json. --optuna-storage may repeat the saved URL,
-    to give the password search.json hides."""
+    this driver's clock, counted on from budget.json. The number of trials stays as saved (Tune
+    restores it with the experiment): a budgeted search's cap, or a plain search's num_samples. A
+    search the budget ended (spent, or closed to new trials) starts no new trial even with more
+    time: Tune saved its searcher as finished. --optuna-storage may repeat the saved URL, to give
+    the password search.json hides."""
     from .study import check_study
 
     saved = load_spec_json(exp_dir)
@@ -653,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     if budget:
         timing = f"; time budget {fmt_duration(budget.budget_s)}" + (
             f" ({fmt_duration(budget.budget_s - budget.spent())} left)" if budget.spent_before else "")
-    print(f"search {exp_dir.name}: {spec.tune.num_samples} trials, {spec.tune.searcher} + {spec.tune.scheduler}, "
+    print(f"search {exp_dir.name}: {planned_trials(spec.tune.num_samples, budget)}, {spec.tune.searcher} + {spec.tune.scheduler}, "
           f"space {spec.source or 'saved'}{timing}; {why}", flush=True)
     study_url = study_url_of(load_spec_json(exp_dir).get("optuna_storage"), args.optuna_storage)
     if not args.quiet:
@@ -676,7 +731,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"as the {fmt_duration(left)} left was less than the {fmt_duration(need or 0)} trials took to reach "
                   f"epoch {budget.first_rung}", flush=True)
     rows = write_results(results, exp_dir, spec.tune.metric, spec.tune.mode)
-    finished = len(results) >= spec.tune.num_samples and all(r.error or (r.metrics or {}).get("done") for r in results)
+    finished = search_over(len(results), results.num_terminated + results.num_errors, spec.tune.num_samples, budget)
     if study_url and finished:
         from .study import close_orphans
 
@@ -702,7 +757,8 @@ def main(argv: list[str] | None = None) -> int:
         report_or_warn(exp_dir)
     if budget:
         write_budget(exp_dir, budget.state())
-        print(f"time spent: {fmt_duration(budget.spent())} of the {fmt_duration(budget.budget_s)} budget")
+        print(f"time spent: {fmt_duration(budget.spent())} of the {fmt_duration(budget.budget_s)} budget, "
+              f"{len(results)} trial(s)")
     print(f"experiment: {exp_dir}  (results.csv; resume with --resume {exp_dir})")
     return 0
 
