@@ -231,7 +231,9 @@ def write_report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
                        [("finished", "ran every epoch"), ("stopped", "stopped early"), ("failed", "failed"),
                         ("unfinished", "not finished")] if endings.count(k))
     params = ", ".join(f"{k}={_fmt(best_trial.config.get(k))}" for k in search)
-    summary = (f"{len(trials)} trials of {spec['tune']['num_samples']} asked ({counts}); {spec['tune']['searcher']} "
+    asked = (f"{len(trials)} trials in a {spec['tune']['time_budget']} budget" if spec["tune"].get("time_budget")
+             else f"{len(trials)} trials of {spec['tune']['num_samples']} asked")
+    summary = (f"{asked} ({counts}); {spec['tune']['searcher']} "
                f"+ {spec['tune']['scheduler']}, up to {max_epochs} epochs each. Best: trial {best_trial.trial_id}, "
                f"{metric} {_fmt(best_ckpt[2]['metrics'][metric] if best_ckpt else best_trial.best(metric, mode))} "
                f"({params}).{summary_test}")

@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     legacy = args.space == "legacy"
     args.epochs = args.epochs or (6 if legacy else 20)
-    args.grace = args.grace or (2 if legacy else 5)
+    args.grace = args.grace or (2 if legacy else 4)
     args.reduction_factor = args.reduction_factor or (3 if legacy else 2)
     if args.quick:
         args.seeds, args.epochs, args.fifo_trials, args.width, args.dense = 1, 2, 2, 8, 32
