@@ -107,3 +107,22 @@ def median(xs: list[float]) -> float:
         return float("nan")
     mid = len(xs) // 2
     return xs[mid] if len(xs) % 2 else 0.5 * (xs[mid - 1] + xs[mid])
+
+
+def run_search(data: Path, out: Path, name: str, budget: str, extra: list[str]) -> dict:
+    """One search in its own process, as a user runs it: its wall time, best-trial line and last lines."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "audionet_ray.tune", "--data", str(data), "--time-budget", budget,
+           "--storage", str(out), "--name", name, "--quiet", *extra]
+    print("$ " + " ".join(cmd), flush=True)
+    t0 = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.time() - t0
+    (out / f"{name}.log").write_text(p.stdout + p.stderr)
+    if p.returncode:
+        raise SystemExit(f"search {name} failed ({p.returncode}); see {out / (name + '.log')}:\n{p.stderr[-2000:]}")
+    lines = p.stdout.strip().splitlines()
+    return {"name": name, "wall_s": wall, "best": next((ln for ln in lines if ln.startswith("best trial")), ""),
+            "tail": lines[-6:]}

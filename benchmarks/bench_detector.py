@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CACHE, machine, machine_line, print_table, write_json  # noqa: E402
+from _common import CACHE, machine, machine_line, print_table, run_search, write_json  # noqa: E402
 
 KEYWORDS = "yes,no,up,down,left,right,on,off,stop,go"
 
@@ -47,20 +46,6 @@ def dataset(preset: str) -> Path:
         speech_data.generate(root, cfg, progress=False)
         print(f"generated {root} in {time.time() - t0:.0f} s", flush=True)
     return root
-
-
-def search(root: Path, out: Path, name: str, budget: str, extra: list[str]) -> dict:
-    """One search in its own process, as a user runs it; its wall time and the last lines it printed."""
-    cmd = [sys.executable, "-m", "audionet_ray.tune", "--data", str(root), "--time-budget", budget,
-           "--storage", str(out), "--name", name, "--quiet", *extra]
-    print("$ " + " ".join(cmd), flush=True)
-    t0 = time.time()
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.time() - t0
-    (out / f"{name}.log").write_text(p.stdout + p.stderr)
-    if p.returncode:
-        raise SystemExit(f"search {name} failed ({p.returncode}); see {out / (name + '.log')}:\n{p.stderr[-2000:]}")
-    return {"name": name, "wall_s": wall, "tail": p.stdout.strip().splitlines()[-6:]}
 
 
 def judge(bundle_dir: Path, prepared: Path, keywords: list[str], hours: float) -> dict:
@@ -143,7 +128,7 @@ def main() -> int:
             import shutil
 
             shutil.rmtree(out / tag, ignore_errors=True)
-            searches[name] = search(root, out, tag, args.budget, extra)
+            searches[name] = run_search(root, out, tag, args.budget, extra)
             print("\n".join(searches[name]["tail"]), flush=True)
     results = {name: judge(out / name.split()[0] / "bundle", prepared, keywords, args.keyword_free_hours)
                for name in runs}

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CACHE, machine, machine_line, print_table, write_json  # noqa: E402
+from _common import CACHE, machine, machine_line, print_table, run_search, write_json  # noqa: E402
 
 RUNS = {"(a) default search": ["--search-space", "default"], "(b) robust search": ["--search-space", "robust"]}
 
@@ -55,22 +55,6 @@ def datasets(preset: str, seed: int) -> tuple[Path, Path]:
         far_field.far_field(clean, far, seed=seed, progress=False)
         print(f"made {clean} and its far-field copy {far} in {time.time() - t0:.0f} s", flush=True)
     return ensure_prepared(clean, progress=False), ensure_prepared(far, progress=False)
-
-
-def search(data: Path, out: Path, name: str, budget: str, extra: list[str]) -> dict:
-    """One search in its own process, as a user runs it: its wall time and the lines it ended with."""
-    cmd = [sys.executable, "-m", "audionet_ray.tune", "--data", str(data), "--time-budget", budget,
-           "--storage", str(out), "--name", name, "--quiet", *extra]
-    print("$ " + " ".join(cmd), flush=True)
-    t0 = time.time()
-    p = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.time() - t0
-    (out / f"{name}.log").write_text(p.stdout + p.stderr)
-    if p.returncode:
-        raise SystemExit(f"search {name} failed ({p.returncode}); see {out / (name + '.log')}:\n{p.stderr[-2000:]}")
-    lines = p.stdout.strip().splitlines()
-    return {"wall_s": wall, "best": next((ln for ln in lines if ln.startswith("best trial")), ""),
-            "tail": lines[-6:]}
 
 
 def evaluate(bundle: Path, data: Path, out: Path) -> float:
@@ -113,7 +97,7 @@ def main() -> int:
             continue
         if not args.skip_search:
             shutil.rmtree(out / key, ignore_errors=True)
-            searches[label] = search(far, out, key, args.budget, extra)
+            searches[label] = run_search(far, out, key, args.budget, extra)
             print("\n".join(searches[label]["tail"]), flush=True)
         bundle = out / key / "bundle"
         row = {"search": label, "far-field test": evaluate(bundle, far, out / f"eval-{key}-far"),
