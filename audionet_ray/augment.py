@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .audio import SAMPLE_RATE
 from .discover import SILENCE, UNKNOWN
-from .rooms import RT60_MIN
+from .rooms import RT60_MIN, measured_bank
 
 
 @dataclass
@@ -35,12 +35,13 @@ class AugmentConfig:
     gain_db: float = 0.0
     # Far-field capture (`capture`), each a share of the clips (0: off) and a strength: mixed with 1-3
     # other clips of the batch (babble) at babble_snr_db to 15 dB above; put in a simulated room
-    # (rooms.room_bank, reverberation up to rt60_max s); through a random microphone or telephone band;
-    # given coloured or background noise at snr_db to 20 dB above.
+    # (rooms.room_bank, reverberation up to rt60_max s; or rir_folder's measured ones); through a
+    # random microphone or telephone band; given coloured or background noise at snr_db to 20 dB above.
     babble_prob: float = 0.0
     babble_snr_db: float = 5.0
     room_prob: float = 0.0
     rt60_max: float = 0.9
+    rir_folder: str = ""  # measured room impulse responses (audio files) instead of simulated rooms
     mic_prob: float = 0.0
     snr_prob: float = 0.0
     snr_db: float = 5.0
@@ -67,6 +68,11 @@ class AugmentConfig:
                 out.append(f"augment.{name} must be in [-10, 40] (dB, the lowest signal-to-noise ratio), got {getattr(self, name)}")
         if not RT60_MIN <= self.rt60_max <= 2.0:
             out.append(f"augment.rt60_max must be in [{RT60_MIN}, 2.0] (seconds of reverberation), got {self.rt60_max}")
+        if self.rir_folder and self.room_prob > 0:  # before training, not at a trial's first batch
+            try:
+                measured_bank(self.rir_folder, first_only=True)
+            except ValueError as e:
+                out.append(str(e))
         return out
 
     @property
@@ -187,7 +193,7 @@ class Capture:
 
     rooms: torch.Tensor  # (ROOMS + 1, N + 1) complex; the last row: no room
     mics: torch.Tensor  # (MICS + 1, N + 1) real; the last row: no microphone colour
-    colours: torch.Tensor  # (len(COLOURS) * NOISE_SECONDS * SAMPLE_RATE,) unit RMS, end to end
+    colours: torch.Tensor  # (len(COLOURS) * NOISE_SECONDS * SAMPLE_RATE,) RMS 3000 int16 units, end to end
 
     @classmethod
     def of(cls, cfg: AugmentConfig, seed: int, n: int, device: torch.device | str = "cpu") -> "Capture | None":
@@ -198,7 +204,10 @@ class Capture:
 
         if not cfg.far_field:
             return None
-        bank = room_bank(seed, ROOMS, cfg.rt60_max) if cfg.room_prob > 0 else np.ones((1, 1), np.float32)
+        if cfg.room_prob <= 0:
+            bank = np.ones((1, 1), np.float32)
+        else:
+            bank = measured_bank(cfg.rir_folder) if cfg.rir_folder else room_bank(seed, ROOMS, cfg.rt60_max)
         rooms = torch.fft.rfft(torch.from_numpy(bank[:, :n]), 2 * n)
         rooms = torch.cat([rooms, torch.ones_like(rooms[:1])])
         freqs = np.fft.rfftfreq(2 * n, 1.0 / SAMPLE_RATE)
@@ -210,7 +219,7 @@ class Capture:
         noise = []
         for c in COLOURS:
             x = np.fft.irfft(np.fft.rfft(rng.standard_normal(m)) * f ** (-c / 2), m)
-            noise.append(x / np.sqrt(np.mean(x**2)))
+            noise.append(3000.0 * x / np.sqrt(np.mean(x**2)))  # int16 units, as the clips (_rms floors at 1)
         colours = torch.from_numpy(np.concatenate(noise).astype(np.float32))
         return cls(rooms.to(device), mics.to(device), colours.to(device))
 

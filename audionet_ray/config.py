@@ -58,6 +58,12 @@ def keywords_option(text: str) -> list[str]:
     return keywords
 
 
+def setting(train_config: dict, name: str) -> Any:
+    """A setting by its flat name (as a search space names it) from a saved TrainConfig dict, where
+    the augmentation settings sit under "augment"."""
+    return train_config[name] if name in train_config else (train_config.get("augment") or {}).get(name)
+
+
 # The metrics a search or an export may rank by, and which way is better.
 METRIC_MODES = {"val_accuracy": "max", "val_loss": "min", "frr_at_target": "min"}
 

@@ -39,7 +39,7 @@ from .bundle import (CONFIG_FILE, FORMAT, INT8_FILE, KIND, ONNX_FILE, NOT_KEYWOR
                      preprocessing_config, sha256_file, write_config)
 from .audio import CLIP_SAMPLES, SAMPLE_RATE
 from .augment import standardise
-from .config import ConfigError
+from .config import ConfigError, setting
 from .discover import UNKNOWN, DatasetError
 from .model import AudioNet, count_parameters, flops_per_clip
 from .checkpoint import META_FILE, MODEL_FILE, best, is_checkpoint, load_weights, read_meta
@@ -162,8 +162,7 @@ def _searched(source: Path, train_config: dict) -> dict:
         space = load_spec_json(source)["spec"].get("search") or {}
     except ConfigError:  # a plain Train run has no search.json
         return {}
-    aug = train_config.get("augment") or {}
-    return {k: train_config.get(k, aug.get(k)) for k in space}
+    return {k: setting(train_config, k) for k in space}
 
 
 def export_onnx(model: AudioNet, path: Path) -> dict | None:

@@ -5,15 +5,15 @@ cheap microphones, next to other people talking; a search judged on close-talk s
 about such clips (issue 24). `far_field(src, out)` writes a copy of any dataset folder (the speech
 generator's or the user's own) in which every clip went through:
 
-1. babble: 1-3 clips of *other* speakers of the *same* split, each shifted in time, mixed at
-   0-15 dB SNR against the clip;
+1. babble, for half the clips (BABBLE_SHARE; the others get noise in 4.): 1-3 clips of *other*
+   speakers of the *same* split, each shifted in time, mixed at 0-15 dB SNR against the clip;
 2. a room: convolution with a simulated room impulse response (rooms.room_bank, reverberation
    times 0.1-0.9 s). Each split has a bank of its own (seeded by the seed and the split's name),
    so training, validation and test rooms are disjoint;
 3. a channel: a telephone band or a cheap microphone (rooms.random_mic);
-4. noise at 0-15 dB SNR against what the microphone picked up: white, pink or brown noise, or a
-   stretch of the set's own `_background_noise_/` files. Each split reads its own stretch of every
-   noise file (train 0-70 %, validation 70-80 %, test the last 20 %), so test noise is held out;
+4. noise, for the clips without babble, at 0-15 dB SNR against what the microphone picked up:
+   white, pink or brown noise, or a stretch of the set's own `_background_noise_/` files. Each
+   split reads its own stretch of every noise file (train 0-70 %, validation 70-80 %, test the last 20 %), so test noise is held out;
 5. a level: the peak at -6 to -1 dBFS; int16.
 
 Splits: validation_list.txt / testing_list.txt when the set has them; otherwise the test split is

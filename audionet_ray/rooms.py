@@ -57,11 +57,7 @@ def simulate_room(rng: np.random.Generator, rt60: float) -> np.ndarray:
     room.add_source(src)
     room.add_microphone(mic)
     room.compute_rir()
-    rir = np.asarray(room.rir[0][0], dtype=np.float64)
-    start = max(0, int(np.argmax(np.abs(rir))) - 8)  # the direct sound (its filter's few leading taps kept)
-    rir = rir[start: start + RIR_TAPS]
-    rir = np.pad(rir, (0, RIR_TAPS - len(rir)))
-    return (rir / (np.sqrt(np.sum(rir**2)) + 1e-12)).astype(np.float32)
+    return _aligned(np.asarray(room.rir[0][0], dtype=np.float64))
 
 
 def _cache_dir() -> Path:
@@ -99,6 +95,43 @@ def room_bank(seed: int, n: int = 64, rt60_max: float = 0.9, cache: bool = True)
         except OSError:
             pass  # a read-only home: the bank is simply made again next time
     return bank
+
+
+def _aligned(rir: np.ndarray) -> np.ndarray:
+    """From the direct sound (its peak, less a few taps) on, RIR_TAPS long, unit energy, float32."""
+    start = max(0, int(np.argmax(np.abs(rir))) - 8)
+    rir = np.asarray(rir[start: start + RIR_TAPS], dtype=np.float64)
+    rir = np.pad(rir, (0, RIR_TAPS - len(rir)))
+    return (rir / (np.sqrt(np.sum(rir**2)) + 1e-12)).astype(np.float32)
+
+
+def measured_bank(folder: str | Path, first_only: bool = False) -> np.ndarray:
+    """Measured room impulse responses: every readable, non-silent audio file of `folder` (one level).
+
+    For users who have recordings of their own rooms (or a published set of them) and would rather
+    train on those than on simulated shoeboxes. Unreadable or silent files are passed over; a folder
+    without one usable response is a one-line ValueError naming it. `first_only`: stop at the
+    first usable file (the check that runs before training).
+    """
+    from .audio import AUDIO_SUFFIXES, BadClip, read_audio
+
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise ValueError(f"augment.rir_folder {folder}: not a folder (give a folder of room impulse responses, .wav or .flac)")
+    rirs, files = [], sorted(p for p in folder.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES)
+    for path in files:
+        try:
+            x = read_audio(path, max_seconds=2.0)
+        except (BadClip, OSError):
+            continue
+        if np.abs(x).max() > 0:
+            rirs.append(_aligned(x))
+            if first_only:
+                break
+    if not rirs:
+        raise ValueError(f"augment.rir_folder {folder}: no usable room impulse response among its {len(files)} audio "
+                         f"file(s) ({', '.join(AUDIO_SUFFIXES)}; unreadable and silent ones are passed over)")
+    return np.stack(rirs)
 
 
 def mic_curve(freqs: np.ndarray, highpass_hz: float, lowpass_hz: float, tilt_db: float = 0.0,

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cluster import cluster_capacity
-from .config import METRIC_MODES, ConfigError, RunSettings, TrainConfig
+from .config import METRIC_MODES, ConfigError, RunSettings, TrainConfig, setting
 from .discover import DatasetError
 from .experiment import (SPEC_FILE, TRAIN_RUNS, best_checkpoint, has_spec, load_spec_json, local_experiment,
                          lock_experiment, pareto_front, read_budget, save_spec, trial_results, write_budget,
@@ -745,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"\nbest trial {trial_id}: {spec.tune.metric} {meta['metrics'][spec.tune.metric]:.4f} at epoch "
-          f"{meta['epoch']} with " + ", ".join(f"{k}={_fmt(meta['train_config'][k])}" for k in spec.search))
+          f"{meta['epoch']} with " + ", ".join(f"{k}={_fmt(setting(meta['train_config'], k))}" for k in spec.search))
     print(f"best checkpoint: {ckpt}")
     for objective in spec.tune.objectives:
         print_front(exp_dir, spec.tune.metric, spec.tune.mode, objective)

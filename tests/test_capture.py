@@ -1,6 +1,10 @@
 """Far-field capture (augment.capture) and its rooms (rooms.py): what each stage does to a clip,
 measured on the clip; seeded; off means untouched; bad settings are one line."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -117,3 +121,70 @@ def test_out_of_range_settings_are_one_line_naming_the_key(key, value):
     with pytest.raises(ConfigError, match=f"augment.{key}") as e:
         TrainConfig.from_dict({key: value})
     assert "\n" not in str(e.value)
+
+
+def _write(path, samples: np.ndarray, rate: int = 16_000) -> None:
+    import soundfile as sf
+
+    sf.write(str(path), samples, rate, subtype="PCM_16")
+
+
+def test_measured_rooms_from_a_folder_replace_the_simulated_ones(tmp_path):
+    rng = np.random.default_rng(0)
+    t = np.arange(8000) / 16_000
+    _write(tmp_path / "hall.wav", 0.5 * rng.standard_normal(8000) * 10 ** (-3 * t / 0.6))
+    _write(tmp_path / "office.flac", 0.5 * rng.standard_normal(4000) * 10 ** (-3 * t[:4000] / 0.2), 48_000)
+    _write(tmp_path / "silent.wav", np.zeros(1000))
+    (tmp_path / "broken.wav").write_bytes(b"RIFF\x00\x00not audio")
+    (tmp_path / "notes.txt").write_text("not a room")
+    cfg = TrainConfig.from_dict({"room_prob": 1.0, "rir_folder": str(tmp_path)}).augment
+    cap = Capture.of(cfg, 0, N)
+    assert len(cap.rooms) == 2 + 1  # hall and office (the silent and broken files passed over), and "no room"
+    x = speech_like(4)
+    out = capture(x.clone(), gen(), cfg, cap)
+    assert not torch.equal(out, x) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("make", ["missing", "empty", "only_bad"])
+def test_a_room_folder_without_usable_audio_is_one_line_before_training(tmp_path, make):
+    folder = tmp_path / "rirs"
+    if make != "missing":
+        folder.mkdir()
+    if make == "only_bad":
+        (folder / "a.wav").write_bytes(b"RIFF\x00\x00not audio")
+        _write(folder / "b.wav", np.zeros(100))
+    with pytest.raises(ConfigError, match="augment.rir_folder") as e:
+        TrainConfig.from_dict({"room_prob": 0.5, "rir_folder": str(folder)})
+    assert "\n" not in str(e.value) and str(folder) in str(e.value)
+
+
+def test_flat_names_of_augmentation_settings_are_found_in_a_saved_config():
+    from audionet_ray.config import setting
+
+    saved = TrainConfig.from_dict({"room_prob": 0.3, "lr": 0.01}).to_dict()  # as a checkpoint keeps it
+    assert setting(saved, "room_prob") == 0.3 and setting(saved, "lr") == 0.01
+    assert setting(saved, "snr_db") == AugmentConfig().snr_db
+
+
+@pytest.mark.slow
+def test_a_search_over_capture_settings_ends_with_its_best_trial_and_an_export(tmp_path, prepared_demo, ray_session):
+    """The search samples augmentation keys (room_prob, snr_db) like any other and reports and exports
+    its best trial (the best-trial line once looked them up at the top level of the saved config)."""
+    import yaml
+
+    from audionet_ray.search_space import load_spec
+
+    smoke = load_spec("smoke")
+    space = {"search": {"room_prob": {"choice": [0.0, 0.5]}, "snr_db": {"choice": [0.0, 10.0]}},
+             "fixed": {**smoke.fixed, "epochs": 2, "augment": {"snr_prob": 0.5, "rt60_max": 0.3}},
+             "tune": {"num_samples": 2, "max_concurrent": 2, "grace_period": 2, "seed": 0},
+             "resources": {"workers_per_trial": 1, "gpus_per_trial": 0, "cpus_per_worker": 0.5}}
+    (tmp_path / "ff.yaml").write_text(yaml.safe_dump(space))
+    p = subprocess.run([sys.executable, "-m", "audionet_ray.tune", "--search-space", str(tmp_path / "ff.yaml"),
+                        "--data", str(prepared_demo), "--storage", str(tmp_path / "runs"), "--name", "ff", "--quiet",
+                        "--address", ray_session.get_runtime_context().gcs_address],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    best = next(ln for ln in p.stdout.splitlines() if ln.startswith("best trial"))
+    assert "room_prob=" in best and "snr_db=" in best and "None" not in best
+    assert (tmp_path / "runs" / "ff" / "bundle" / "config.json").is_file()
