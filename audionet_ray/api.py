@@ -123,6 +123,20 @@ def _failure(text: str, code) -> ConfigError:
                        + (f": {lines[-1]}" if lines else ""))
 
 
+def _check_options(argv: list[str]) -> None:
+    """The search's options and space file as tune checks them before it starts Ray (ConfigError)."""
+    from .search_space import load_spec, parse_duration
+    from .tune import _parser
+
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit:
+        raise ConfigError(f"search(): invalid options {argv}") from None
+    if args.time_budget is not None:
+        parse_duration(args.time_budget, "--time-budget")
+    load_spec(args.search_space)
+
+
 def search(data=None, space="default", *, budget=None, keywords=None, storage=None, name=None, num_samples=None,
            export=True, **options) -> SearchResult:
     """Run a search, as `python -m audionet_ray.tune` does, and return its best result.
@@ -153,6 +167,7 @@ def search(data=None, space="default", *, budget=None, keywords=None, storage=No
         experiment = location(storage or _parser().get_default("storage")).resolve() / name
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
+        _check_options(argv)  # a mistake in the options is named first, as the command names it
         raise ConfigError("search(): Ray is already initialised in this process, and the search starts or attaches "
                           "its own: call ray.shutdown() first (address='auto' or a cluster's address attaches to it)")
     tee = _Tee(sys.stderr)
