@@ -64,12 +64,16 @@ ACCENTS = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan", "en-
            "en-us-nyc", "en-029")
 # variants that are robots, test settings or have a space in their name: not people
 _NOT_VOICES = {"Demonic", "UniRobot", "anikaRobot", "fast", "Mr serious"}
+# espeak-ng's two synthesizers: its default one, and the Klatt formant synthesizer that a variant
+# selects with a `klatt N` line; a set may keep one family out entirely (a held-out engine)
+ENGINES = ("espeak", "espeak-klatt")
 NOISE_KINDS = ("white_noise", "pink_noise", "brown_noise", "mains_hum", "babble", "fan")
 NOISE_SECONDS = 15
 BABBLE_TEXT = ("the weather was calm that morning and the river ran past the old mill while "
                "people talked about the market the garden the kitchen and a letter that never "
                "arrived because somebody had written the wrong number across the envelope").split()
 MAX_WORD = int(0.96 * SAMPLE_RATE)  # longer utterances (very slow speakers) are cut with a fade
+WORD_MARGIN = CLIP_SAMPLES - MAX_WORD  # 40 ms: a word ends at least this long before its clip does
 RATES = (130, 230)  # a speaker's speaking rate, words per minute
 TAKE_RATE = (0.92, 1.08)  # a take's rate against its speaker's
 SLOWEST_RATE = int(round(RATES[0] * TAKE_RATE[0]))  # the slowest take of the slowest speaker (120)
@@ -263,14 +267,39 @@ def check_espeak() -> str:
     return eng.version()
 
 
-def variants(data: str | None = None) -> list[str]:
-    """espeak-ng's voice variants that sound like people (sorted: same package, same speakers)."""
+def variant_engine(path: Path) -> str:
+    """"espeak-klatt" for a variant file that selects the Klatt synthesizer (`klatt N`, N > 0), else "espeak"."""
+    for line in path.read_text(errors="replace").splitlines():
+        key, _, value = line.split("//")[0].strip().partition(" ")
+        if key == "klatt" and value.strip().isdigit() and int(value) > 0:
+            return "espeak-klatt"
+    return "espeak"
+
+
+def check_engines(engines: tuple[str, ...] | None) -> tuple[str, ...]:
+    """The engines as given (None: all), or one line (ValueError) naming what is wrong."""
+    if engines is None:
+        return ENGINES
+    bad = [e for e in engines if e not in ENGINES]
+    if bad or not engines:
+        raise ValueError(f"engines: {', '.join(bad) or 'none given'}: choose from {', '.join(ENGINES)}")
+    return tuple(engines)
+
+
+def variants(data: str | None = None, engines: tuple[str, ...] | None = None) -> list[str]:
+    """espeak-ng's voice variants that sound like people (sorted: same package, same speakers),
+    only those of `engines` (default: every engine, ENGINES) so that speakers drawn from them
+    never use another engine."""
+    engines = check_engines(engines)
     data = data or espeak_paths()[1]
     folder = Path(data) / "voices" / "!v"
     if not folder.is_dir():
         raise SpeechUnavailable(f"no espeak-ng voice variants in {folder}")
-    return sorted(p.name for p in folder.iterdir() if p.is_file() and p.name not in _NOT_VOICES
-                  and not p.name.startswith("robosoft") and " " not in p.name)
+    found = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name not in _NOT_VOICES
+                   and not p.name.startswith("robosoft") and " " not in p.name)
+    if engines == ENGINES:
+        return found
+    return [v for v in found if variant_engine(folder / v) in engines]
 
 
 # ---------------------------------------------------------------------------- speakers and takes
@@ -455,12 +484,24 @@ def mains_hum(rng: np.random.Generator, n: int, hz: float) -> np.ndarray:
 
 
 N_FFT = 2 * CLIP_SAMPLES  # room tails and filters must not wrap around into the clip
-_FREQS = np.maximum(np.fft.rfftfreq(N_FFT, 1.0 / SAMPLE_RATE), 1.0)
 
 
-def mic_response(spk: Speaker) -> np.ndarray:
-    """The microphone's magnitude response on the rfft grid of N_FFT (zero phase)."""
-    return mic_curve(_FREQS, spk.highpass_hz, spk.lowpass_hz, spk.tilt_db, spk.presence_db, spk.presence_hz)
+def max_word(clip_samples: int = CLIP_SAMPLES) -> int:
+    """The longest utterance a clip of `clip_samples` holds (MAX_WORD for 1 s); longer ones are cut."""
+    return clip_samples - WORD_MARGIN
+
+
+@functools.lru_cache(maxsize=8)
+def _freqs(n_fft: int) -> np.ndarray:
+    return np.maximum(np.fft.rfftfreq(n_fft, 1.0 / SAMPLE_RATE), 1.0)
+
+
+_FREQS = _freqs(N_FFT)
+
+
+def mic_response(spk: Speaker, n_fft: int = N_FFT) -> np.ndarray:
+    """The microphone's magnitude response on the rfft grid of `n_fft` (zero phase)."""
+    return mic_curve(_freqs(n_fft), spk.highpass_hz, spk.lowpass_hz, spk.tilt_db, spk.presence_db, spk.presence_hz)
 
 
 def room(seed: int, index: int, spk: Speaker) -> np.ndarray:
@@ -486,14 +527,20 @@ class Recorder:
     spk: Speaker
     speech: np.ndarray  # room x microphone
     noise: np.ndarray  # the noise floor's colour x microphone, for unit-RMS noise before the mic
+    clip_samples: int = CLIP_SAMPLES  # the clips it records; its spectra are on the grid of twice that
+
+    @property
+    def n_fft(self) -> int:
+        return 2 * self.clip_samples
 
     @classmethod
-    def of(cls, seed: int, index: int, spk: Speaker) -> "Recorder":
-        mic = mic_response(spk)
-        colour = np.maximum(_FREQS, 20.0) ** (-spk.noise_colour / 2)
+    def of(cls, seed: int, index: int, spk: Speaker, clip_samples: int = CLIP_SAMPLES) -> "Recorder":
+        n_fft = 2 * clip_samples
+        mic = mic_response(spk, n_fft)
+        colour = np.maximum(_freqs(n_fft), 20.0) ** (-spk.noise_colour / 2)
         colour[0] = 0.0
-        colour *= N_FFT / np.sqrt(4 * np.sum(colour**2))  # unit RMS in time for white noise's spectrum
-        return cls(spk, np.fft.rfft(room(seed, index, spk), N_FFT) * mic, colour * mic)
+        colour *= n_fft / np.sqrt(4 * np.sum(colour**2))  # unit RMS in time for white noise's spectrum
+        return cls(spk, np.fft.rfft(room(seed, index, spk), n_fft) * mic, colour * mic, clip_samples)
 
 
 @dataclass(frozen=True)
@@ -520,26 +567,27 @@ def make_take(spk: Speaker, rng: np.random.Generator) -> Take:
 
 
 def render_clip(eng: Espeak, word: str, rec: Recorder, seed: int, index: int, take: int) -> np.ndarray:
-    """One 1 s int16 clip: the word at a random onset, through the speaker's room, noise and microphone."""
-    spk = rec.spk
+    """One int16 clip of `rec.clip_samples` (1 s unless the recorder was made for longer ones): the
+    word at a random onset, through the speaker's room, noise and microphone."""
+    spk, n, n_fft, longest = rec.spk, rec.clip_samples, rec.n_fft, max_word(rec.clip_samples)
     rng = _rng(seed, _TAG_TAKE, index, _word_key(word), take)
     tk = make_take(spk, rng)
     raw = eng.say(word + tk.punctuation, spk.voice, tk.rate, tk.pitch, tk.pitch_range,
                   seed=int(rng.integers(1, 2**31)))
     speech = resample(trim(raw.astype(np.float32) / 32768.0, eng.sample_rate), eng.sample_rate)
-    if len(speech) > MAX_WORD:
-        speech = speech[:MAX_WORD] * np.minimum(1.0, np.linspace(20.0, 0.0, MAX_WORD))
-    onset = int(rng.integers(0, CLIP_SAMPLES - len(speech) + 1))
+    if len(speech) > longest:
+        speech = speech[:longest] * np.minimum(1.0, np.linspace(20.0, 0.0, longest))
+    onset = int(rng.integers(0, n - len(speech) + 1))
     speech_rms = np.sqrt(np.mean(speech.astype(np.float64) ** 2)) + 1e-9
-    clip = np.zeros(N_FFT)
+    clip = np.zeros(n_fft)
     clip[onset: onset + len(speech)] = speech
-    white = rng.standard_normal(N_FFT // 2 + 1) + 1j * rng.standard_normal(N_FFT // 2 + 1)  # white noise's spectrum
+    white = rng.standard_normal(n_fft // 2 + 1) + 1j * rng.standard_normal(n_fft // 2 + 1)  # white noise's spectrum
     noise_gain = speech_rms * 10 ** (-tk.snr_db / 20)
-    x = np.fft.irfft(np.fft.rfft(clip) * rec.speech + white * rec.noise * noise_gain, N_FFT)[:CLIP_SAMPLES]
+    x = np.fft.irfft(np.fft.rfft(clip) * rec.speech + white * rec.noise * noise_gain, n_fft)[:n]
     if spk.hum:  # electrical: after the microphone
-        x += spk.hum * noise_gain * mains_hum(rng, CLIP_SAMPLES, spk.hum_hz)
+        x += spk.hum * noise_gain * mains_hum(rng, n, spk.hum_hz)
     x *= 10 ** (tk.level_db / 20) / (np.abs(x).max() + 1e-12)
-    x += rng.standard_normal(CLIP_SAMPLES) * 10 ** (rng.uniform(-80, -66) / 20)  # converter noise
+    x += rng.standard_normal(n) * 10 ** (rng.uniform(-80, -66) / 20)  # converter noise
     return to_int16(x)
 
 
@@ -601,6 +649,7 @@ class _Job:
     voices: list[str] = field(default_factory=list)
     other: list[str] = field(default_factory=list)  # other words or phrases, one take each, into _unknown_/
     dirs: tuple[str, ...] = ()  # the words' folders (default: the words themselves)
+    clip_samples: int = CLIP_SAMPLES  # every clip's length (a wake-word set's window)
     espeak: tuple[str, str] = ("", "")  # library, voice data (filled in by _speak)
 
     def clips(self) -> list[tuple[str, str, int]]:
@@ -612,7 +661,7 @@ class _Job:
 
 def _speaker_job(job: _Job) -> int:
     eng = Espeak(*job.espeak)
-    rec = Recorder.of(job.seed, job.index, make_speaker(job.seed, job.index, job.voices))
+    rec = Recorder.of(job.seed, job.index, make_speaker(job.seed, job.index, job.voices), job.clip_samples)
     clips = job.clips()
     for path, text, take in clips:
         write_wav(Path(job.out) / path, render_clip(eng, text, rec, job.seed, job.index, take))

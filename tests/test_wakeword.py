@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audionet_ray import confusables as cf
 from audionet_ray import speech_data as sd
@@ -138,8 +140,8 @@ def test_a_word_the_dictionary_does_not_know_is_spoken_without_confusables(tmp_p
     (("42",), "phrase '42' has no letters"),
     (("привет",), "not written in the letters a-z"),
     (("computer", "Computer!"), "phrase 'computer' is listed twice"),
-    (("hey computer",), r"^phrase 'hey computer' lasts 1\.\d\d s spoken slowly; the model's window is 1 s: "
-                        r"choose a shorter phrase$"),
+    (("computer", "the quick brown fox jumps over"), r"^phrase 'the quick brown fox jumps over' lasts 2\.\d\d s "
+                                                     r"spoken slowly; the longest window is 2 s: choose a shorter phrase$"),
 ])
 def test_bad_phrases_are_one_line_and_write_nothing(phrases: tuple, says: str, tmp_path: Path) -> None:
     with pytest.raises(cf.PhraseError, match=says) as e:
@@ -163,3 +165,65 @@ def test_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
     for bad, says in ((dict(speakers=2), "at least 3 speakers"), (dict(confusables=-1), "confusables must be")):
         with pytest.raises(ValueError, match=says):
             ww.synthesize(tmp_path / "new", ww.WakewordConfig(phrases=("computer",), **bad), progress=False)
+
+
+# ---------------------------------------------------------------------------- the window (issue 29)
+def test_a_phrase_longer_than_1_s_widens_every_clip(tmp_path: Path) -> None:
+    """"hey jarvis" lasts 1.15 s spoken slowly: every clip of its set, positives and _unknown_ alike,
+    is 1.25 s (1.15 + 0.1 rounded up to 0.25 s), the manifest says so, and no take is cut short."""
+    assert ww.window_samples(["computer"]) == 16000 and ww.window_samples(["computer", "hey jarvis"]) == 20000
+    assert ww.window_samples(["open sesame"]) == 24000  # 1.37 s
+    cfg = ww.WakewordConfig(phrases=("hey jarvis",), speakers=3, takes=2, confusables=1, other_words=1, seed=2)
+    out = ww.synthesize(tmp_path / "long", cfg, jobs=2, progress=False)
+    m = json.loads((out / ww.MANIFEST).read_text())
+    assert m["clip_samples"] == 20000 and m["seconds"] == pytest.approx(1.25 * m["counts"]["clips"])
+    clips = [p for p in _files(out) if p.suffix == ".wav" and p.parts[0] != "_background_noise_"]
+    assert len(clips) == m["counts"]["clips"]
+    for f in clips:
+        with wave.open(str(out / f)) as w:
+            assert w.getnframes() == 20000, f
+            x = np.frombuffer(w.readframes(20000), dtype="<i2").astype(np.float64)
+        frames = np.sqrt(np.mean(x.reshape(125, 160) ** 2, axis=1))
+        assert frames.max() > 3 * np.percentile(frames, 10), f
+        if f.parts[0] == "hey_jarvis":  # the whole phrase fits: the last 40 ms are the noise floor, not speech
+            assert frames[-4:].max() < 0.5 * frames.max(), f
+
+
+def test_a_one_second_set_says_its_window(wake: Path) -> None:
+    assert json.loads((wake / ww.MANIFEST).read_text())["clip_samples"] == 16000
+
+
+# ---------------------------------------------------------------------------- engines (issue 29)
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), index=st.integers(0, 10_000), engine=st.sampled_from(sd.ENGINES))
+def test_speakers_of_an_engine_use_only_its_variants(seed: int, index: int, engine: str) -> None:
+    voices = sd.variants(engines=(engine,))
+    variant = sd.make_speaker(seed, index, voices).voice.split("+")[1]
+    assert variant in voices and variant in sd.variants()
+    assert sd.variant_engine(Path(sd.espeak_paths()[1]) / "voices" / "!v" / variant) == engine
+
+
+def test_engines_split_the_variants() -> None:
+    klatt, plain = sd.variants(engines=("espeak-klatt",)), sd.variants(engines=("espeak",))
+    assert not set(klatt) & set(plain) and sorted(klatt + plain) == sd.variants() == sd.variants(engines=sd.ENGINES)
+    assert {"klatt", "klatt4", "caleb", "Reed"} <= set(klatt) and {"m1", "f3"} <= set(plain)
+
+
+def test_sets_of_disjoint_engines_share_no_variant(tmp_path: Path) -> None:
+    sets = {}
+    for engine in sd.ENGINES:
+        cfg = ww.WakewordConfig(phrases=("computer",), speakers=8, takes=1, confusables=0, other_words=0, seed=4,
+                                engines=(engine,))
+        m = json.loads((ww.synthesize(tmp_path / engine, cfg, jobs=2, progress=False) / ww.MANIFEST).read_text())
+        assert m["config"]["engines"] == [engine] and sorted(m["voices"]) == sorted(sd.speaker_ids(8, 4))
+        sets[engine] = {v.split("+")[1] for v in m["voices"].values()}
+        assert sets[engine] <= set(sd.variants(engines=(engine,)))
+    assert not sets["espeak"] & sets["espeak-klatt"]
+
+
+@pytest.mark.parametrize("engines", [("festival",), (), ("espeak", "piper")])
+def test_an_unknown_engine_is_one_line(engines: tuple, tmp_path: Path) -> None:
+    cfg = ww.WakewordConfig(phrases=("computer",), speakers=3, engines=engines)
+    with pytest.raises(ValueError, match=r"^engines: .*: choose from espeak, espeak-klatt$"):
+        ww.synthesize(tmp_path / "out", cfg, progress=False)
+    assert not (tmp_path / "out").exists()
