@@ -7,6 +7,8 @@ them; `search_spaces/` at the top of a checkout is a link to that folder).
     search:      {lr: {loguniform: [1.0e-4, 3.0e-3]}, norm: {choice: [batch, group]},
                   norm_groups: {choice: [4, 8], when: {norm: group}}, ...}   # any TrainConfig setting
     fixed:       {epochs: 12, width: 32, dense: 128, augment: {...}}         # TrainConfig settings
+                 # and where the data comes from (DataSource, not given to trials):
+                 # {keywords: [hey computer], synthesize: true, synthesize_speakers: 120}
     tune:        {num_samples: 8, max_concurrent: 2, searcher: optuna, scheduler: asha, time_budget: 30m, ...}
     resources:   {workers_per_trial: 1, gpus_per_trial: auto, cpus_per_worker: 1}
 
@@ -109,6 +111,33 @@ class Resources:
 
 
 @dataclass
+class DataSource:
+    """Keys of `fixed:` that say where the data comes from, not how a trial trains: taken out of
+    `fixed` before TrainConfig (which refuses unknown keys) sees it. synthesize: the keywords are
+    spoken by espeak-ng (keyword_source), with synthesize_speakers speakers (None: its default)."""
+
+    synthesize: bool = False
+    synthesize_speakers: int | None = None
+
+
+DATA_KEYS = {"synthesize": "bool", "synthesize_speakers": "int"}
+
+
+def split_data_keys(fixed: dict, where: str) -> tuple[dict, DataSource]:
+    """`fixed` without the DataSource keys, and those keys checked (one line naming the key)."""
+    rest = {k: v for k, v in fixed.items() if k not in DATA_KEYS}
+    source = DataSource(**{k: v for k, v in fixed.items() if k in DATA_KEYS})
+    if not isinstance(source.synthesize, bool):
+        raise ConfigError(f"{where}: fixed.synthesize: expected true or false, got {source.synthesize!r}")
+    n = source.synthesize_speakers
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 3):
+        raise ConfigError(f"{where}: fixed.synthesize_speakers: a whole number of at least 3, got {n!r}")
+    if n is not None and not source.synthesize:
+        raise ConfigError(f"{where}: fixed.synthesize_speakers is set but synthesize is not: add synthesize: true")
+    return rest, source
+
+
+@dataclass
 class SearchSpec:
     search: dict[str, dict] = field(default_factory=dict)  # name -> {distribution: args}, one key each
     fixed: dict[str, Any] = field(default_factory=dict)
@@ -116,6 +145,7 @@ class SearchSpec:
     resources: Resources = field(default_factory=Resources)
     source: str = ""
     when: dict[str, dict[str, list]] = field(default_factory=dict)  # name -> {earlier choice: values it needs}
+    data: DataSource = field(default_factory=DataSource)  # fixed's keys about the data, not a trial's
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -123,7 +153,7 @@ class SearchSpec:
     @classmethod
     def from_dict(cls, d: dict) -> "SearchSpec":
         return cls(d["search"], d["fixed"], TuneSettings(**d["tune"]), Resources(**d["resources"]), d.get("source", ""),
-                   d.get("when", {}))
+                   d.get("when", {}), DataSource(**d.get("data", {})))
 
     def value_range(self, name: str) -> tuple[Any, Any]:
         """The lowest and highest value any trial can get for a TrainConfig setting."""
@@ -212,12 +242,15 @@ def load_spec(path: str | Path) -> SearchSpec:
         if cond is not None:
             when[name] = _check_condition(name, cond, search, where)
     fixed = raw.get("fixed") or {}
+    if not isinstance(fixed, dict):
+        raise ConfigError(f"{where}: fixed must be a mapping of setting -> value")
+    fixed, source = split_data_keys(fixed, where)
     try:
         TrainConfig.from_dict({**fixed, "data": ""})
     except (ConfigError, TypeError) as e:
         raise ConfigError(f"{where}: fixed: {e}") from None
     spec = SearchSpec(search, fixed, _dataclass_from(TuneSettings, raw.get("tune"), f"{where}: tune"),
-                      _dataclass_from(Resources, raw.get("resources"), f"{where}: resources"), str(p), when)
+                      _dataclass_from(Resources, raw.get("resources"), f"{where}: resources"), str(p), when, source)
     _check_sampled_values(spec, where)
     check_settings(spec, where)
     return spec

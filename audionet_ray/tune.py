@@ -8,6 +8,8 @@ last checkpoint instead of epoch 0. A restored search also gets back what Tune d
 ASHA's rungs (`refill_asha`) and the time budget that was left (`TimeBudget`, budget.json).
 
 With no arguments it makes the demo dataset, prepares it (cached) and runs the default search.
+With `--keywords "hey computer" --synthesize` the keywords are spoken by espeak-ng instead
+(keyword_source; joined with --data's clips when given) and the search is a keyword search.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .discover import DatasetError
 from .experiment import (SPEC_FILE, TRAIN_RUNS, best_checkpoint, has_spec, load_spec_json, local_experiment,
                          lock_experiment, pareto_front, read_budget, save_spec, trial_results, write_budget,
                          write_results)
+from .keyword_source import DEFAULT_SPEAKERS, DEFAULT_TAKES
 from .storage import hides_password, is_uri, location, redact
 from .search_space import (DefineByRun, SearchSpec, check_settings, load_spec, parse_duration, tpe_startup_trials,
                            trial_cap)
@@ -428,6 +431,14 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", help="dataset root (prepared on first use) or prepared folder; default: the demo dataset")
     ap.add_argument("--keywords", help="a keyword search: these words (comma-separated) are detected, every other "
                                        "word is _unknown_, noise is _silence_; trials rank by frr_at_target")
+    ap.add_argument("--synthesize", action="store_true",
+                    help="speak the keywords (words or phrases: --keywords \"hey computer\") with espeak-ng, cached in "
+                         "$AUDIONET_CACHE (~/.cache/audionet_ray); with --data its clips join them and its other "
+                         "words are negatives; without, the synthesized set alone")
+    ap.add_argument("--synthesize-speakers", type=int, metavar="N",
+                    help=f"speakers of --synthesize (default {DEFAULT_SPEAKERS}, {DEFAULT_TAKES} takes each)")
+    ap.add_argument("--window", type=float, metavar="SECONDS",
+                    help="clip window of the prepared data (default: the data's: wakeword.json's for --synthesize, else 1 s)")
     ap.add_argument("--metric", choices=sorted(METRIC_MODES),
                     help="what trials are ranked, stopped and exported by (default: the space's; frr_at_target "
                          "for a keyword search)")
@@ -483,10 +494,43 @@ def apply_keywords(spec: SearchSpec, args: argparse.Namespace) -> None:
             raise ConfigError("metric frr_at_target: detector_minutes is 0, so no trial measures it")
 
 
+def apply_synthesize(spec: SearchSpec, args: argparse.Namespace) -> None:
+    """--synthesize and --synthesize-speakers (or the space's `fixed: {synthesize: true}`): the data
+    comes from the keywords' text, so they must be given."""
+    from .config import parse_keywords
+
+    if args.synthesize:
+        spec.data.synthesize = True
+    if args.synthesize_speakers is not None:
+        if not spec.data.synthesize:
+            raise ConfigError("--synthesize-speakers: only with --synthesize")
+        if args.synthesize_speakers < 3:
+            raise ConfigError(f"--synthesize-speakers {args.synthesize_speakers}: at least 3 "
+                              "(train, validation and test each need one)")
+        spec.data.synthesize_speakers = args.synthesize_speakers
+    if spec.data.synthesize and not parse_keywords(spec.fixed.get("keywords")):
+        raise ConfigError("--synthesize: no keyword to speak: add --keywords \"hey computer\" (commas separate keywords)")
+
+
+def source_data(spec: SearchSpec, data: str | None) -> tuple[str | Path, list[str] | None]:
+    """The dataset to prepare and its keywords: the synthesized keywords (joined with `data` when
+    given; the space's keywords become their folder names), `data`, or the demo dataset."""
+    from .config import parse_keywords
+    from .keyword_source import source_for
+
+    keywords = parse_keywords(spec.fixed.get("keywords")) or None
+    if not spec.data.synthesize:
+        return data or demo_dataset(), keywords
+    source, folders = source_for(keywords, data, speakers=spec.data.synthesize_speakers or DEFAULT_SPEAKERS)
+    spec.fixed["keywords"] = ",".join(folders)
+    return source, folders
+
+
 def apply_overrides(spec: SearchSpec, args: argparse.Namespace) -> SearchSpec:
     """The space with the command line's options; with a time budget num_samples becomes its cap
     (search_space.trial_cap: --num-samples if given, else MAX_TRIALS)."""
     apply_keywords(spec, args)
+    apply_synthesize(spec, args)
     t, r = spec.tune, spec.resources
     for name in ("num_samples", "max_concurrent", "searcher", "scheduler", "seed"):
         if getattr(args, name) is not None:
@@ -548,8 +592,8 @@ def prepare_search(args: argparse.Namespace) -> tuple[SearchSpec, str, Path]:
         lock_experiment(exp_dir)  # one driver per experiment; released at exit, or by the kernel if killed
         return SearchSpec.from_dict(saved["spec"]), saved["data"], exp_dir
     spec = apply_overrides(load_spec(args.search_space), args)
-    keywords = TrainConfig.from_dict({**spec.fixed, "data": ""}).keyword_list or None
-    data = ensure_prepared(args.data or demo_dataset(), keywords=keywords)
+    source, keywords = source_data(spec, args.data)
+    data = ensure_prepared(source, keywords=keywords, window=args.window)
     check_space_fits_data(spec, data)
     name = args.name or time.strftime("search-%Y%m%d-%H%M%S")
     exp_dir = location(args.storage).resolve() / name
@@ -559,7 +603,8 @@ def prepare_search(args: argparse.Namespace) -> tuple[SearchSpec, str, Path]:
     lock_experiment(exp_dir)  # before search.json: a second driver with the same --name writes nothing
     if has_spec(exp_dir):  # one that got there first
         raise ConfigError(f"{exp_dir} already holds a search: --resume {exp_dir} to continue it, or pick another --name")
-    saved = {"spec": spec.to_dict(), "data": str(data), "data_given": str(args.data) if args.data else None}
+    saved = {"spec": spec.to_dict(), "data": str(data), "data_given": str(args.data) if args.data else None,
+             "window": args.window}
     if spec.tune.searcher == "optuna":
         from .study import study_storage
 
@@ -622,7 +667,18 @@ def _saved_value(option: str, spec: SearchSpec, saved: dict, exp_dir: Path):
             "gpus_per_trial": r.gpus_per_trial, "workers_per_trial": r.workers_per_trial,
             "cpus_per_worker": r.cpus_per_worker, "searcher": t.searcher, "scheduler": t.scheduler, "seed": t.seed,
             "metric": t.metric, "keywords": spec.fixed.get("keywords"), "storage": exp_dir.parent,
-            "name": exp_dir.name, "optuna_storage": saved.get("optuna_storage")}.get(option, "(not recorded)")
+            "name": exp_dir.name, "optuna_storage": saved.get("optuna_storage"), "synthesize": spec.data.synthesize,
+            "synthesize_speakers": spec.data.synthesize_speakers, "window": saved.get("window")}.get(option, "(not recorded)")
+
+
+def _as_folder(keyword: str) -> str:
+    """A keyword as --synthesize names its folder ("Hey Computer" -> hey_computer), else as given."""
+    from .wakeword import folder_of
+
+    try:
+        return folder_of(keyword)
+    except ValueError:  # not a phrase espeak-ng can say: a data folder's own name
+        return keyword
 
 
 def _same(option: str, given, saved, record: dict) -> bool:
@@ -631,8 +687,8 @@ def _same(option: str, given, saved, record: dict) -> bool:
     from .config import parse_keywords
     from .search_space import _locate
 
-    if option == "keywords":
-        return sorted(parse_keywords(str(given))) == sorted(parse_keywords(saved))
+    if option == "keywords":  # "hey computer" was saved as its folder, hey_computer
+        return sorted(map(_as_folder, parse_keywords(str(given)))) == sorted(map(_as_folder, parse_keywords(saved)))
     if option == "search_space":
         try:
             return str(_locate(given)) == str(saved)
