@@ -141,6 +141,19 @@ def test_search_options_are_tunes_and_a_misspelt_one_is_refused(tmp_path):
         search_argv(epoch=3)
 
 
+def test_search_passes_synthesize_and_says_a_bad_phrase_in_one_line(tmp_path, monkeypatch):
+    import audionet_ray
+    from audionet_ray.api import search_argv
+    from audionet_ray.errors import ConfigError
+
+    argv = search_argv(keywords=["hey computer", "marmalade"], synthesize=True, synthesize_speakers=8)
+    assert argv[-5:] == ["--synthesize", "--synthesize-speakers", "8", "--keywords", "hey computer,marmalade"]
+    monkeypatch.setenv("AUDIONET_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match="^--keywords: ") as e:
+        audionet_ray.search(keywords=["naïve"], synthesize=True, storage=tmp_path)
+    assert "\n" not in str(e.value)
+
+
 def test_search_raises_tunes_one_line_instead_of_an_exit_code(tmp_path):
     import audionet_ray
     from audionet_ray.errors import ConfigError

@@ -131,6 +131,13 @@ def test_cli_bad_keywords_are_one_line_without_traceback(argv, said, tmp_path):
     assert p.stderr.startswith(said) and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
 
 
+def test_resume_takes_a_phrase_for_the_folder_it_was_saved_as():
+    from audionet_ray.tune import _same
+
+    assert _same("keywords", "Hey Computer, marmalade", "marmalade,hey_computer", {})
+    assert not _same("keywords", "hey computer", "hey_computer,marmalade", {})
+
+
 # ----------------------------------------------------------------------------- search spaces
 
 def _space(tmp_path: Path, fixed: str) -> Path:
