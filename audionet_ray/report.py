@@ -3,8 +3,8 @@
 The page has learning curves of every trial (trials the scheduler stopped early end in an x),
 each hyperparameter against val_accuracy, Optuna's hyperparameter importances, the exported
 bundle's confusion matrix on the test split (as `evaluate` wrote it), its operating point, int8
-model, deployment figures and DET curve (when `evaluate --streaming` has run), and a table of
-trials. Plots are PNG files in `plots/` next to the page, referenced relatively: the folder can
+model, deployment figures, DET curve and the negative words that fire it most (when `evaluate
+--streaming` has run), and a table of trials. Plots are PNG files in `plots/` next to the page, referenced relatively: the folder can
 be copied, opened offline, and needs no CDN.
 
 What it reads, all from the local experiment folder (experiment.py) and no running Ray (Ray's
@@ -121,10 +121,25 @@ def _bundle_section(bundle_dir: Path, img_dir: Path, out_dir: Path) -> str:
         note = (f"evaluate --streaming on the {r['split']} split: {r['keyword_free_hours'] * 60:.1f} min of "
                 f"keyword-free audio. {r['note']}")
         part += _figure("DET curve (streaming)", img, note, out_dir)
+        part += _firing_table(r.get("firing_negatives"))
     except (OSError, ValueError, KeyError):
         part += (f'<p class="muted">No DET curve yet: python -m audionet_ray.evaluate {html.escape(str(bundle_dir))} '
                  f"--streaming</p>\n")
     return part
+
+
+def _firing_table(rows: list[dict] | None) -> str:
+    """The negative words that fire the detector most (negatives.py, written by evaluate --streaming)."""
+    if not rows:
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in ("says", "kind", "clips", "fires", "mean p", "max p", "as"))
+    body = "\n".join(
+        f"<tr><td>{_esc(f['text'])}</td><td>{_esc(f['kind'])}</td><td class=num>{f['clips']}</td>"
+        f"<td class=num>{100 * f['fires']:.0f} %</td><td class=num>{f['mean_probability']:.3f}</td>"
+        f"<td class=num>{f['max_probability']:.3f}</td><td>{_esc(f['top_keyword'])}</td></tr>" for f in rows)
+    return ("<h2>Negatives that fire most</h2>\n<p class=muted>Test-split clips that say no keyword, grouped by "
+            "what they say; fires: the share of its clips whose keyword probability reaches the bundle's "
+            "threshold.</p>\n" f"<table>\n<tr>{head}</tr>\n{body}\n</table>\n")
 
 
 def _test_section(bundle_dir: Path, data: str, img_dir: Path, out_dir: Path) -> tuple[str, str]:
