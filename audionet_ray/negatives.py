@@ -64,9 +64,8 @@ def kinds_of(source: str | Path | None) -> dict[str, str]:
     return {path: kind.replace("_", " ").rstrip("s") for path, kind in manifest.get("unknown", {}).items()}
 
 
-def _negative_rows(prepared: Path, classes: list[str]):
+def _negative_rows(prepared: Path, m: dict, classes: list[str]):
     """(pcm, paths) batches of the test split's clips whose class is not a keyword of the bundle."""
-    m = load_manifest(prepared)
     negative = np.array([c not in classes or c in NOT_KEYWORDS for c in m["classes"]] + [False])
     silence = m["classes"].index("_silence_") if "_silence_" in m["classes"] else -1
     for name in m["split_shards"].get("test", []):
@@ -80,13 +79,15 @@ def _negative_rows(prepared: Path, classes: list[str]):
 
 def firing_negatives(bundle: Bundle, prepared: str | Path, threshold: float, source: str | Path | None = None,
                      top: int = TOP) -> list[Firing]:
-    """The `top` negative texts the detector fires on most (share over threshold, then mean)."""
+    """The `top` negative texts the detector fires on most (share over threshold, then mean);
+    `source`: the dataset root (default: the one the prepared manifest names)."""
     keywords = [i for i, c in enumerate(bundle.classes) if c not in NOT_KEYWORDS]
     if not keywords:
         return []
-    kinds = kinds_of(source)
+    m = load_manifest(Path(prepared))
+    kinds = kinds_of(source or unescape_path(m.get("source", "")))
     probs: dict[str, list[np.ndarray]] = {}
-    for pcm, paths in _negative_rows(Path(prepared), bundle.classes):
+    for pcm, paths in _negative_rows(Path(prepared), m, bundle.classes):
         p = bundle.predict_proba(pcm)[:, keywords]
         for path, row in zip(paths, p):
             probs.setdefault(path, []).append(row)
