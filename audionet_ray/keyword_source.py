@@ -41,7 +41,7 @@ from . import wakeword as ww
 from .discover import NOISE_DIR, TEST_FRACTION, UNKNOWN, _read_list, escape_path, speaker_bucket, speaker_of
 from .errors import ConfigError
 
-DEFAULT_SPEAKERS = 120  # x 2 takes: 240 positives per keyword; 3 120 clips, ~25 s on 2 idle cores for one keyword
+DEFAULT_SPEAKERS = 120  # x 2 takes: 240 positives per keyword; 3 120 clips for one keyword, 12 s on 2 busy cores
 DEFAULT_TAKES = 2
 LISTS = ("validation_list.txt", "testing_list.txt")
 MERGED = "keyword_source.json"  # a merged folder's record: what it joins
@@ -68,6 +68,22 @@ def _digest(*parts: object) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+def _aside(out: Path) -> Path:
+    """This process's temporary folder for `out`; those of killed runs (their process gone) are removed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for old in out.parent.glob(f"{out.name}.tmp-*"):
+        pid = old.name.rsplit("-", 1)[-1]
+        try:
+            os.kill(int(pid), 0)
+        except (ValueError, ProcessLookupError):
+            shutil.rmtree(old, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            pass
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
 def _replace_with(tmp: Path, out: Path, finished) -> Path:
     """Rename the finished `tmp` to `out`; a stale `out` goes first, one another run finished meanwhile stays."""
     if out.exists() and not finished(out):
@@ -90,9 +106,7 @@ def synthesized(cfg: ww.WakewordConfig, cache: Path, jobs: int | None = None, pr
 
     if finished(out):
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _aside(out)
     if progress:
         print(f"synthesizing {', '.join(cfg.phrases)} ({cfg.speakers} speakers x {cfg.takes} takes) into {out} ...",
               flush=True)
@@ -199,9 +213,7 @@ def merged(data: Path, synth: Path, folders: list[str], cache: Path, progress: b
 
     if finished(out):
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _aside(out)
     try:
         lost = _write_merged(tmp, data, synth, set(shared))
         (tmp / MERGED).write_text(json.dumps({"key": key, "data": str(data), "synthesized": str(synth),

@@ -53,9 +53,11 @@ def test_a_half_written_set_is_made_again(cache, tmp_path):
     manifest = json.loads((out / MANIFEST).read_text())
     (out / MANIFEST).write_text(json.dumps({**manifest, "complete": False}))  # as a killed run leaves it
     (out / "marmalade" / "stray.wav").write_bytes(b"")
+    killed = out.with_name(f"{out.name}.tmp-999999999")  # a killed run's folder: no such process
+    (killed / "marmalade").mkdir(parents=True)
     again, _ = source_for(["marmalade"], None, tmp_path, **{**SMALL, "speakers": 3, "takes": 1})
     assert again == out and json.loads((out / MANIFEST).read_text())["complete"]
-    assert not (out / "marmalade" / "stray.wav").exists()
+    assert not (out / "marmalade" / "stray.wav").exists() and not killed.exists()
 
 
 def test_data_joins_the_synthesized_keywords_and_its_words_become_negatives(synth, cache, demo_root, capsys):
