@@ -1,4 +1,5 @@
-"""Decoding one audio file into what AudioNet eats: 16 kHz mono int16, exactly one second.
+"""Decoding one audio file into what AudioNet eats: 16 kHz mono int16, exactly one window
+(one second unless the dataset was prepared with another `--window`).
 
 Speech Commands is mostly clean, but a real folder of 100 000 clips has surprises (empty files,
 half-downloaded files, stereo, 44.1 kHz, 24-bit or float WAV, NaNs). Everything here raises
@@ -26,6 +27,7 @@ import soxr
 SAMPLE_RATE = 16_000
 CLIP_SAMPLES = 16_000
 CLIP_BYTES = 2 * CLIP_SAMPLES  # int16
+WINDOW_RANGE_S = (0.5, 3.0)  # prepare --window: half a second (one short word) to three (a long wake phrase)
 AUDIO_SUFFIXES = {".wav", ".flac"}
 _READ_MARGIN = 1.1  # read a little past one second so the resampler has its right context
 BLOCK_FRAMES = 1 << 16  # source frames per read when a long file is streamed (4 s at 16 kHz)
@@ -194,8 +196,14 @@ def fit_length(x: np.ndarray, n: int = CLIP_SAMPLES) -> np.ndarray:
     return np.pad(x, (0, n - len(x)))
 
 
-def decode_clip(path: str | Path) -> tuple[np.ndarray, list[str]]:
-    """One training clip (int16, 16 000 samples) and what had to be repaired to get it."""
+def seconds_text(n: int, sample_rate: int = SAMPLE_RATE) -> str:
+    """16000 -> '1 s', 24000 -> '1.5 s': a window's length as the user gives it."""
+    return f"{n / sample_rate:g} s"
+
+
+def decode_clip(path: str | Path, n: int = CLIP_SAMPLES) -> tuple[np.ndarray, list[str]]:
+    """One training clip (int16, `n` samples: the prepared dataset's window) and what had to be
+    repaired to get it."""
     path = Path(path)
     notes: list[str] = []
     pcm = None
@@ -206,31 +214,31 @@ def decode_clip(path: str | Path) -> tuple[np.ndarray, list[str]]:
         try:  # the common case: 16 kHz mono 16-bit, read as int16 without a float round trip
             with sf.SoundFile(os.fsencode(path)) as f:
                 if (f.samplerate, f.channels, f.subtype) == (SAMPLE_RATE, 1, "PCM_16"):
-                    pcm = f.read(CLIP_SAMPLES + 1, dtype="int16")
+                    pcm = f.read(n + 1, dtype="int16")
                     n_total = f.frames
         except (sf.SoundFileError, RuntimeError, ValueError, OSError):
             pcm = None  # read_audio below reports it properly
     if pcm is None:
-        mono = read_audio(path, max_seconds=(CLIP_SAMPLES + 1) / SAMPLE_RATE, notes=notes)
+        mono = read_audio(path, max_seconds=(n + 1) / SAMPLE_RATE, notes=notes)
         pcm = to_int16(mono)
         n_total = len(pcm)
     if len(pcm) == 0:
         raise BadClip("no audio frames")
-    if n_total > CLIP_SAMPLES:
-        notes.append("cut to 1 s")
-    elif n_total < CLIP_SAMPLES:
-        notes.append("padded to 1 s")
-    return fit_length(pcm), notes
+    if n_total > n:
+        notes.append(f"cut to {seconds_text(n)}")
+    elif n_total < n:
+        notes.append(f"padded to {seconds_text(n)}")
+    return fit_length(pcm, n), notes
 
 
-def decode_or_reason(path: str) -> tuple[bytes | None, list[str] | str]:
+def decode_or_reason(path: str, n: int = CLIP_SAMPLES) -> tuple[bytes | None, list[str] | str]:
     """For worker processes: (int16 bytes, notes) or (None, reason). Never raises for bad audio.
 
     Anything else a decoder throws is a reason too: one odd file in 100 000 must not stop the
     whole preparation (and a worker's exception would end the pool).
     """
     try:
-        pcm, notes = decode_clip(path)
+        pcm, notes = decode_clip(path, n)
         return pcm.astype("<i2", copy=False).tobytes(), notes
     except BadClip as e:
         return None, str(e)

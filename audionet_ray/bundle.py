@@ -7,7 +7,8 @@ itself), `model.onnx` and `model.int8.onnx` (static int8 quantisation). `write_c
 the one place config.json is written, so its checksums cannot be forgotten. `load()` refuses a bundle whose files do
 not match their checksums, or one written by a newer format than this package reads, with one
 line saying what to do; what it returns knows how to turn waveforms into what AudioNet saw in
-training (int16-scale samples, one second, standardised per clip).
+training (int16-scale samples, one window of `clip_samples`: one second unless the data was
+prepared with another --window, standardised per clip).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .audio import CLIP_SAMPLES, SAMPLE_RATE, fit_length, to_int16
+from .audio import CLIP_SAMPLES, SAMPLE_RATE, WINDOW_RANGE_S, fit_length, to_int16
 from .augment import standardise
 from .discover import SILENCE, UNKNOWN
 from .model import AudioNet
@@ -56,16 +57,18 @@ def config_digest(config: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def preprocessing_config(std_floor: float = 0.0) -> dict:
+def preprocessing_config(std_floor: float = 0.0, clip_samples: int = CLIP_SAMPLES) -> dict:
     """What a bundle's config.json says about its input; mirrors the training data path, so that
-    a program outside this project can run model.onnx on raw audio from this alone."""
+    a program outside this project can run model.onnx on raw audio from this alone. The window
+    (`clip_samples`, `window_seconds`) is the prepared data's, which the model was built for."""
     standardise = {"per_clip": True, "formula": "(x - mean(x)) / (std(x) + eps)", "std": "unbiased (n - 1)",
                    "eps": STANDARDISE_EPS}
     if std_floor > 0:  # keyword models: quiet windows stay quiet
         standardise.update(formula="(x - mean(x)) / (max(std(x), floor) + eps)", floor=float(std_floor))
     return {
         "sample_rate": SAMPLE_RATE,
-        "clip_samples": CLIP_SAMPLES,
+        "clip_samples": clip_samples,
+        "window_seconds": clip_samples / SAMPLE_RATE,
         "channels": "mono: channels are averaged",
         "resample": "soxr HQ to sample_rate",
         "sample_scale": "int16 units: float audio in [-1, 1] times 32768, rounded",
@@ -220,6 +223,12 @@ def write_config(folder: Path, config: dict) -> dict:
     return config
 
 
+def _supported_window(n) -> bool:
+    """A window this package can run: whole samples within WINDOW_RANGE_S (prepare's --window)."""
+    lo, hi = WINDOW_RANGE_S
+    return isinstance(n, int) and not isinstance(n, bool) and lo * SAMPLE_RATE <= n <= hi * SAMPLE_RATE
+
+
 def load(path: str | Path, backend: str = "torch", device: str | torch.device = "cpu") -> Bundle:
     """A checked, ready-to-run bundle. Raises `BundleError` (one line) for anything wrong.
 
@@ -234,7 +243,7 @@ def load(path: str | Path, backend: str = "torch", device: str | torch.device = 
     pre = config.get("preprocessing", {})
     classes = config.get("classes")
     if not isinstance(classes, list) or not classes or pre.get("sample_rate") != SAMPLE_RATE \
-            or pre.get("clip_samples") != CLIP_SAMPLES:
+            or not _supported_window(pre.get("clip_samples")):
         raise BundleError(f"{path / CONFIG_FILE}: classes or preprocessing missing or unsupported: broken bundle")
     device = torch.device(device)
     bundle = Bundle(path=path, config=config, classes=list(classes), sample_rate=pre["sample_rate"],
@@ -245,6 +254,9 @@ def load(path: str | Path, backend: str = "torch", device: str | torch.device = 
         if bundle.model.config.n_classes != len(classes):
             raise BundleError(f"{path / CONFIG_FILE}: {len(classes)} class names for a model with "
                               f"{bundle.model.config.n_classes} outputs: broken bundle")
+        if bundle.model.config.clip_samples != bundle.clip_samples:
+            raise BundleError(f"{path / CONFIG_FILE}: preprocessing's clip_samples {bundle.clip_samples} for a model "
+                              f"built for {bundle.model.config.clip_samples}: broken bundle")
     else:
         bundle.session = _onnx_session(path, config, int8=backend == "int8")
     return bundle

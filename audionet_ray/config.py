@@ -13,7 +13,7 @@ from typing import Any
 
 from .augment import AugmentConfig
 from .errors import ConfigError  # noqa: F401 - where the config's users have always found it
-from .model import ModelConfig
+from .model import CLIP_SAMPLES, ModelConfig
 
 OPTIMIZERS = ("nadam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
@@ -119,6 +119,9 @@ class TrainConfig:
     frontend: str = "conv"
     filters: int = 64
     spec_augment: bool = False
+    # The model's input window in samples: the prepared data's (prepare --window), which train reads
+    # from its manifest. 0 (the default): whatever the data has; another value must equal it.
+    clip_samples: int = 0
     # A keyword task (a detector, not a clip classifier): the classes are these words plus _unknown_
     # (every other word) and _silence_; prepared as such (prepare --keywords), judged on streams.
     keywords: str = ""  # comma-separated; "" trains a classifier of every word of the data
@@ -160,10 +163,22 @@ class TrainConfig:
     def keyword_list(self) -> list[str]:
         return parse_keywords(self.keywords)
 
-    def model_config(self, n_classes: int) -> ModelConfig:
-        """The model these settings train, for a dataset of `n_classes` words."""
-        names = [f.name for f in fields(ModelConfig) if f.name != "n_classes"]
-        return ModelConfig(n_classes, **{k: getattr(self, k) for k in names})
+    def model_config(self, n_classes: int, clip_samples: int | None = None) -> ModelConfig:
+        """The model these settings train, for a dataset of `n_classes` words and clips of
+        `clip_samples` (the manifest's; default: the setting's, else one second)."""
+        names = [f.name for f in fields(ModelConfig) if f.name not in ("n_classes", "clip_samples")]
+        return ModelConfig(n_classes, **{k: getattr(self, k) for k in names},
+                           clip_samples=clip_samples or self.clip_samples or CLIP_SAMPLES)
+
+    def data_clip_samples(self, manifest: dict, where) -> int:
+        """The window the model trains on: the prepared data's; a clip_samples setting that differs
+        from it is a mistake (the model would be built for clips the data does not have)."""
+        have = int(manifest.get("clip_samples", CLIP_SAMPLES))
+        if self.clip_samples and self.clip_samples != have:
+            raise ConfigError(f"clip_samples: {self.clip_samples} given, but {where} holds clips of {have} samples "
+                              f"({have / 16_000:g} s): leave clip_samples out (it comes from the data) or prepare "
+                              f"the data with --window {self.clip_samples / 16_000:g}")
+        return have
 
     def validate(self) -> None:
         checks = [
@@ -181,6 +196,7 @@ class TrainConfig:
             (self.std_floor >= 0, f"std_floor must be >= 0 (int16 units), got {self.std_floor}"),
             (self.target_fa_per_hour > 0, f"target_fa_per_hour must be > 0, got {self.target_fa_per_hour}"),
             (self.detector_minutes >= 0, f"detector_minutes must be >= 0, got {self.detector_minutes}"),
+            (self.clip_samples >= 0, f"clip_samples must be >= 0 (0: the data's window), got {self.clip_samples}"),
             *((False, m) for m in self.augment.validate()),
         ]
         for ok, msg in checks:

@@ -1,6 +1,7 @@
-"""What a model costs to run: parameters, multiply-accumulates per one-second window, latency
-per window on this CPU. A search may minimise one of them beside its accuracy metric (`tune.
-objectives`) and refuse models over a limit (`tune.constraints`); every trial reports them.
+"""What a model costs to run: parameters, multiply-accumulates per window (one second unless the
+data was prepared with another --window), latency per window on this CPU. A search may minimise
+one of them beside its accuracy metric (`tune.objectives`) and refuse models over a limit
+(`tune.constraints`); every trial reports them.
 
 Parameters and MACs follow from the model's settings alone, so a search knows them before it
 trains anything and never starts a trial over a limit. Latency is measured: torch on one
@@ -26,13 +27,11 @@ def latency_ms(model: "AudioNet", runs: int = 30, warmup: int = 5) -> float:
     """Median milliseconds of one forward pass of one clip, torch on one thread."""
     import torch
 
-    from .model import CLIP_SAMPLES
-
     model = model.eval()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        x = torch.randn(1, CLIP_SAMPLES)
+        x = torch.randn(1, model.config.clip_samples)  # one window of the model's length
         times = []
         with torch.no_grad():
             for i in range(warmup + runs):

@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,10 @@ import pyarrow as pa
 import torch
 from ray.data.collate_fn import ArrowBatchCollateFn
 
-from .audio import AUDIO_SUFFIXES, CLIP_BYTES
+from .audio import AUDIO_SUFFIXES, CLIP_SAMPLES, seconds_text
 from .discover import SILENCE, UNKNOWN, DatasetError, escape_path
-from .prepare import MANIFEST, NOISE_FILE, PrepareOptions, load_manifest, pcm_from_binary, prepare, summary_line
+from .prepare import (MANIFEST, NOISE_FILE, PrepareOptions, load_manifest, pcm_from_binary, prepare,
+                      resolve_clip_samples, summary_line, window_samples)
 from .storage import is_uri, location
 
 
@@ -52,7 +54,7 @@ def split_datasets(prepared: str | Path, train_ratio: float, splits=("train", "v
         part = "test" if name == "test" else "trainval"
         files = [str(root / s) for s in m["split_shards"][part]]
         if not files:
-            out[name] = _empty(name)
+            out[name] = _empty(m["clip_samples"])
             continue
         ds = ray.data.read_parquet(files, shuffle="files" if name == "train" and shuffle_files else None)
         ds = ds.select_columns(["pcm", "label", "bucket"])  # pushed down into the reader
@@ -69,12 +71,13 @@ def fits_in_memory(manifest: dict, world: int) -> bool:
     """Whether each of `world` workers keeps its part of the data in memory (`read_split`) rather than
     streaming it through Ray Data. Decided once, from the manifest, by the driver that builds the run."""
     budget_mb = float(os.environ.get(MEMORY_ENV, "1024"))
-    return budget_mb > 0 and manifest.get("n_clips", float("inf")) * CLIP_BYTES / world <= budget_mb * 2**20
+    clip_bytes = 2 * manifest.get("clip_samples", CLIP_SAMPLES)
+    return budget_mb > 0 and manifest.get("n_clips", float("inf")) * clip_bytes / world <= budget_mb * 2**20
 
 
 def read_split(prepared: str | Path, train_ratio: float, split: str, rank: int = 0,
                world: int = 1, equal: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """One split read straight from the shards with pyarrow: int16 clips (N, 16000), labels, classes.
+    """One split read straight from the shards with pyarrow: int16 clips (N, clip_samples), labels, classes.
 
     For data that fits in memory: a Ray Data pipeline costs seconds to start and CPUs of its own
     for one pass over a few MB (benchmarks/bench_throughput.py); reading the Parquet files here
@@ -98,13 +101,13 @@ def read_split(prepared: str | Path, train_ratio: float, split: str, rank: int =
             table = table.filter(keep)
         tables.append(table.select(["pcm", "label"]))
     if not tables:
-        return np.zeros((0, CLIP_BYTES // 2), np.int16), np.zeros(0, np.int64), m["classes"]
+        return np.zeros((0, m["clip_samples"]), np.int16), np.zeros(0, np.int64), m["classes"]
     table = pa.concat_tables(tables)
     if equal:
         table = table.slice(0, table.num_rows // world * world)
     if world > 1:
         table = table.take(pa.array(range(rank, table.num_rows, world)))
-    pcm = pcm_from_binary(table.column("pcm")).copy()  # writable, owned: nothing keeps Arrow's buffers
+    pcm = pcm_from_binary(table.column("pcm"), m["clip_samples"]).copy()  # writable, owned: nothing keeps Arrow's buffers
     return pcm, table.column("label").to_numpy().astype(np.int64), m["classes"]
 
 
@@ -152,41 +155,60 @@ def check_keywords(manifest: dict, keywords: list[str], where) -> None:
                            f"--keywords {','.join(want)}")
 
 
+def check_window(manifest: dict, clip_samples: int, where) -> None:
+    """A prepared folder given with a window (--window, a bundle's) must have been prepared with it."""
+    have = manifest.get("clip_samples", CLIP_SAMPLES)
+    if have != clip_samples:
+        raise DatasetError(f"{where} was prepared with a window of {seconds_text(have)} ({have} samples), not "
+                           f"{seconds_text(clip_samples)}: pass the dataset root instead, or prepare it with "
+                           f"--window {clip_samples / 16_000:g}")
+
+
+def _check_prepared(m: dict, keywords: list[str] | None, clip_samples: int | None, where) -> None:
+    if keywords:
+        check_keywords(m, keywords, where)
+    if clip_samples is not None:
+        check_window(m, clip_samples, where)
+
+
 def ensure_prepared(data: str | Path, cache_dir: str | Path | None = None, progress: bool = True,
-                    keywords: list[str] | None = None) -> Path:
+                    keywords: list[str] | None = None, window: float | None = None) -> Path:
     """A prepared folder as is; a raw dataset root prepared once into a cache folder.
 
-    The cache is keyed by the root's absolute path (and the keywords of a keyword task), and
-    prepare() itself re-checks the file list, so a changed dataset is prepared again and an
-    unchanged one costs a directory scan.
+    `window` (seconds, prepare's --window) is the clip length; None takes the source's
+    (wakeword.json), else 1 s. A prepared folder given with a window must have been prepared
+    with it. The cache is keyed by the root's absolute path (and the keywords of a keyword task,
+    and a window other than 1 s), and prepare() itself re-checks the file list, so a changed
+    dataset is prepared again and an unchanged one costs a directory scan.
     """
     import hashlib
 
+    asked = None if window is None else window_samples(window)
     if is_uri(data):  # shared storage on a cluster: it must already hold a prepared dataset
-        m = load_manifest(data)
-        if keywords:
-            check_keywords(m, keywords, data)
+        _check_prepared(load_manifest(data), keywords, asked, data)
         return location(data)
     data = Path(data).expanduser()
     if (data / MANIFEST).exists():
-        if keywords:
-            check_keywords(load_manifest(data), keywords, escape_path(data))
+        _check_prepared(load_manifest(data), keywords, asked, escape_path(data))
         return data
+    clip_samples = resolve_clip_samples(data, window)
     cache = Path(cache_dir or os.environ.get("AUDIONET_CACHE", "~/.cache/audionet_ray")).expanduser()
     # the name for people (escaped, cut to fit a 255-byte name), the hash of the exact bytes for uniqueness
-    key = hashlib.sha1(os.fsencode(data.resolve()) + ",".join(keywords or []).encode()).hexdigest()[:8]
-    tag = "-kws" if keywords else ""
+    wtag = "" if clip_samples == CLIP_SAMPLES else f"@{clip_samples}"
+    key = hashlib.sha1(os.fsencode(data.resolve()) + (",".join(keywords or []) + wtag).encode()).hexdigest()[:8]
+    tag = ("-kws" if keywords else "") + (f"-{clip_samples / 16_000:g}s" if wtag else "")
     out = cache / "prepared" / f"{escape_path(data.name)[:40]}{tag}-{key}"
-    m = prepare(data, out, keyword_options(data, keywords) if keywords else None, progress=progress)
+    opts = keyword_options(data, keywords) if keywords else PrepareOptions()
+    m = prepare(data, out, replace(opts, clip_samples=clip_samples), progress=progress)
     print(summary_line(m), flush=True)
     return out
 
 
-def _empty(name: str):
+def _empty(clip_samples: int):
     """A dataset with the right schema and no rows (e.g. no test clips in a tiny dataset)."""
     import ray.data
 
-    table = pa.table({"pcm": pa.array([], pa.binary(CLIP_BYTES)), "label": pa.array([], pa.int32())})
+    table = pa.table({"pcm": pa.array([], pa.binary(2 * clip_samples)), "label": pa.array([], pa.int32())})
     return ray.data.from_arrow(table)
 
 
@@ -223,7 +245,10 @@ def load_noise(prepared: str | Path, cap_s: float | None = NOISE_CAP_S) -> np.nd
 
 
 class PcmCollate(ArrowBatchCollateFn):
-    """Arrow batch -> (int16 clips (B, 16000), int64 labels) without a per-row Python loop.
+    """Arrow batch -> (int16 clips (B, clip_samples), int64 labels) without a per-row Python loop.
+
+    The clip length comes from the `pcm` column's type (prepare.pcm_from_binary), so the collate
+    needs nothing from the manifest.
 
     The clips tensor shares Arrow's read-only memory (no copy): move or convert it (`.to`,
     `.float()`, `augment`, `standardise`) before changing it in place.

@@ -33,7 +33,7 @@ STREAMING_FILE = "streaming_metrics.json"
 
 
 def test_batches(prepared: Path, batch_size: int = 512) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(int16 clips (B, 16000), labels (B,)) of the prepared dataset's test split."""
+    """(int16 clips (B, clip_samples), labels (B,)) of the prepared dataset's test split."""
     for name in load_manifest(prepared)["split_shards"].get("test", []):  # the format load_manifest accepts
         for batch in pq.ParquetFile(prepared / name).iter_batches(batch_size=batch_size, columns=["pcm", "label"]):
             pcm, labels = pcm_from_binary(batch.column("pcm")), batch.column("label").to_numpy()
@@ -98,7 +98,7 @@ def evaluate(bundle: Bundle, data: str | Path, out_dir: Path) -> dict:
     from . import plots
     from .data import ensure_prepared
 
-    prepared = ensure_prepared(data)
+    prepared = ensure_prepared(data, window=bundle.clip_samples / bundle.sample_rate)  # a root: cut to its window
     m = load_manifest(prepared)
     if m.get("sample_rate", 16_000) != bundle.sample_rate or m.get("clip_samples", 16_000) != bundle.clip_samples:
         raise DatasetError(f"{prepared}: clips of {m.get('clip_samples')} samples at {m.get('sample_rate')} Hz, "
@@ -139,7 +139,7 @@ def evaluate_streaming(bundle: Bundle, data: str | Path, out_dir: Path, target_f
         if unknown:
             raise DatasetError(f"--keywords: {', '.join(unknown)} is not a keyword of the bundle; its keywords: "
                                + ", ".join(c for c in bundle.classes if c not in NOT_KEYWORDS))
-    prepared = ensure_prepared(data)
+    prepared = ensure_prepared(data, window=bundle.clip_samples / bundle.sample_rate)  # a root: cut to its window
     settings = detector_settings(bundle)
     hours = DEFAULT_KEYWORD_FREE_HOURS if keyword_free_hours is None else keyword_free_hours
     opts = StreamOptions(seed=seed, minutes=minutes, stride_ms=settings["stride_ms"], keyword_free_hours=hours,

@@ -37,7 +37,7 @@ import torch
 from . import __version__
 from .bundle import (CONFIG_FILE, FORMAT, INT8_FILE, KIND, ONNX_FILE, NOT_KEYWORDS, WEIGHTS_FILE, Bundle, BundleError,
                      preprocessing_config, sha256_file, write_config)
-from .audio import CLIP_SAMPLES, SAMPLE_RATE
+from .audio import SAMPLE_RATE
 from .augment import standardise
 from .config import ConfigError, setting
 from .discover import UNKNOWN, DatasetError
@@ -175,7 +175,8 @@ def export_onnx(model: AudioNet, path: Path) -> dict | None:
         import onnx  # noqa: F401 - the exporter's output is checked with it below
     except ImportError:
         return None
-    example = torch.zeros(2, CLIP_SAMPLES)
+    n = model.config.clip_samples  # the window the model was built for: a fixed axis of the graph
+    example = torch.zeros(2, n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(model, (example,), str(path), input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
@@ -185,14 +186,14 @@ def export_onnx(model: AudioNet, path: Path) -> dict | None:
 
     onnx.checker.check_model(str(path))
     info = {"file": ONNX_FILE, "opset": ONNX_OPSET, "input": ONNX_INPUT, "output": ONNX_OUTPUT,
-            "input_shape": ["batch", CLIP_SAMPLES], "input_is": "standardised clips (see preprocessing)",
+            "input_shape": ["batch", n], "input_is": "standardised clips (see preprocessing)",
             "exporter": f"torch.onnx (TorchScript) {torch.__version__}"}
     try:
         import onnxruntime as ort
     except ImportError:
         return info
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(3, CLIP_SAMPLES, generator=gen)
+    x = torch.randn(3, n, generator=gen)
     with torch.no_grad():
         ref = model(x).numpy()
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -212,16 +213,17 @@ def _cpu_name() -> str:
 
 
 def onnx_latency_ms(path: Path, runs: int = LATENCY_RUNS, warmup: int = LATENCY_WARMUP) -> dict:
-    """Median (and fastest) time of one one-second window through onnxruntime on one intra-op
-    thread: a device-like figure, after `warmup` runs. Other processes on the machine slow it;
-    the load average is recorded beside it."""
+    """Median (and fastest) time of one window (the graph's input length) through onnxruntime on
+    one intra-op thread: a device-like figure, after `warmup` runs. Other processes on the machine
+    slow it; the load average is recorded beside it."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    x = standardise(torch.randn(1, CLIP_SAMPLES, generator=torch.Generator().manual_seed(0))).numpy()
+    n = sess.get_inputs()[0].shape[1]  # the window, fixed in the graph
+    x = standardise(torch.randn(1, n, generator=torch.Generator().manual_seed(0))).numpy()
     for _ in range(warmup):
         sess.run(None, {ONNX_INPUT: x})
     times = []
@@ -276,14 +278,15 @@ def calibration_clips(prepared: Path, train_ratio: float, n: int = INT8_CALIBRAT
 
     from .prepare import load_manifest, pcm_from_binary
 
-    parts, have = [np.zeros((0, CLIP_SAMPLES), np.int16)], 0
-    for name in load_manifest(prepared)["split_shards"]["trainval"]:
+    m = load_manifest(prepared)
+    parts, have = [np.zeros((0, m["clip_samples"]), np.int16)], 0
+    for name in m["split_shards"]["trainval"]:
         shard = pq.ParquetFile(str(prepared / name))  # a path or a URI
         for group in range(shard.num_row_groups):
             train = shard.read_row_group(group, columns=["bucket"]).column("bucket").to_numpy() < train_ratio
             if not train.any():
                 continue
-            pcm = pcm_from_binary(shard.read_row_group(group, columns=["pcm"]).column("pcm"))
+            pcm = pcm_from_binary(shard.read_row_group(group, columns=["pcm"]).column("pcm"), m["clip_samples"])
             parts.append(pcm[train][: n - have])  # a boolean index copies: nothing keeps the row group
             have += len(parts[-1])
             if have >= n:
@@ -371,8 +374,8 @@ def calibrate(model: AudioNet, classes: list[str], prepared: Path, train_ratio: 
     from .predict import DEFAULTS
     from .streaming import DEFAULT_KEYWORD_FREE_HOURS, StreamOptions, evaluate_streams
 
-    b = Bundle(path=prepared, config={}, classes=classes, sample_rate=SAMPLE_RATE, clip_samples=CLIP_SAMPLES,
-               model=model, std_floor=std_floor)
+    b = Bundle(path=prepared, config={}, classes=classes, sample_rate=SAMPLE_RATE,
+               clip_samples=model.config.clip_samples, model=model, std_floor=std_floor)
     hours = DEFAULT_KEYWORD_FREE_HOURS if keyword_free_hours is None else keyword_free_hours
     opts = StreamOptions(minutes=minutes, stride_ms=DEFAULTS["stride_ms"], average_ms=DEFAULTS["average_ms"],
                          suppress_ms=DEFAULTS["suppress_ms"], keyword_free_hours=hours)
@@ -387,16 +390,17 @@ def calibrate(model: AudioNet, classes: list[str], prepared: Path, train_ratio: 
             "keyword_free_hours": r.keyword_free_hours, "enough_audio": r.enough_audio, "note": r.note}
 
 
-def _prepared_data(data: str | Path | None, train_config: dict) -> tuple[Path | None, str]:
-    """The prepared dataset to calibrate on, or None and why not."""
+def _prepared_data(data: str | Path | None, train_config: dict, clip_samples: int) -> tuple[Path | None, str]:
+    """The prepared dataset to calibrate on (with the model's window: a root is prepared with it,
+    a prepared folder must have it), or None and why not."""
     from .data import ensure_prepared
 
     data = data or train_config.get("data")
     if not data:
         return None, "the checkpoint does not say which data it was trained on: pass --data ROOT"
     try:
-        return ensure_prepared(data, progress=False), ""
-    except (DatasetError, OSError) as e:
+        return ensure_prepared(data, progress=False, window=clip_samples / SAMPLE_RATE), ""
+    except (DatasetError, ConfigError, OSError) as e:
         return None, f"no usable training data ({str(e).splitlines()[0][:160]}): pass --data ROOT"
 
 
@@ -439,7 +443,8 @@ def write_bundle(choice: dict, out_dir: str | Path, data: str | Path | None = No
         train_config = meta.get("train_config", {})
         train_ratio = float(train_config.get("train_ratio", 0.9))
         std_floor = float(train_config.get("std_floor", 0.0))
-        prepared, why = _prepared_data(data, train_config) if (int8 or calibrate_fa) else (None, "not asked for")
+        prepared, why = (_prepared_data(data, train_config, model.config.clip_samples) if (int8 or calibrate_fa)
+                         else (None, "not asked for"))
         operating, int8_info, skipped = None, None, {}
         if calibrate_fa and prepared:
             try:
@@ -475,7 +480,7 @@ def write_bundle(choice: dict, out_dir: str | Path, data: str | Path | None = No
             # a keyword detector (classes with _unknown_) reports these only; a classifier every class
             "task": "keywords" if train_config.get("keywords") else "classifier",
             "keywords": [c for c in classes if c not in NOT_KEYWORDS],
-            "preprocessing": preprocessing_config(std_floor),
+            "preprocessing": preprocessing_config(std_floor, model.config.clip_samples),
             "training": {"epoch": meta.get("epoch"), "metrics": meta.get("metrics", {}),
                          "hyperparameters": train_config, "searched": _searched(choice["source"], train_config)},
             "selection": {"metric": choice["metric"], "mode": choice["mode"],

@@ -61,6 +61,7 @@ class ModelConfig:
     frontend: str = "conv"  # conv (the reference) | filterbank (learned Gabor filterbank, log power)
     filters: int = 64  # filterbank bands (frontend="filterbank" only)
     spec_augment: bool = False  # in training, mask 2 random band ranges and 2 time spans of the filterbank's output
+    clip_samples: int = CLIP_SAMPLES  # the input window (the prepared data's, set by train): the dense layer's size follows
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,6 +92,10 @@ class ModelConfig:
              "spec_augment needs frontend filterbank (it masks the filterbank's bands and frames)"),
             (self.norm != "group" or (self.norm_groups >= 1 and self.width % self.norm_groups == 0),
              f"norm_groups must be >= 1 and divide width ({self.width}), got {self.norm_groups}"),
+            (isinstance(self.clip_samples, int) and self.clip_samples >= MIN_SAMPLES[self.frontend]
+             if self.frontend in FRONTENDS else True,
+             f"clip_samples must be at least {MIN_SAMPLES.get(self.frontend)} for frontend {self.frontend} "
+             f"(the convs need that many), got {self.clip_samples}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -99,7 +104,8 @@ class ModelConfig:
 
 def conv_lengths(n_samples: int = CLIP_SAMPLES, frontend: str = "conv") -> list[int]:
     """Output length of each conv layer: 3993, 991, 240, 53, 6 for one second (the reference);
-    49, 25, 13, 7, 4 after the filterbank's 98 frames."""
+    49, 25, 13, 7, 4 after the filterbank's 98 frames. A longer window has more steps, so a
+    flatten pool's dense layer grows with it."""
     if frontend == "filterbank":
         lengths, n = [], (n_samples - FB_WINDOW) // FB_HOP + 1
         for _ in range(N_CONV):
@@ -111,6 +117,20 @@ def conv_lengths(n_samples: int = CLIP_SAMPLES, frontend: str = "conv") -> list[
         n = (n - KERNEL) // STRIDE + 1
         lengths.append(n)
     return lengths
+
+
+def _min_samples(frontend: str) -> int:
+    """The shortest input whose last conv still has one step: 10 572 samples for the conv front
+    end (0.66 s), one filterbank frame (the padded convs after it keep at least one step)."""
+    if frontend == "filterbank":
+        return FB_WINDOW
+    n = 1
+    for _ in range(N_CONV):
+        n = (n - 1) * STRIDE + KERNEL
+    return n
+
+
+MIN_SAMPLES = {f: _min_samples(f) for f in FRONTENDS}
 
 
 def _mel(hz: float) -> float:
@@ -197,10 +217,11 @@ def _norm(kind: str, channels: int, groups: int) -> nn.Module:
 class AudioNet(nn.Module):
     def __init__(self, n_classes: int, width: int = 256, dense: int = 512, dropout: float = 0.2,
                  norm: str = "none", norm_groups: int = 8, pool: str = "flatten", dense_layers: int = 4,
-                 frontend: str = "conv", filters: int = 64, spec_augment: bool = False):
+                 frontend: str = "conv", filters: int = 64, spec_augment: bool = False,
+                 clip_samples: int = CLIP_SAMPLES):
         super().__init__()
         self.config = cfg = ModelConfig(n_classes, width, dense, dropout, norm, norm_groups, pool, dense_layers,
-                                        frontend, filters, spec_augment)
+                                        frontend, filters, spec_augment, clip_samples)
         cfg.validate()
         convs: list[nn.Module] = []
         if frontend == "filterbank":
@@ -218,7 +239,7 @@ class AudioNet(nn.Module):
         # no parameters: the reference's state_dict keys stay as they were
         self.pool = nn.AdaptiveAvgPool1d(1) if pool == "avg" else nn.Identity()
         layers: list[nn.Module] = [nn.Flatten()]
-        n_in = width * (1 if pool == "avg" else conv_lengths(frontend=frontend)[-1])
+        n_in = width * (1 if pool == "avg" else conv_lengths(clip_samples, frontend)[-1])
         for i in range(dense_layers):
             layers += [nn.Linear(n_in, dense), nn.ReLU()]
             if i < dense_layers - 1:
@@ -247,7 +268,7 @@ class AudioNet(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for standardised clips of shape (B, 16000) or (B, 1, 16000)."""
+        """Logits for standardised clips of shape (B, clip_samples) or (B, 1, clip_samples)."""
         if x.dim() == 2:
             x = x.unsqueeze(1)
         if self.config.frontend == "filterbank":
@@ -262,10 +283,10 @@ def count_parameters(model: nn.Module) -> int:
 def flops_per_clip(cfg: ModelConfig, training: bool = True) -> float:
     """Multiply-adds x2 from the layer shapes (norm layers are negligible); a training step is
     ~3x the forward pass."""
-    lengths = conv_lengths(frontend=cfg.frontend)
+    lengths = conv_lengths(cfg.clip_samples, cfg.frontend)
     fwd, c_in, kernel = 0.0, 1, KERNEL
     if cfg.frontend == "filterbank":
-        frames = (CLIP_SAMPLES - FB_WINDOW) // FB_HOP + 1
+        frames = (cfg.clip_samples - FB_WINDOW) // FB_HOP + 1
         fwd, c_in, kernel = 2.0 * frames * 2 * cfg.filters * FB_WINDOW, cfg.filters, FB_KERNEL
     for n in lengths:
         fwd += 2.0 * n * c_in * cfg.width * kernel

@@ -1,8 +1,9 @@
 """`python -m audionet_ray.predict BUNDLE FILE_OR_DIR...`: keywords in audio files.
 
 Any sample rate (resampled with soxr), any channel count (mixed down), any length. A clip of
-about a second gets its top-k labels with probabilities. Longer audio is scanned like a
-streaming keyword spotter: a one-second window every --stride-ms; consecutive windows that
+about one window (the bundle's: one second unless its data was prepared with another --window)
+gets its top-k labels with probabilities. Longer audio is scanned like a streaming keyword
+spotter: a window every --stride-ms; consecutive windows that
 agree on a keyword above --threshold become one detection, printed with its time (threshold
 and smoothing default to the operating point export calibrated into the bundle). _silence_
 and _unknown_ are never reported as keywords, nor are windows quieter than -60 dBFS (digital
@@ -27,7 +28,7 @@ from .bundle import NOT_KEYWORDS, Bundle, BundleError, load_for
 from .discover import escape_path
 
 SCAN_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3"}  # what a folder argument is searched for
-ONE_CLIP_SLACK = 0.01  # up to 1.01 s counts as one clip (resampling can add a sample or two)
+ONE_CLIP_SLACK = 0.01  # up to 1 % over the window counts as one clip (resampling can add a sample or two)
 QUIET_DBFS = -60.0  # windows below this RMS level are silence, whatever the model says
 SCAN_ACTIVATIONS = 96 * 2**20  # bytes of model activations one batch of a scan may take (see scan_batch)
 STRIDE_MS_MIN = 10.0  # finer steps only repeat the same window: 100 model calls per second of audio already
@@ -168,7 +169,7 @@ class _Smoother:
 def scan_blocks(bundle: Bundle, blocks: Iterable[np.ndarray], stride_ms: float = 250.0,
                 average_ms: float = 500.0) -> Windows:
     """The streaming detector's model pass over float audio at the bundle's rate, given as
-    consecutive blocks of any size (>= one window in all): a one-second window every stride_ms,
+    consecutive blocks of any size (>= one window in all): a window (the bundle's) every stride_ms,
     plus one flush with the end so the tail is seen; probabilities averaged over +-average_ms/2.
 
     Windows go to the model `scan_batch` at a time and only per-window results are kept, so a
@@ -256,7 +257,7 @@ def predict_file(bundle: Bundle, path: Path, top_k: int = 3, stride_ms: float = 
         n += len(block)
         if n > win * (1 + ONE_CLIP_SLACK):
             break
-    result: dict = {"path": escape_path(path)}
+    result: dict = {"path": escape_path(path), "window_s": win / sr}
     if n <= win * (1 + ONE_CLIP_SLACK):
         probs = bundle.predict_proba(np.concatenate(head))[0]
         order = np.argsort(-probs)[:top_k]
@@ -289,7 +290,8 @@ def text_lines(r: dict, threshold: float, stride_ms: float) -> list[str]:
     if "top_k" in r:
         return [f"{r['path']}: " + ", ".join(f"{t['label']} {t['prob']:.3f}" for t in r["top_k"])]
     dets = r["detections"]
-    head = (f"{r['path']}: {r['duration_s']:.2f} s, {len(r['windows'])} windows of 1 s every {stride_ms:g} ms: "
+    head = (f"{r['path']}: {r['duration_s']:.2f} s, {len(r['windows'])} windows of {r.get('window_s', 1.0):g} s "
+            f"every {stride_ms:g} ms: "
             + (f"{len(dets)} keyword(s)" if dets else f"no keyword above {threshold:g}"))
     return [head] + [f"  {d['time_s']:7.2f} s  {d['label']:<10} {d['prob']:.3f}  ({d['start_s']:.2f}-{d['end_s']:.2f} s)"
                      for d in dets]
@@ -299,7 +301,7 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m audionet_ray.predict", description=__doc__.splitlines()[0])
     ap.add_argument("bundle", metavar="BUNDLE", help="a bundle folder from export (or the end of a search)")
     ap.add_argument("inputs", metavar="FILE_OR_DIR", nargs="+", help="audio files, or folders searched for them")
-    ap.add_argument("--top-k", type=int, default=3, help="labels shown per one-second clip (default: 3)")
+    ap.add_argument("--top-k", type=int, default=3, help="labels shown per one-window clip (default: 3)")
     ap.add_argument("--stride-ms", type=float,
                     help="window step for longer audio (default: the bundle's operating point, else 250)")
     ap.add_argument("--threshold", type=float,
@@ -316,12 +318,16 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _stride_problem(stride_ms: float, window_s: float) -> str:
+    name = "one-second" if window_s == 1.0 else f"{window_s:g}-second"
+    return f"--stride-ms must be from {STRIDE_MS_MIN:g} to {1000 * window_s:g} (the {name} window), got {stride_ms}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     given = lambda v: v is not None  # noqa: E731 - options left out come from the bundle
     problems = [(args.top_k >= 1, f"--top-k must be at least 1, got {args.top_k}"),
-                (not given(args.stride_ms) or STRIDE_MS_MIN <= args.stride_ms <= 1000,
-                 f"--stride-ms must be from {STRIDE_MS_MIN:g} to 1000 (the one-second window), got {args.stride_ms}"),
+                (not given(args.stride_ms) or STRIDE_MS_MIN <= args.stride_ms, _stride_problem(args.stride_ms, 1.0)),
                 (not given(args.threshold) or 0 < args.threshold <= 1, f"--threshold must be in (0, 1], got {args.threshold}"),
                 (not given(args.average_ms) or 0 <= args.average_ms < float("inf"), f"--average-ms must be >= 0, got {args.average_ms}"),
                 (not given(args.suppress_ms) or args.suppress_ms >= 0, f"--suppress-ms must be >= 0, got {args.suppress_ms}"),
@@ -334,6 +340,10 @@ def main(argv: list[str] | None = None) -> int:
         bundle = load_for(args.bundle, args.onnx, args.int8, args.device)
     except (BundleError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    window_s = bundle.clip_samples / bundle.sample_rate
+    if given(args.stride_ms) and args.stride_ms > 1000 * window_s:  # a step longer than the window skips audio
+        print(f"error: {_stride_problem(args.stride_ms, window_s)}", file=sys.stderr)
         return 2
     settings = detector_settings(bundle)
     for k in DEFAULTS:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import shutil
@@ -34,7 +35,8 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -42,8 +44,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from .audio import CLIP_BYTES, CLIP_SAMPLES, SAMPLE_RATE, BadClip, decode_or_reason, read_audio, to_int16
+from .audio import CLIP_SAMPLES, SAMPLE_RATE, WINDOW_RANGE_S, BadClip, decode_or_reason, read_audio, seconds_text, to_int16
 from .discover import SILENCE, DatasetError, Discovery, discover, escape_path, speaker_bucket
+from .errors import ConfigError
 from .storage import is_uri, local_cache, location, publish
 
 FORMAT_VERSION = 3  # 3: the manifest lists the buckets of trainval speakers
@@ -54,6 +57,7 @@ NOISE_FILE = "noise.npy"
 SERIAL_BELOW = 256  # fewer clips than this: decoding in-process beats starting a pool
 SPLIT_PARTS = ("trainval", "test")
 STAGING = ".staging"  # a new preparation is written here and moved in whole, so a full disk or a crash keeps the old one
+SOURCE_MANIFEST = "wakeword.json"  # a generated source's record; its `clip_samples` is the window it was made for
 
 
 @dataclass
@@ -63,30 +67,93 @@ class PrepareOptions:
     silence: bool = False
     strict: bool = False
     seed: int = 0
+    clip_samples: int | None = None  # the window in samples; None: the source's (wakeword.json), else 1 s
 
 
-SCHEMA = pa.schema(
-    [
-        ("pcm", pa.binary(CLIP_BYTES)),  # int16 little-endian, CLIP_SAMPLES samples
-        ("label", pa.int32()),
-        ("speaker", pa.string()),  # escape_path of the speaker part of the name
-        ("path", pa.string()),  # escape_path of the path relative to the root
-        ("split", pa.string()),
-        ("bucket", pa.float64()),
-    ],
-    metadata={"pcm": f"int16 little-endian, {CLIP_SAMPLES} samples at {SAMPLE_RATE} Hz"},
-)
+def window_samples(seconds: float, what: str = "--window") -> int:
+    """A window in seconds -> samples at SAMPLE_RATE; ConfigError (naming `what`) unless it lies in
+    WINDOW_RANGE_S and is whole samples: a fractional sample has no clip length."""
+    lo, hi = WINDOW_RANGE_S
+    ok = isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds)
+    n = round(seconds * SAMPLE_RATE) if ok else 0
+    if not ok or abs(seconds * SAMPLE_RATE - n) > 1e-6 or not lo * SAMPLE_RATE <= n <= hi * SAMPLE_RATE:
+        raise ConfigError(f"{what}: {seconds!r} is not a window of {lo:g} to {hi:g} seconds in whole samples at "
+                          f"{SAMPLE_RATE} Hz (a multiple of 1/{SAMPLE_RATE} s, such as 1.5)")
+    return n
 
 
-def pcm_from_binary(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A `pcm` column -> int16 (rows, CLIP_SAMPLES), zero-copy when it is one chunk."""
+def window_option(text: str) -> float:
+    """--window as a command gives it (text) -> seconds, checked (window_samples)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ConfigError(f"--window: {text!r} is not a number of seconds (such as 1.5)") from None
+    window_samples(seconds)
+    return seconds
+
+
+def source_clip_samples(root: str | Path) -> int | None:
+    """The window a generated source was made for: `clip_samples` in its root's wakeword.json
+    (wakeword.synthesize writes it), else None (then 1 s)."""
+    path = Path(root).expanduser() / SOURCE_MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        n = json.loads(path.read_text()).get("clip_samples")
+    except (OSError, ValueError, AttributeError) as e:
+        raise DatasetError(f"{escape_path(path)}: not readable as JSON ({e}): fix it or pass --window") from None
+    if n is None:
+        return None
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise ConfigError(f"{escape_path(path)}: clip_samples must be a whole number of samples, got {n!r}")
+    window_samples(n / SAMPLE_RATE, f"{escape_path(path)}: clip_samples {n}")
+    return n
+
+
+def resolve_clip_samples(root: str | Path, window: float | None) -> int:
+    """The window of a preparation in samples: `window` seconds when given, else the source's, else 1 s."""
+    if window is not None:
+        return window_samples(window)
+    return source_clip_samples(root) or CLIP_SAMPLES
+
+
+def schema(clip_samples: int = CLIP_SAMPLES) -> pa.Schema:
+    """The shards' columns; `pcm` holds `clip_samples` int16 per row (the preparation's window)."""
+    return pa.schema(
+        [
+            ("pcm", pa.binary(2 * clip_samples)),  # int16 little-endian, clip_samples samples
+            ("label", pa.int32()),
+            ("speaker", pa.string()),  # escape_path of the speaker part of the name
+            ("path", pa.string()),  # escape_path of the path relative to the root
+            ("split", pa.string()),
+            ("bucket", pa.float64()),
+        ],
+        metadata={"pcm": f"int16 little-endian, {clip_samples} samples at {SAMPLE_RATE} Hz"},
+    )
+
+
+SCHEMA = schema()  # of one-second data
+
+
+def pcm_from_binary(arr: pa.Array | pa.ChunkedArray, clip_samples: int | None = None) -> np.ndarray:
+    """A `pcm` column -> int16 (rows, clip_samples), zero-copy when it is one chunk.
+
+    The length comes from the column's own type (fixed_size_binary of 2 x clip_samples bytes), so
+    every reader follows the window the data was prepared with; `clip_samples` (the manifest's),
+    when given, must agree, and is needed for a column whose type does not say.
+    """
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
+    width = arr.type.byte_width // 2 if pa.types.is_fixed_size_binary(arr.type) else clip_samples
+    if width is None or (clip_samples is not None and width != clip_samples):
+        raise DatasetError(f"pcm column of type {arr.type}, but the manifest says clips of {clip_samples} "
+                           "samples: prepare the dataset again")
     if len(arr) == 0:
-        return np.zeros((0, CLIP_SAMPLES), np.int16)
-    flat = np.frombuffer(arr.buffers()[1], dtype="<i2", count=len(arr) * CLIP_SAMPLES,
-                         offset=arr.offset * CLIP_BYTES)
-    return flat.reshape(len(arr), CLIP_SAMPLES)
+        return np.zeros((0, width), np.int16)
+    if not pa.types.is_fixed_size_binary(arr.type):  # e.g. plain binary after a conversion: one copy
+        return np.frombuffer(b"".join(arr.to_pylist()), dtype="<i2").reshape(len(arr), width)
+    flat = np.frombuffer(arr.buffers()[1], dtype="<i2", count=len(arr) * width, offset=arr.offset * 2 * width)
+    return flat.reshape(len(arr), width)
 
 
 def _stat_line(path: Path) -> str:
@@ -97,31 +164,34 @@ def _stat_line(path: Path) -> str:
         return "unreadable"  # a broken link: part of the key, skipped later with its reason
 
 
-def _cache_key(found: Discovery, opts: PrepareOptions) -> str:
-    """Changes when any file, its size or mtime, or an option changes: then we prepare again."""
-    h = hashlib.sha256(json.dumps([FORMAT_VERSION, found.classes, opts.unknown, opts.silence, opts.seed]).encode())
+def _cache_key(found: Discovery, opts: PrepareOptions, clip_samples: int) -> str:
+    """Changes when any file, its size or mtime, an option or the window changes: then we prepare again.
+    One-second data keeps the key it had before windows could change."""
+    parts = [FORMAT_VERSION, found.classes, opts.unknown, opts.silence, opts.seed]
+    h = hashlib.sha256(json.dumps(parts + ([clip_samples] if clip_samples != CLIP_SAMPLES else [])).encode())
     root = Path(found.root)
     for rel in [it.path for it in found.items] + found.noise_files + found.empty_classes + found.held_out:
         h.update(os.fsencode(rel) + f"\0{_stat_line(root / rel)}\n".encode())  # the name's bytes, UTF-8 or not
     return h.hexdigest()
 
 
-def _silence_clips(noise: np.ndarray, n: int, seed: int) -> list[np.ndarray]:
-    """_silence_ examples: one-second cuts of background noise at random low volume."""
+def _silence_clips(noise: np.ndarray, n: int, seed: int, clip_samples: int = CLIP_SAMPLES) -> list[np.ndarray]:
+    """_silence_ examples: window-long cuts of background noise at random low volume."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
-        start = int(rng.integers(0, max(1, len(noise) - CLIP_SAMPLES)))
-        seg = noise[start:start + CLIP_SAMPLES].astype(np.float32) * rng.uniform(0.0, 1.0)
-        out.append(np.pad(seg, (0, CLIP_SAMPLES - len(seg))).astype(np.int16))
+        start = int(rng.integers(0, max(1, len(noise) - clip_samples)))
+        seg = noise[start:start + clip_samples].astype(np.float32) * rng.uniform(0.0, 1.0)
+        out.append(np.pad(seg, (0, clip_samples - len(seg))).astype(np.int16))
     return out
 
 
 class _ShardWriter:
     """Buffers rows of one split and writes them as numbered shards of ROWS_PER_SHARD."""
 
-    def __init__(self, out: Path, prefix: str):
+    def __init__(self, out: Path, prefix: str, clip_samples: int = CLIP_SAMPLES):
         self.out, self.prefix, self.rows, self.shards = out, prefix, [], []
+        self.schema = schema(clip_samples)
 
     def add(self, pcm: bytes, label: int, speaker: str, path: str, split: str) -> None:
         """`speaker` and `path` as on disk: escaped here, the bucket hashed from the real name."""
@@ -134,13 +204,14 @@ class _ShardWriter:
             return
         pcm, label, speaker, path, split, bucket = zip(*self.rows)
         table = pa.table({
-            "pcm": pa.FixedSizeBinaryArray.from_buffers(pa.binary(CLIP_BYTES), len(pcm), [None, pa.py_buffer(b"".join(pcm))]),
+            "pcm": pa.FixedSizeBinaryArray.from_buffers(self.schema.field("pcm").type, len(pcm),
+                                                        [None, pa.py_buffer(b"".join(pcm))]),
             "label": pa.array(label, pa.int32()),
             "speaker": pa.array(speaker, pa.string()),
             "path": pa.array(path, pa.string()),
             "split": pa.array(split, pa.string()),
             "bucket": pa.array(bucket, pa.float64()),
-        }, schema=SCHEMA)
+        }, schema=self.schema)
         name = f"{self.prefix}-{len(self.shards):05d}.parquet"
         pq.write_table(table, self.out / name, row_group_size=ROW_GROUP, compression="zstd",
                        compression_level=1, use_dictionary=["speaker", "split"],
@@ -160,14 +231,15 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("fork" if safe else "forkserver")
 
 
-def _decoded(paths: list[str], workers: int, ctx: multiprocessing.context.BaseContext):
+def _decoded(paths: list[str], workers: int, ctx: multiprocessing.context.BaseContext, clip_samples: int):
     """(bytes, notes) or (None, reason) per path, in order; a pool only when it pays off."""
+    decode = partial(decode_or_reason, n=clip_samples)
     if workers <= 1 or len(paths) < SERIAL_BELOW:
-        yield from map(decode_or_reason, paths)
+        yield from map(decode, paths)
         return
     pool = ProcessPoolExecutor(workers, mp_context=ctx)
     try:
-        yield from pool.map(decode_or_reason, paths, chunksize=64)
+        yield from pool.map(decode, paths, chunksize=64)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -204,7 +276,8 @@ def prepare(
         raise DatasetError(f"output {escape_path(out)} is inside the dataset root {escape_path(rootp)}: "
                            "choose a folder outside it")
     found = discover(rootp, opts.words, opts.unknown, opts.silence)
-    key = _cache_key(found, opts)
+    opts = replace(opts, clip_samples=opts.clip_samples or resolve_clip_samples(rootp, None))
+    key = _cache_key(found, opts, opts.clip_samples)
     manifest_path = out / MANIFEST
     if manifest_path.exists():
         try:
@@ -267,11 +340,13 @@ def _prepare_into(stage: Path, found: Discovery, opts: PrepareOptions, key: str,
     # Shuffled once, deterministically: every shard then mixes classes and speakers.
     order = np.random.default_rng(opts.seed).permutation(len(found.items))
     items = [found.items[i] for i in order]
-    writers = {part: _ShardWriter(stage, part) for part in SPLIT_PARTS}
+    clip_samples = opts.clip_samples or CLIP_SAMPLES
+    writers = {part: _ShardWriter(stage, part, clip_samples) for part in SPLIT_PARTS}
     counts: dict[str, dict[str, int]] = {part: {} for part in SPLIT_PARTS}
     speakers: Counter = Counter()  # trainval clips per speaker: which train_ratio leaves both splits
     workers = workers or min(8, os.cpu_count() or 1)
-    decoded = _decoded([str(rootp / it.path) for it in items], workers, _pool_context())  # before tqdm's thread
+    decoded = _decoded([str(rootp / it.path) for it in items], workers, _pool_context(),  # before tqdm's thread
+                       clip_samples)
     with closing(decoded), tqdm(total=len(items), desc="decoding clips", unit="clip",
                                 disable=None if progress else True) as bar:
         for it, (pcm, notes) in zip(items, decoded):
@@ -288,7 +363,7 @@ def _prepare_into(stage: Path, found: Discovery, opts: PrepareOptions, key: str,
                 speakers[it.speaker] += 1
     if opts.silence:
         n = max(1, sum(counts["trainval"].values()) // max(1, len(found.classes) - 1))
-        for i, pcm in enumerate(_silence_clips(noise, n, opts.seed)):
+        for i, pcm in enumerate(_silence_clips(noise, n, opts.seed, clip_samples)):
             spk = f"silence{i:05d}"
             split = "test" if speaker_bucket(spk, "test:") < 0.1 else "trainval"
             writers[split].add(pcm.astype("<i2").tobytes(), found.classes.index(SILENCE), spk, f"{SILENCE}/{i}", split)
@@ -308,7 +383,7 @@ def _prepare_into(stage: Path, found: Discovery, opts: PrepareOptions, key: str,
         "cache_key": key,
         "source": escape_path(found.root),
         "sample_rate": SAMPLE_RATE,
-        "clip_samples": CLIP_SAMPLES,
+        "clip_samples": clip_samples,
         "classes": found.classes,
         "counts": counts,
         "n_clips": sum(sum(c.values()) for c in counts.values()),
@@ -342,12 +417,18 @@ def _grouped(reasons: list[str]) -> str:
     return "; ".join(f"{k}: {v}" for k, v in sorted(Counter(r.split(" (")[0] for r in reasons).items()))
 
 
+def _window_note(m: dict) -> str:
+    """' of 1.5 s' for data prepared with another window than one second; '' for one second."""
+    n = m.get("clip_samples", CLIP_SAMPLES)
+    return "" if n == CLIP_SAMPLES else f" of {seconds_text(n)}"
+
+
 def summary_line(m: dict) -> str:
     """One line for the end of `prepare`: what is there, what was skipped and repaired, and why."""
     skipped = [s["reason"] for s in m["skipped"]]
     repaired = m.get("repaired", {})
     parts = [
-        f"prepared {m['n_clips']} clips in {len(m['classes'])} classes "
+        f"prepared {m['n_clips']} clips{_window_note(m)} in {len(m['classes'])} classes "
         f"({sum(m['counts']['trainval'].values())} train/val, {sum(m['counts']['test'].values())} test)",
         f"skipped {len(skipped)}" + (f" ({_grouped(skipped)})" if skipped else ""),
     ]
@@ -374,31 +455,32 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--silence", action="store_true", help="add a _silence_ class cut from background noise")
     p.add_argument("--strict", action="store_true", help="fail on the first bad file instead of skipping it")
     p.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPUs, max 8)")
+    p.add_argument("--window", metavar="SECONDS",
+                   help=f"clip length: longer clips are cut, shorter ones padded ({WINDOW_RANGE_S[0]:g}-"
+                        f"{WINDOW_RANGE_S[1]:g} s; default: the source's {SOURCE_MANIFEST} clip_samples, else 1)")
     args = ap.parse_args(argv)
     words = [w.strip() for w in args.words.split(",") if w.strip()] if args.words else None
     try:
         if args.keywords is not None and (words or args.unknown or args.silence):
             raise DatasetError("--keywords: give either --keywords or --words/--unknown/--silence, not both")
         if args.keywords is not None:
-            from .config import ConfigError, keywords_option
+            from .config import keywords_option
             from .data import keyword_options
 
-            try:
-                keywords = keywords_option(args.keywords)
-            except ConfigError as e:
-                raise DatasetError(str(e)) from None
+            keywords = keywords_option(args.keywords)
             opts = keyword_options(args.root, keywords)
             words, args.unknown, args.silence = opts.words, opts.unknown, opts.silence
         if args.unknown and not words:
             raise DatasetError("--unknown needs --words (the words that stay classes of their own)")
         if args.workers is not None and args.workers < 1:
             raise DatasetError(f"--workers must be at least 1, got {args.workers}")
+        clip_samples = resolve_clip_samples(args.root, None if args.window is None else window_option(args.window))
         out = local_cache(args.out, "prepared") if is_uri(args.out) else args.out  # a bucket: prepared here first
-        m = prepare(args.root, out, PrepareOptions(words, args.unknown, args.silence, args.strict),
-                    workers=args.workers)
+        m = prepare(args.root, out, PrepareOptions(words, args.unknown, args.silence, args.strict,
+                                                   clip_samples=clip_samples), workers=args.workers)
         if is_uri(args.out):
             publish(out, args.out)
-    except DatasetError as e:
+    except (ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # e.g. OUT on a read-only or full disk

@@ -100,7 +100,7 @@ class StreamSummary:
 # ----------------------------------------------------------------------------- data
 
 def split_clips(prepared: Path, part: str, train_ratio: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
-    """(int16 clips (N, 16000), label ids) of "test", "val" or "train" (speakers' bucket vs train_ratio)."""
+    """(int16 clips (N, clip_samples), label ids) of "test", "val" or "train" (speakers' bucket vs train_ratio)."""
     m = load_manifest(prepared)
     shards = m["split_shards"]["test" if part == "test" else "trainval"]
     xs, ys = [np.zeros((0, m["clip_samples"]), np.int16)], [np.zeros(0, np.int64)]
@@ -110,7 +110,7 @@ def split_clips(prepared: Path, part: str, train_ratio: float = 0.9) -> tuple[np
         if part != "test":
             bucket = t.column("bucket").to_numpy()
             keep = bucket < train_ratio if part == "train" else bucket >= train_ratio
-        xs.append(pcm_from_binary(t.column("pcm"))[keep])
+        xs.append(pcm_from_binary(t.column("pcm"), m["clip_samples"])[keep])
         ys.append(t.column("label").to_numpy()[keep].astype(np.int64))
     return np.concatenate(xs), np.concatenate(ys)
 
@@ -145,7 +145,7 @@ def iter_streams(clips: np.ndarray, labels: list[str], keywords: set[str], noise
     """Mixed streams of the clips (keywords and everything else, shuffled), noise-only streams, and
     keyword-free speech up to `opts.keyword_free_hours`; one at a time, so hours never sit in memory.
 
-    `clips` are int16 one-second clips, `labels` their class names; clips whose label is in
+    `clips` are int16 clips of one window each, `labels` their class names; clips whose label is in
     `keywords` are the truth, all others (unknown words, words the model was not trained on,
     _silence_) are keyword-free filler. Same inputs and options, same streams.
     """
@@ -188,7 +188,7 @@ def iter_streams(clips: np.ndarray, labels: list[str], keywords: set[str], noise
             base = base * np.float32(10 ** (dbfs / 20) / rms)
             for s in range(0, len(base), n_stream):
                 part = base[s:s + n_stream]
-                if len(part) >= sr:  # shorter than one window: nothing to scan
+                if len(part) >= max(sr, clips.shape[1]):  # shorter than one window: nothing to scan
                     free_s += len(part) / sr
                     yield Stream(np.clip(part, -1, 1), [], dbfs, "noise")
     yield from _keyword_free_speech(clips, labels, keywords, noise, opts, rng, free_s)
@@ -353,6 +353,9 @@ def evaluate_streams(bundle: Bundle, prepared: Path, split: str = "test", opts: 
     `keywords`: judge only these (default: every keyword class the model and the data share)."""
     opts = opts or StreamOptions()
     m = load_manifest(prepared)
+    if m.get("clip_samples", 16_000) != bundle.clip_samples:  # each clip must fit one window, whole
+        raise DatasetError(f"{prepared}: clips of {m.get('clip_samples')} samples, but the bundle's window is "
+                           f"{bundle.clip_samples}: evaluate on data prepared with the bundle's window")
     clips, ids = split_clips(prepared, split, train_ratio)
     if not len(clips):
         raise DatasetError(f"{prepared}: the {split} split has no clips to build streams from")

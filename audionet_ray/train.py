@@ -27,14 +27,14 @@ from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, R
 from ray.train.torch import TorchTrainer
 
 from . import checkpoint
-from .audio import CLIP_SAMPLES, SAMPLE_RATE
+from .audio import SAMPLE_RATE
 from .augment import Capture, Roles, augment, epoch_generator, standardise, stream_windows
 from .config import ConfigError, RunSettings, TrainConfig
 from .costs import model_costs
 from .data import check_train_ratio, fits_in_memory, load_noise, read_split, split_datasets, torch_batches
 from .discover import SILENCE, DatasetError
 from .model import AudioNet
-from .prepare import load_manifest
+from .prepare import load_manifest, window_option
 from .ray_private import UserCallback, train_run_folder, without_dataset_manager
 from .storage import is_uri
 
@@ -131,8 +131,8 @@ def measure_probe(probe, model: torch.nn.Module, classes: list[str], cfg: TrainC
     from .bundle import Bundle
 
     t0 = time.perf_counter()
-    b = Bundle(path=Path(cfg.data), config={}, classes=classes, sample_rate=SAMPLE_RATE, clip_samples=CLIP_SAMPLES,
-               model=model, device=device, std_floor=cfg.std_floor)
+    b = Bundle(path=Path(cfg.data), config={}, classes=classes, sample_rate=SAMPLE_RATE,
+               clip_samples=model.config.clip_samples, model=model, device=device, std_floor=cfg.std_floor)
     with torch.no_grad():
         m = probe.measure(b)
     return {**m, "frr_epoch": epoch, "probe_seconds": time.perf_counter() - t0}
@@ -197,7 +197,8 @@ def train_loop_per_worker(config: dict) -> None:
 
     manifest = load_manifest(cfg.data)
     classes = manifest["classes"]
-    model_cfg = cfg.model_config(len(classes))
+    clip_samples = cfg.data_clip_samples(manifest, cfg.data)  # the data's window: the model is built for it
+    model_cfg = cfg.model_config(len(classes), clip_samples)
     torch.manual_seed(cfg.seed)  # the same initial weights on every worker and every rerun
     model = AudioNet.from_config(model_cfg)
     opt = make_optimizer(model, cfg)
@@ -225,7 +226,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     noise_np = load_noise(cfg.data)
     noise = torch.from_numpy(noise_np).to(device)
-    cap = Capture.of(cfg.augment, cfg.seed, CLIP_SAMPLES, device)  # None unless a far-field setting is on
+    cap = Capture.of(cfg.augment, cfg.seed, clip_samples, device)  # None unless a far-field setting is on
     silence = classes.index(SILENCE) if SILENCE in classes else -1  # babble never turns silence into speech
     # a keyword task (--keywords): windows as a detector sees them, and a detector's metric; a classifier
     # whose data happens to have _unknown_ (prepare --words ... --unknown) trains as it always did
@@ -344,6 +345,7 @@ def build_trainer(cfg: TrainConfig, run: RunSettings, callbacks: list | None = N
     cfg.validate()
     ray.data.DataContext.get_current().enable_progress_bars = False  # Tune/Train show progress
     manifest = load_manifest(cfg.data)
+    cfg.data_clip_samples(manifest, cfg.data)  # a clip_samples setting that is not the data's: one line, here
     in_memory = fits_in_memory(manifest, run.workers)
     if in_memory:  # each worker reads its part itself (read_split): no Ray Data pipeline to start
         check_train_ratio(manifest, cfg.train_ratio, cfg.data)
@@ -403,6 +405,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", required=True, help="a dataset root (prepared on first use) or a prepared folder")
     ap.add_argument("--keywords", help="a keyword detector: these words (comma-separated), _unknown_ and _silence_; "
                                        "checkpoints kept by frr_at_target")
+    ap.add_argument("--window", metavar="SECONDS", help="a dataset root's clip length when it is prepared "
+                                                        "(default: the source's wakeword.json, else 1 s)")
     ap.add_argument("--epochs", type=int, default=d.epochs)
     ap.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch, split across workers")
     ap.add_argument("--lr", type=float, default=d.lr)
@@ -456,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg = TrainConfig.from_dict({**cfg.to_dict(), **KEYWORD_DEFAULTS, "augment": aug,
                                          "keywords": ",".join(keywords_option(args.keywords))})
         cfg.validate()  # before preparing: a mistyped option should not wait for a dataset's decoding
-        prepared = ensure_prepared(args.data, keywords=cfg.keyword_list or None)
+        window = None if args.window is None else window_option(args.window)
+        prepared = ensure_prepared(args.data, keywords=cfg.keyword_list or None, window=window)
         cfg.data = str(prepared)
         check_train_ratio(load_manifest(prepared), cfg.train_ratio, prepared)
     except (ConfigError, DatasetError) as e:
