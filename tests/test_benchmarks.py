@@ -119,3 +119,19 @@ def test_bench_pareto_quick(tmp_path, bench_cache):
     # along the front more MACs buy more validation accuracy; each point was exported and tested
     assert all(a["val_accuracy"] < b["val_accuracy"] for a, b in zip(front, front[1:]))
     assert all(0 <= r["test_accuracy"] <= 1 and r["params"] > 0 for r in front)
+
+
+def test_bench_wakeword_quick(tmp_path, bench_cache):
+    fig = run_bench("bench_wakeword.py", tmp_path, bench_cache, "--out", str(tmp_path / "ww"), timeout=900)
+    (phrase,) = fig["phrases"]
+    trained = fig["phrases"][phrase]["trained"]
+    assert phrase == "marmalade" and trained["window_s"] == 1.0
+    assert 0 < trained["synthesize_s"] < trained["typed_to_bundle_s"] and trained["search_s"] > 0
+    sets = fig["phrases"][phrase]["sets"]
+    assert {s["engine"] for s in sets.values()} == {"espeak", "espeak-klatt"}
+    assert sets["held-out engine"]["variants_seen_in_training"] == 0, "the held-out engine stayed out of training"
+    for s in sets.values():
+        assert 0 <= s["frr_at_1"] <= 1 and 0 <= s["clip_accuracy"] <= 1 and s["phrase_clips"] == 8 * 2
+        assert s["keyword_free_hours"] >= 0.02 and s["spoken"] > 0
+        assert Path(s["det_plot"]).stat().st_size > 1000
+    assert len(fig["rows"]) == 2

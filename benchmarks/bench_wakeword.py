@@ -1,0 +1,194 @@
+"""Wake words from text alone, judged on voices and an engine training never heard (issue 29).
+
+For each phrase (default: `marmalade`, one word, and `hey jarvis`, two; neither a Speech Commands
+word nor anything the project was tuned on):
+  1. typed phrase -> exported bundle, timed: wakeword.synthesize speaks it (`--speakers` x 2
+     takes, confusables, parts and other words, as `tune --synthesize` does) with the voices of
+     the training engine only (`--train-engine`, default espeak-ng's own synthesizer), then
+     `python -m audionet_ray.tune --data SET --keywords PHRASE --time-budget B` searches and
+     exports. The set is made here rather than by `tune --synthesize` because that one speaks with
+     every engine, and the held-out engine must stay out of training entirely;
+  2. two held-out test sets, each synthesized with another seed (speakers training never heard):
+     "held-out voices" (the training engine) and "held-out engine" (`--test-engine`, default the
+     Klatt formant synthesizer: voice variants training never used);
+  3. per set, the project's stream evaluation (streaming.evaluate_streams: the phrase among the
+     set's other clips over its background noise, then keyword-free streams of its _unknown_
+     clips, i.e. confusables, parts and other words, and noise, until `--keyword-free-hours`):
+     FRR at the threshold that keeps to 1 and to 0.5 false accepts per hour (each set's own best
+     threshold), FRR and FA/h at the bundle's exported threshold, clip accuracy on every clip and
+     on the phrase's clips alone, and a DET plot (plots.det_curve).
+
+Prints a table; writes bench_wakeword.json and det-<phrase>-<set>.png into --out.
+
+    python benchmarks/bench_wakeword.py                                  # 2 x 30 min searches
+    python benchmarks/bench_wakeword.py --phrases marmalade --time-budget 4m --speakers 12 \\
+        --test-speakers 6 --keyword-free-hours 0.1 --out /tmp/ww       # a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import CACHE, machine, machine_line, print_table, run_search, write_json  # noqa: E402
+
+TRAIN_SEED, TEST_SEED = 0, 1  # the held-out sets' speakers are drawn from another seed
+
+
+def synthesize(out: Path, phrase: str, speakers: int, engine: str, seed: int) -> dict:
+    """One wake-word set of `phrase` by `engine`'s voices; returns its manifest."""
+    from audionet_ray import wakeword as ww
+
+    cfg = ww.WakewordConfig(phrases=(phrase,), speakers=speakers, takes=2, seed=seed, engines=(engine,))
+    if ww.synthesized_with(out) != cfg.to_dict():
+        ww.synthesize(out, cfg, progress=False)
+    return json.loads((out / ww.MANIFEST).read_text())
+
+
+def train(phrase: str, out: Path, args: argparse.Namespace) -> dict:
+    """Typed phrase -> bundle: the training set (training engine only), then the search with its export."""
+    from audionet_ray import wakeword as ww
+
+    t0 = time.time()
+    made = synthesize(out / "train-set", phrase, args.speakers, args.train_engine, TRAIN_SEED)
+    synth_s = time.time() - t0
+    shutil.rmtree(out / "search", ignore_errors=True)
+    extra = ["--keywords", ww.folder_of(phrase), *(["--search-space", args.search_space] if args.search_space else [])]
+    search = run_search(out / "train-set", out, "search", args.time_budget, extra)
+    print("\n".join(search["tail"]), flush=True)
+    return {"synthesize_s": synth_s, "search_s": search["wall_s"], "typed_to_bundle_s": time.time() - t0,
+            "train_clips": made["counts"]["clips"], "window_s": made["clip_samples"] / 16_000,
+            "voices": sorted(set(made["voices"].values())), "best": search["best"]}
+
+
+def all_clips(prepared: Path) -> tuple[np.ndarray, list[str]]:
+    """Every clip of a prepared set (all its speakers are held out) and its class name."""
+    from audionet_ray.prepare import load_manifest
+    from audionet_ray.streaming import split_clips
+
+    classes = load_manifest(prepared)["classes"]
+    parts = [split_clips(prepared, "test"), split_clips(prepared, "train", train_ratio=1.0)]
+    return np.concatenate([c for c, _ in parts]), [classes[i] for _, ids in parts for i in ids]
+
+
+def clip_accuracy(bundle, prepared: Path, keyword: str) -> dict:
+    """The bundle's accuracy on every clip of the set, and on the phrase's clips alone."""
+    clips, labels = all_clips(prepared)
+    guess = [bundle.classes[j] for j in bundle.predict_proba(clips).argmax(1)]
+    right = np.array([g == t for g, t in zip(guess, labels)])
+    said = np.array([t == keyword for t in labels])
+    return {"clip_accuracy": float(right.mean()), "phrase_clip_accuracy": float(right[said].mean()),
+            "clips": len(labels), "phrase_clips": int(said.sum())}
+
+
+def judge(bundle_dir: Path, root: Path, keyword: str, args: argparse.Namespace, label: str, png: Path) -> dict:
+    """The bundle as a detector on a held-out set's streams (every speaker of it), and on its clips."""
+    from audionet_ray import plots
+    from audionet_ray.bundle import load
+    from audionet_ray.data import ensure_prepared
+    from audionet_ray.predict import detector_settings
+    from audionet_ray.streaming import StreamOptions, evaluate_streams, operating_point
+
+    prepared = ensure_prepared(root, cache_dir=args.out / "cache", progress=False, keywords=[keyword])
+    b = load(bundle_dir)
+    s = detector_settings(b)
+    opts = StreamOptions(seed=0, minutes=args.minutes, stride_ms=s["stride_ms"], average_ms=s["average_ms"],
+                         suppress_ms=s["suppress_ms"], keyword_free_hours=args.keyword_free_hours)
+    t0 = time.time()
+    r = evaluate_streams(b, prepared, "train", opts, 1.0, train_ratio=1.0, keywords=[keyword]).to_dict()
+    r["split"] = label  # every speaker of the held-out set, not a split of it
+    plots.det_curve(r, png)
+    at = {f"frr_at_{t:g}": (operating_point(r, t) or {"frr": 1.0})["frr"] for t in (1.0, 0.5)}
+    bt = min(r["curve"], key=lambda c: abs(c["threshold"] - s["threshold"]))
+    return {**at, "bundle_threshold": s["threshold"], "frr_at_bundle_threshold": bt["frr"],
+            "fa_per_hour_at_bundle_threshold": bt["fa_per_hour"], **clip_accuracy(b, prepared, keyword),
+            "spoken": r["spoken"].get(keyword, 0), "keyword_free_hours": r["keyword_free_hours"],
+            "judge_s": time.time() - t0, "note": r["note"], "det_plot": str(png)}
+
+
+def held_out(phrase: str, out: Path, args: argparse.Namespace, train_voices: list[str]) -> dict[str, tuple[Path, dict]]:
+    """The two held-out sets: unseen speakers of the training engine, and speakers of the test engine."""
+    sets = {}
+    for label, engine in (("held-out voices", args.train_engine), ("held-out engine", args.test_engine)):
+        root = out / f"test-{engine}"
+        made = synthesize(root, phrase, args.test_speakers, engine, TEST_SEED)
+        voices = set(made["voices"].values())
+        sets[label] = (root, {"engine": engine, "speakers": len(made["voices"]),
+                              "voices_seen_in_training": len(voices & set(train_voices)),
+                              "variants_seen_in_training": len({v.split("+")[1] for v in voices}
+                                                               & {v.split("+")[1] for v in train_voices})})
+    return sets
+
+
+def bench_phrase(phrase: str, args: argparse.Namespace) -> tuple[dict, list[dict]]:
+    """Train (unless --skip-search), then judge on both held-out sets; the figures and table rows."""
+    from audionet_ray import wakeword as ww
+
+    keyword = ww.folder_of(phrase)
+    out = args.out / keyword
+    out.mkdir(parents=True, exist_ok=True)
+    trained = train(phrase, out, args) if not args.skip_search else json.loads((out / "trained.json").read_text())
+    (out / "trained.json").write_text(json.dumps(trained, indent=1))
+    figures, rows = {"trained": trained, "sets": {}}, []
+    for label, (root, info) in held_out(phrase, out, args, trained["voices"]).items():
+        r = judge(out / "search" / "bundle", root, keyword, args, f"{phrase}: {label} ({info['engine']})",
+                  args.out / f"det-{keyword}-{label.split()[-1]}.png")
+        figures["sets"][label] = {**info, **r}
+        rows.append({"phrase": phrase, "test set": f"{label} ({info['engine']})", "FRR@1FA/h": r["frr_at_1"],
+                     "FRR@0.5FA/h": r["frr_at_0.5"], "FRR@bundle": r["frr_at_bundle_threshold"],
+                     "FA/h@bundle": r["fa_per_hour_at_bundle_threshold"], "clip acc": r["clip_accuracy"],
+                     "phrase clip acc": r["phrase_clip_accuracy"], "kw-free h": r["keyword_free_hours"],
+                     "typed->bundle s": trained["typed_to_bundle_s"]})
+    return figures, rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    from audionet_ray.speech_data import ENGINES
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--phrases", default="marmalade,hey jarvis", help="comma-separated (default: marmalade,hey jarvis)")
+    ap.add_argument("--time-budget", default="30m", help="of each phrase's search (default: 30m)")
+    ap.add_argument("--speakers", type=int, default=120, help="training speakers, 2 takes each (default: 120)")
+    ap.add_argument("--test-speakers", type=int, default=40, help="speakers of each held-out set (default: 40)")
+    ap.add_argument("--train-engine", default="espeak", choices=ENGINES)
+    ap.add_argument("--test-engine", default="espeak-klatt", choices=ENGINES, help="the engine held out of training")
+    ap.add_argument("--keyword-free-hours", type=float, default=1.0, help="per held-out set (default: 1)")
+    ap.add_argument("--minutes", type=float, default=20.0, help="at most this much stream with the phrase in it")
+    ap.add_argument("--search-space", help="tune's --search-space (default: tune's own)")
+    ap.add_argument("--out", type=Path, default=CACHE / "bench" / "wakeword", help="sets, searches, plots and JSON")
+    ap.add_argument("--skip-search", action="store_true", help="judge the bundles of an earlier run in --out")
+    ap.add_argument("--quick", action="store_true", help="a smoke test: marmalade, 12 speakers, the smoke space")
+    ap.add_argument("--json", help="also write the figures here")
+    args = ap.parse_args(argv)
+    if args.train_engine == args.test_engine:
+        ap.error("--test-engine: choose an engine other than --train-engine, so that one is held out")
+    if args.quick:
+        args.phrases, args.speakers, args.test_speakers, args.time_budget = "marmalade", 12, 8, "2m"
+        args.keyword_free_hours, args.minutes, args.search_space = 0.02, 1.0, "smoke"
+    args.out.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    print(machine_line(info), flush=True)
+    figures, rows = {}, []
+    for phrase in [p.strip() for p in args.phrases.split(",") if p.strip()]:
+        figures[phrase], more = bench_phrase(phrase, args)
+        rows += more
+    print()
+    print_table(rows)
+    for phrase, f in figures.items():
+        for label, r in f["sets"].items():
+            print(f"{phrase}, {label}: {r['note']}")
+    result = {"machine": info, "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows, "phrases": figures}
+    write_json(str(args.out / "bench_wakeword.json"), result)
+    write_json(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
