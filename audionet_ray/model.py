@@ -22,6 +22,10 @@ options are the variants a search can turn:
   five convs that follow read its 98 frames with kernel 3, stride 2. Measured, the reference's
   first layers must learn a filterbank from scratch and are slow to (benchmarks/bench_variants.py);
   started at one, the net learns words in a few epochs.
+- `clip_samples`: the input window, the prepared data's (`prepare --window`; train sets it from the
+  manifest). One second is the reference; a longer window (a wake phrase of 1.2-1.4 s) gives every
+  conv more steps, and with pool "flatten" a wider first dense layer. The conv front end needs at
+  least MIN_SAMPLES["conv"] (10 572, 0.66 s) for its last conv to keep one step.
 - `spec_augment` (filterbank only): SpecAugment's masks (Park et al. 2019) in training, two
   band ranges of up to 1/8 of the bands and two spans of up to 10 frames set to the band mean;
   nothing in eval mode, so bundles and ONNX graphs do not have it.

@@ -8,7 +8,8 @@ bad files out of the search for good: each is skipped here, with its reason in m
 it itself for a dataset root it is given (data.ensure_prepared).
 
 Layout choices, each measured (benchmarks/bench_data.py, docs/performance.md):
-- PCM is one `fixed_size_binary(32000)` value per clip (little-endian int16). As
+- PCM is one `fixed_size_binary(32000)` value per clip (little-endian int16; 2 x clip_samples
+  bytes for a `--window` other than one second, which the manifest's `clip_samples` records). As
   `list<int16>` Parquet stores a repetition level per sample, which made writing ~7x and
   reading ~30x slower.
 - Rows are shuffled (seeded) before they are written, so every shard mixes classes and
