@@ -138,7 +138,7 @@ def _check_options(argv: list[str]) -> None:
 
 
 def search(data=None, space="default", *, budget=None, keywords=None, storage=None, name=None, num_samples=None,
-           export=True, synthesize=False, synthesize_speakers=None, **options) -> SearchResult:
+           export=True, synthesize=False, synthesize_speakers=None, synthesize_engines=None, **options) -> SearchResult:
     """Run a search, as `python -m audionet_ray.tune` does, and return its best result.
 
     data: a dataset root (prepared on first use) or a prepared folder; None: the demo dataset.
@@ -147,7 +147,8 @@ def search(data=None, space="default", *, budget=None, keywords=None, storage=No
     keywords: a keyword search for these words (a list or "yes,no,..."); None: the space's.
     synthesize: speak the keywords (words or phrases, "hey computer") with espeak-ng, joined with
     `data`'s clips when `data` is given (its other words become negatives); synthesize_speakers:
-    how many speakers (default: tune's, keyword_source.DEFAULT_SPEAKERS).
+    how many speakers (default: tune's, keyword_source.DEFAULT_SPEAKERS); synthesize_engines: the
+    espeak-ng synthesizers speaking ("espeak" or a list of speech_data.ENGINES; None: all).
     storage: where the experiment folder goes (default: tune's, ./runs); name: its name
     (default: search-<date>-<time>); num_samples: trials in all (default: the space's).
     export: export the best checkpoint as a bundle into EXPERIMENT/bundle (and judge it on the
@@ -164,7 +165,9 @@ def search(data=None, space="default", *, budget=None, keywords=None, storage=No
         name = time.strftime("search-%Y%m%d-%H%M%S")  # chosen here, so that the folder is known
     argv = search_argv(data, space, budget=budget, keywords=keywords, storage=storage, name=name,
                        num_samples=num_samples, export=export, synthesize=synthesize,
-                       synthesize_speakers=synthesize_speakers, **options)
+                       synthesize_speakers=synthesize_speakers, **options,
+                       synthesize_engines=",".join(synthesize_engines) if isinstance(synthesize_engines, (list, tuple))
+                       else synthesize_engines)
     if options.get("resume"):
         experiment = location(options["resume"]).resolve()
     else:

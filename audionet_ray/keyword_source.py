@@ -24,7 +24,9 @@ Everything is written under a temporary name and renamed into place, so a killed
 a folder that looks finished; the next run makes it again.
 
 Bad keywords (empty, no letters, another script, too long for the window) and bad settings are
-one line each (ConfigError) naming --keywords or --synthesize-speakers.
+one line each (ConfigError) naming --keywords, --synthesize-speakers or --synthesize-engines.
+`engines` keeps the speakers to some of espeak-ng's synthesizers (wakeword.WakewordConfig.engines),
+so that another engine can stay out of training and judge the detector on voices it never heard.
 """
 
 from __future__ import annotations
@@ -62,6 +64,20 @@ def keyword_folders(keywords: list[str]) -> list[str]:
     if not folders:
         raise ConfigError("--keywords: no keyword given: type the word or words to detect, e.g. --keywords \"hey computer\"")
     return folders
+
+
+def parse_engines(value: str | list | tuple | None, option: str = "--synthesize-engines") -> tuple[str, ...] | None:
+    """The engines named ("espeak,espeak-klatt" or a list; None: every engine), or one line naming
+    `option` and the choices."""
+    if value is None:
+        return None
+    names = [str(e).strip() for e in (value.split(",") if isinstance(value, str) else value)]
+    bad = [e for e in names if e not in sd.ENGINES]
+    if bad or not any(names):
+        shown = value if isinstance(value, str) else ",".join(map(str, value))
+        raise ConfigError(f"{option} {shown}: {'no such engine ' + ', '.join(bad) if bad else 'no engine given'}; "
+                          f"choose from {', '.join(sd.ENGINES)} (commas separate several)")
+    return tuple(dict.fromkeys(names))
 
 
 def _digest(*parts: object) -> str:
@@ -108,7 +124,8 @@ def synthesized(cfg: ww.WakewordConfig, cache: Path, jobs: int | None = None, pr
         return out
     tmp = _aside(out)
     if progress:
-        print(f"synthesizing {', '.join(cfg.phrases)} ({cfg.speakers} speakers x {cfg.takes} takes) into {out} ...",
+        voices = "" if cfg.engines == sd.ENGINES else f", voices of {', '.join(cfg.engines)}"
+        print(f"synthesizing {', '.join(cfg.phrases)} ({cfg.speakers} speakers x {cfg.takes} takes{voices}) into {out} ...",
               flush=True)
     try:
         ww.synthesize(tmp, cfg, jobs=jobs, progress=progress)
@@ -229,16 +246,18 @@ def merged(data: Path, synth: Path, folders: list[str], cache: Path, progress: b
 
 def source_for(keywords: list[str], data: str | Path | None = None, cache: str | Path | None = None, *,
                speakers: int = DEFAULT_SPEAKERS, takes: int = DEFAULT_TAKES, confusables: int = 8, other_words: int = 16,
-               seed: int = 0, jobs: int | None = None, progress: bool = True) -> tuple[Path, list[str]]:
+               seed: int = 0, engines: tuple[str, ...] | None = None, jobs: int | None = None,
+               progress: bool = True) -> tuple[Path, list[str]]:
     """The folder to prepare for a keyword task on `keywords` spoken by espeak-ng (joined with `data`'s
-    clips when given), and the keywords' class names."""
+    clips when given), and the keywords' class names; `engines` (None: all) the synthesizers speaking."""
     folders = keyword_folders(keywords)
     if speakers < 3:
         raise ConfigError(f"--synthesize-speakers {speakers}: at least 3 (train, validation and test each need one)")
+    engines = parse_engines(engines) or sd.ENGINES
     root = _data_root(data) if data is not None else None
     try:
         cfg = ww.WakewordConfig(phrases=tuple(cf.phrase_text(k) for k in keywords), speakers=speakers, takes=takes,
-                                confusables=confusables, other_words=other_words, seed=seed)
+                                confusables=confusables, other_words=other_words, seed=seed, engines=engines)
     except cf.PhraseError as e:
         raise ConfigError(f"--keywords: {e}") from None
     cache = cache_root(cache)

@@ -8,7 +8,8 @@ them; `search_spaces/` at the top of a checkout is a link to that folder).
                   norm_groups: {choice: [4, 8], when: {norm: group}}, ...}   # any TrainConfig setting
     fixed:       {epochs: 12, width: 32, dense: 128, augment: {...}}         # TrainConfig settings
                  # and where the data comes from (DataSource, not given to trials):
-                 # {keywords: [hey computer], synthesize: true, synthesize_speakers: 120}
+                 # {keywords: [hey computer], synthesize: true, synthesize_speakers: 120,
+                 #  synthesize_engines: [espeak]}
     tune:        {num_samples: 8, max_concurrent: 2, searcher: optuna, scheduler: asha, time_budget: 30m, ...}
     resources:   {workers_per_trial: 1, gpus_per_trial: auto, cpus_per_worker: 1}
 
@@ -114,13 +115,15 @@ class Resources:
 class DataSource:
     """Keys of `fixed:` that say where the data comes from, not how a trial trains: taken out of
     `fixed` before TrainConfig (which refuses unknown keys) sees it. synthesize: the keywords are
-    spoken by espeak-ng (keyword_source), with synthesize_speakers speakers (None: its default)."""
+    spoken by espeak-ng (keyword_source), with synthesize_speakers speakers (None: its default) of
+    the synthesizers synthesize_engines (None: all; speech_data.ENGINES)."""
 
     synthesize: bool = False
     synthesize_speakers: int | None = None
+    synthesize_engines: list[str] | None = None
 
 
-DATA_KEYS = {"synthesize": "bool", "synthesize_speakers": "int"}
+DATA_KEYS = {"synthesize": "bool", "synthesize_speakers": "int", "synthesize_engines": "list"}
 
 
 def split_data_keys(fixed: dict, where: str) -> tuple[dict, DataSource]:
@@ -132,8 +135,15 @@ def split_data_keys(fixed: dict, where: str) -> tuple[dict, DataSource]:
     n = source.synthesize_speakers
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 3):
         raise ConfigError(f"{where}: fixed.synthesize_speakers: a whole number of at least 3, got {n!r}")
-    if n is not None and not source.synthesize:
-        raise ConfigError(f"{where}: fixed.synthesize_speakers is set but synthesize is not: add synthesize: true")
+    for key in ("synthesize_speakers", "synthesize_engines"):
+        if getattr(source, key) is not None and not source.synthesize:
+            raise ConfigError(f"{where}: fixed.{key} is set but synthesize is not: add synthesize: true")
+    if source.synthesize_engines is not None:
+        from .keyword_source import parse_engines
+
+        value = source.synthesize_engines
+        source.synthesize_engines = list(parse_engines(value if isinstance(value, (list, str)) else [value],
+                                                       f"{where}: fixed.synthesize_engines"))
     return rest, source
 
 

@@ -29,7 +29,8 @@ from .discover import DatasetError
 from .experiment import (SPEC_FILE, TRAIN_RUNS, best_checkpoint, has_spec, load_spec_json, local_experiment,
                          lock_experiment, pareto_front, read_budget, save_spec, trial_results, write_budget,
                          write_results)
-from .keyword_source import DEFAULT_SPEAKERS, DEFAULT_TAKES
+from .keyword_source import DEFAULT_SPEAKERS, DEFAULT_TAKES, parse_engines
+from .speech_data import ENGINES
 from .storage import hides_password, is_uri, location, redact
 from .search_space import (DefineByRun, SearchSpec, check_settings, load_spec, parse_duration, tpe_startup_trials,
                            trial_cap)
@@ -142,7 +143,11 @@ class TimeBudget:
       and checkpoints come every checkpoint_every epochs, so a trial stopped by the budget keeps
       all but its last < checkpoint_every epochs, and the export picks among every checkpoint.
     - `reserve_s` is kept back from the trials for stopping them, writing the results and
-      exporting, so that the whole command ends inside the budget.
+      exporting, so that the whole command ends inside the budget; `end_s` adds what a keyword
+      bundle's end costs on top (end_reserve_s: its threshold calibrated on validation streams,
+      then judged on test streams, hours of audio each).
+    - The budget counts from the command's launch (`t0`): synthesizing, preparing the data and
+      starting Ray come out of it, and `split_line` says so when the search starts.
 
     Pure Python: the searcher holding it is pickled with the experiment.
     """
@@ -154,12 +159,13 @@ class TimeBudget:
     started: dict[str, float] = field(default_factory=dict)  # trial id -> spent() when it started
     t0: float = field(default_factory=time.monotonic)
     closed: tuple | None = None  # (spent, left, needed) when it first refused a trial
+    end_s: float = 0.0  # kept back for a keyword bundle's stream calibration and evaluation (end_reserve_s)
 
     @property
     def reserve_s(self) -> float:
         """Kept back for stopping the trials (~10 s on 2 busy cores), writing results and exporting:
-        10% of the budget, 10 s to 60 s."""
-        return min(60.0, max(10.0, 0.1 * self.budget_s))
+        10% of the budget, 10 s to 60 s; and `end_s` for a keyword bundle's streams."""
+        return min(60.0, max(10.0, 0.1 * self.budget_s)) + self.end_s
 
     def spent(self) -> float:
         return self.spent_before + time.monotonic() - self.t0
@@ -196,13 +202,79 @@ class TimeBudget:
         return {"budget_s": self.budget_s, "spent_s": round(self.spent(), 1), "rung_s": self.rung_s,
                 "closed": list(self.closed) if self.closed else None}
 
+    def split_line(self) -> str:
+        """How the budget is shared out as the search starts: what went before it (this run's
+        synthesis, preparation and Ray, and an earlier run's time on a resume), the reserve, the trials."""
+        before = "earlier runs, preparation" if self.spent_before else "synthesis, preparation"
+        return (f"time budget {fmt_duration(self.budget_s)}"
+                + (f" ({fmt_duration(self.budget_s - self.spent())} left)" if self.spent_before else "")
+                + f": {fmt_duration(self.spent())} spent before the search ({before}, starting Ray), "
+                f"{fmt_duration(self.reserve_s)} reserved for export and evaluation, "
+                f"{fmt_duration(max(0.0, self.left()))} for trials")
+
+    def check_fits(self, option: str = "--time-budget") -> None:
+        """One line when what the budget must hold leaves trials less than MIN_TRIALS_S."""
+        if self.left() >= MIN_TRIALS_S:
+            return
+        need = self.spent() + self.reserve_s + MIN_TRIALS_S
+        raise ConfigError(f"{option} {fmt_duration(self.budget_s)}: {fmt_duration(self.spent())} went to synthesis, "
+                          f"preparation and starting Ray and {fmt_duration(self.reserve_s)} is reserved for export and "
+                          f"evaluation, which leaves {fmt_duration(max(0.0, self.left()))} for trials: give at least "
+                          f"{fmt_duration(math.ceil(need / 60) * 60)}")
+
     @classmethod
-    def resume(cls, budget_s: float, state: dict, first_rung: int, t0: float) -> "TimeBudget":
+    def resume(cls, budget_s: float, state: dict, first_rung: int, t0: float, end_s: float = 0.0) -> "TimeBudget":
         """The budget of a search, continued from what budget.json says was spent (0 if nothing);
         one that had closed to new trials stays closed (Tune saved its searcher as finished)."""
         closed = state.get("closed")
         return cls(budget_s, float(state.get("spent_s", 0.0)), first_rung, list(state.get("rung_s", [])), t0=t0,
-                   closed=tuple(closed) if closed else None)
+                   closed=tuple(closed) if closed else None, end_s=end_s)
+
+
+MIN_TRIALS_S = 30.0  # less for trials is no search: the smoke space's trial reaches its first rung in ~20 s
+# A keyword bundle's end, measured on 2 busy cores with 3 h of keyword-free audio per pass (calibration, evaluation):
+# the smoke space's model (3.7 M MACs per window) took 48 s from the last trial to the report, the default
+# space's width 64 (6.3 M MACs) ~105 s: ~2.5 s per M MACs and keyword-free hour per pass, plus ~20 s for ONNX,
+# int8, the test clips and the report.
+STREAM_S_PER_HOUR_MMAC = 2.5
+END_FIXED_S = 20.0
+
+
+def largest_macs(spec: SearchSpec, n_classes: int, clip_samples: int) -> float:
+    """Millions of multiply-adds per window of the costliest model the space can sample (each searched
+    size at its top, each front end and pooling tried), so that the reserve holds whichever trial wins."""
+    from itertools import product
+
+    from .model import flops_per_clip
+
+    sizes = {k: spec.value_range(k)[1] for k in ("width", "dense", "dense_layers", "filters")}
+    kinds = [sorted(set(spec.search[k]["choice"])) if "choice" in spec.search.get(k, {}) else [spec.value_range(k)[0]]
+             for k in ("frontend", "pool")]
+    macs = 0.0
+    for frontend, pool in product(*kinds):
+        try:
+            cfg = TrainConfig.from_dict({**spec.fixed, **sizes, "frontend": frontend, "pool": pool, "data": ""})
+        except (ConfigError, TypeError, ValueError):
+            continue
+        macs = max(macs, flops_per_clip(cfg.model_config(n_classes, clip_samples), training=False) / 2e6)
+    return macs
+
+
+def end_reserve_s(spec: SearchSpec, data: str | Path, export: bool = True) -> float:
+    """Seconds a keyword bundle's end needs beyond a plain export: its threshold calibrated on
+    validation streams and its test-stream evaluation, each over hours of keyword-free audio
+    (streaming.DEFAULT_KEYWORD_FREE_HOURS), scaled by the costliest model's MACs and this machine's
+    cores (measured on 2). 0 for a classifier, or without an export."""
+    from .config import parse_keywords
+    from .prepare import load_manifest
+    from .streaming import DEFAULT_KEYWORD_FREE_HOURS
+
+    if not export or not parse_keywords(spec.fixed.get("keywords")):
+        return 0.0
+    manifest = load_manifest(data)
+    macs = largest_macs(spec, len(manifest["classes"]), int(manifest.get("clip_samples", 16_000)))
+    speed = min(8, max(2, os.cpu_count() or 2)) / 2
+    return END_FIXED_S + 2 * DEFAULT_KEYWORD_FREE_HOURS * macs * STREAM_S_PER_HOUR_MMAC / speed
 
 
 def planned_trials(num_samples: int, budget: TimeBudget | None) -> str:
@@ -437,6 +509,9 @@ def _parser() -> argparse.ArgumentParser:
                          "words are negatives; without, the synthesized set alone")
     ap.add_argument("--synthesize-speakers", type=int, metavar="N",
                     help=f"speakers of --synthesize (default {DEFAULT_SPEAKERS}, {DEFAULT_TAKES} takes each)")
+    ap.add_argument("--synthesize-engines", metavar="ENGINE[,ENGINE]",
+                    help=f"espeak-ng synthesizers whose voices --synthesize speaks with ({', '.join(ENGINES)}; "
+                         "default: all), e.g. to keep one out of training and test on it")
     ap.add_argument("--window", type=float, metavar="SECONDS",
                     help="clip window of the prepared data (default: the data's: wakeword.json's for --synthesize, else 1 s)")
     ap.add_argument("--metric", choices=sorted(METRIC_MODES),
@@ -495,8 +570,8 @@ def apply_keywords(spec: SearchSpec, args: argparse.Namespace) -> None:
 
 
 def apply_synthesize(spec: SearchSpec, args: argparse.Namespace) -> None:
-    """--synthesize and --synthesize-speakers (or the space's `fixed: {synthesize: true}`): the data
-    comes from the keywords' text, so they must be given."""
+    """--synthesize, --synthesize-speakers and --synthesize-engines (or the space's `fixed: {synthesize:
+    true}`): the data comes from the keywords' text, so they must be given."""
     from .config import parse_keywords
 
     if args.synthesize:
@@ -508,6 +583,10 @@ def apply_synthesize(spec: SearchSpec, args: argparse.Namespace) -> None:
             raise ConfigError(f"--synthesize-speakers {args.synthesize_speakers}: at least 3 "
                               "(train, validation and test each need one)")
         spec.data.synthesize_speakers = args.synthesize_speakers
+    if args.synthesize_engines is not None:
+        if not spec.data.synthesize:
+            raise ConfigError("--synthesize-engines: only with --synthesize")
+        spec.data.synthesize_engines = list(parse_engines(args.synthesize_engines))
     if spec.data.synthesize and not parse_keywords(spec.fixed.get("keywords")):
         raise ConfigError("--synthesize: no keyword to speak: add --keywords \"hey computer\" (commas separate keywords)")
 
@@ -521,7 +600,8 @@ def source_data(spec: SearchSpec, data: str | None) -> tuple[str | Path, list[st
     keywords = parse_keywords(spec.fixed.get("keywords")) or None
     if not spec.data.synthesize:
         return data or demo_dataset(), keywords
-    source, folders = source_for(keywords, data, speakers=spec.data.synthesize_speakers or DEFAULT_SPEAKERS)
+    source, folders = source_for(keywords, data, speakers=spec.data.synthesize_speakers or DEFAULT_SPEAKERS,
+                                 engines=spec.data.synthesize_engines)
     spec.fixed["keywords"] = ",".join(folders)
     return source, folders
 
@@ -668,7 +748,8 @@ def _saved_value(option: str, spec: SearchSpec, saved: dict, exp_dir: Path):
             "cpus_per_worker": r.cpus_per_worker, "searcher": t.searcher, "scheduler": t.scheduler, "seed": t.seed,
             "metric": t.metric, "keywords": spec.fixed.get("keywords"), "storage": exp_dir.parent,
             "name": exp_dir.name, "optuna_storage": saved.get("optuna_storage"), "synthesize": spec.data.synthesize,
-            "synthesize_speakers": spec.data.synthesize_speakers, "window": saved.get("window")}.get(option, "(not recorded)")
+            "synthesize_speakers": spec.data.synthesize_speakers, "synthesize_engines": spec.data.synthesize_engines,
+            "window": saved.get("window")}.get(option, "(not recorded)")
 
 
 def _as_folder(keyword: str) -> str:
@@ -689,6 +770,11 @@ def _same(option: str, given, saved, record: dict) -> bool:
 
     if option == "keywords":  # "hey computer" was saved as its folder, hey_computer
         return sorted(map(_as_folder, parse_keywords(str(given)))) == sorted(map(_as_folder, parse_keywords(saved)))
+    if option == "synthesize_engines":  # in any order; none saved: every engine
+        try:
+            return sorted(parse_engines(given)) == sorted(saved or ENGINES)
+        except ConfigError:
+            return False
     if option == "search_space":
         try:
             return str(_locate(given)) == str(saved)
@@ -748,7 +834,8 @@ def main(argv: list[str] | None = None) -> int:
             check_resume_options(args, argv, spec, exp_dir)
         budget_s = spec.tune.time_budget_s
         first_rung = min(spec.tune.grace_period, int(spec.fixed.get("epochs", TrainConfig.epochs)))  # a short run's end is its rung
-        budget = TimeBudget.resume(budget_s, read_budget(exp_dir), first_rung, t0) if budget_s else None
+        budget = TimeBudget.resume(budget_s, read_budget(exp_dir), first_rung, t0,
+                                   end_reserve_s(spec, data, export=not args.no_export)) if budget_s else None
     except (ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -757,13 +844,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         gpus_per_worker, concurrent, why = plan_resources(spec, cluster_capacity(),  # incl. autoscaling
                                                           streaming=data_streams(data, spec.resources.workers_per_trial))
+        if budget and not args.resume:  # a resumed search may have spent it: it reports what it has
+            budget.check_fits()
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    timing = ""
-    if budget:
-        timing = f"; time budget {fmt_duration(budget.budget_s)}" + (
-            f" ({fmt_duration(budget.budget_s - budget.spent())} left)" if budget.spent_before else "")
+    timing = f"; {budget.split_line()}" if budget else ""
     print(f"search {exp_dir.name}: {planned_trials(spec.tune.num_samples, budget)}, {spec.tune.searcher} + {spec.tune.scheduler}, "
           f"space {spec.source or 'saved'}{timing}; {why}", flush=True)
     study_url = study_url_of(load_spec_json(exp_dir).get("optuna_storage"), args.optuna_storage)

@@ -251,3 +251,71 @@ def test_a_budget_search_runs_past_num_samples_and_ends_inside_the_budget(ray_se
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     with open(exp / "results.csv") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
+
+
+# ----------------------------------------------------------------------------- from launch to bundle (issue 29)
+
+def test_the_split_counts_what_went_before_and_reserves_the_end():
+    import time
+
+    from audionet_ray.tune import fmt_duration
+
+    b = TimeBudget(budget_s=180.0, end_s=75.0, t0=time.monotonic() - 15)  # launched 15 s ago
+    assert b.reserve_s == 18.0 + 75.0  # 10 % for stopping and writing, plus the keyword bundle's streams
+    assert b.spent() + b.reserve_s + b.left() == pytest.approx(180.0)
+    assert b.split_line() == ("time budget 3m00s: 15s spent before the search (synthesis, preparation, starting Ray), "
+                              f"1m33s reserved for export and evaluation, {fmt_duration(b.left())} for trials")
+    assert fmt_duration(b.left()) == "1m12s"
+    b.check_fits()
+    resumed = TimeBudget.resume(180.0, {"spent_s": 100.0}, 2, t0=time.monotonic(), end_s=20.0)  # what went before stays spent
+    assert resumed.split_line().startswith("time budget 3m00s (1m20s left): 1m40s spent before the search (earlier runs")
+
+
+def test_a_budget_too_small_for_what_it_holds_is_one_line():
+    import time
+
+    b = TimeBudget(budget_s=120.0, end_s=75.0, t0=time.monotonic() - 20)  # 20 + 12 + 75: 13 s left
+    with pytest.raises(ConfigError) as e:
+        b.check_fits()
+    assert str(e.value).startswith("--time-budget 2m00s: 20s went to synthesis, preparation and starting Ray and "
+                                   "1m27s is reserved for export and evaluation, which leaves 13s for trials: "
+                                   "give at least 3m00s"), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_the_end_reserve_follows_the_costliest_model_the_space_can_sample(prepared_demo):
+    from audionet_ray.tune import END_FIXED_S, end_reserve_s, largest_macs
+
+    smoke, default = _spec("smoke", "--keywords", "yes,no"), _spec("default", "--keywords", "yes,no")
+    assert 3 < largest_macs(smoke, 4, 16_000) < largest_macs(default, 4, 16_000)  # default: width 128 at its top
+    wide = _spec("default", "--keywords", "yes,no")
+    wide.search.pop("width")
+    wide.fixed["width"] = 64
+    assert largest_macs(wide, 4, 16_000) < largest_macs(default, 4, 16_000)
+    assert END_FIXED_S < end_reserve_s(smoke, prepared_demo) < end_reserve_s(default, prepared_demo)
+    assert end_reserve_s(smoke, prepared_demo, export=False) == 0.0  # no bundle to calibrate
+    assert end_reserve_s(_spec("smoke"), prepared_demo) == 0.0  # a classifier: no streams
+
+
+@pytest.mark.slow  # synthesis, a search and a keyword bundle's export and evaluation: ~3 min
+def test_typed_phrase_to_exported_bundle_within_the_budget(tmp_path):
+    """The budget counts from launch: synthesis and preparation come out of it and the end is
+    reserved, so the command, export and test streams included, ends within it."""
+    import time
+
+    budget = 180
+    env = {**os.environ, "AUDIONET_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "audionet_ray.tune", "--keywords", "marmalade", "--synthesize",
+                        "--synthesize-speakers", "12", "--synthesize-engines", "espeak", "--search-space", "smoke",
+                        "--time-budget", "3m", "--num-cpus", "2", "--storage", str(tmp_path), "--name", "kw"],
+                       capture_output=True, text=True, timeout=budget + 240, env=env)
+    took = time.monotonic() - t0
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    first = next(ln for ln in p.stdout.splitlines() if ln.startswith("search kw:"))
+    m = re.search(r"time budget 3m00s: (\S+) spent before the search \(synthesis, preparation, starting Ray\), "
+                  r"(\S+) reserved for export and evaluation, (\S+) for trials", first)
+    assert m, first
+    print(first, f"\ntook {took:.0f} s", *p.stdout.splitlines()[-4:], sep="\n")
+    assert (tmp_path / "kw" / "bundle" / "config.json").exists() and "test-speaker streams" in p.stdout
+    assert took <= budget + 20, (took, p.stdout[-3000:])
