@@ -55,7 +55,8 @@ def _write(path: Path, pcm: np.ndarray) -> None:
 
 @pytest.fixture(scope="module")
 def root15(tmp_path_factory) -> Path:
-    """3 words x 8 speakers x 2 clips of 1.5 s (one of them 2 s long, one 1.2 s), and 6 s of noise."""
+    """3 words x 8 speakers x 2 clips of 1.5 s (one of them 2 s long, one 1.2 s), 6 s of noise; the
+    last speaker is the test split."""
     root = tmp_path_factory.mktemp("win") / "data"
     for w, (word, freq) in enumerate(WORDS.items()):
         for s in range(SPEAKERS):
@@ -63,6 +64,8 @@ def root15(tmp_path_factory) -> Path:
                 seconds = 2.0 if (w, s, k) == (0, 0, 0) else 1.2 if (w, s, k) == (1, 0, 0) else 1.5
                 _write(root / word / f"spk{s:02d}_nohash_{k}.wav", _word(freq, 100 * w + 10 * s + k, seconds))
     _write(root / "_background_noise_" / "hum.wav", _word(50.0, 7, 6.0))
+    tests = [f"{word}/spk{SPEAKERS - 1:02d}_nohash_{k}.wav" for word in WORDS for k in range(2)]
+    (root / "testing_list.txt").write_text("\n".join(tests) + "\n")  # one speaker tests
     return root
 
 
@@ -226,6 +229,7 @@ def test_train_export_onnx_and_predict_with_a_1_5_s_window(ray_session, prepared
     import onnxruntime as ort
 
     from audionet_ray.bundle import load
+    from audionet_ray.evaluate import evaluate
     from audionet_ray.export import ONNX_INPUT, main as export_main
 
     run = _train(prepared15, tmp_path / "runs")
@@ -246,6 +250,13 @@ def test_train_export_onnx_and_predict_with_a_1_5_s_window(ray_session, prepared
     assert sess.run(None, {ONNX_INPUT: x})[0].shape == (5, len(WORDS))
     bundle = load(out)
     assert bundle.clip_samples == N15 and bundle.preprocess(np.zeros(SR, np.int16)).shape == (1, N15)
+    s = evaluate(bundle, prepared15, tmp_path / "eval")  # the test split's 1.5 s clips, as training validated
+    assert s["n_clips"] == sum(json.loads((prepared15 / MANIFEST).read_text())["counts"]["test"].values()) == 6
+    root = json.loads((prepared15 / MANIFEST).read_text())["source"]
+    one = prepare(root, tmp_path / "p1", workers=1, progress=False)  # the same source at 1 s
+    with pytest.raises(DatasetError, match="window of 1 s .* not 1.5 s"):  # a 1 s folder for a 1.5 s bundle
+        evaluate(bundle, tmp_path / "p1", tmp_path / "eval1")
+    assert one["clip_samples"] == SR
 
     rec = tmp_path / "rec.wav"
     _write(rec, np.concatenate([_word(f, i, 1.5) for i, f in enumerate(WORDS.values())] * 2))  # 9 s
