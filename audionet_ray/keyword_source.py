@@ -71,9 +71,9 @@ def parse_engines(value: str | list | tuple | None, option: str = "--synthesize-
     `option` and the choices."""
     if value is None:
         return None
-    names = [str(e).strip() for e in (value.split(",") if isinstance(value, str) else value)]
+    names = [str(e).strip() for e in (value.split(",") if isinstance(value, str) else value) if str(e).strip()]
     bad = [e for e in names if e not in sd.ENGINES]
-    if bad or not any(names):
+    if bad or not names:
         shown = value if isinstance(value, str) else ",".join(map(str, value))
         raise ConfigError(f"{option} {shown}: {'no such engine ' + ', '.join(bad) if bad else 'no engine given'}; "
                           f"choose from {', '.join(sd.ENGINES)} (commas separate several)")

@@ -124,6 +124,11 @@ def test_a_prepared_folder_cannot_be_joined(prepared_demo, tmp_path):
     (["--synthesize"], "error: --synthesize: no keyword to speak"),
     (["--keywords", "marmalade", "--synthesize-speakers", "8"], "error: --synthesize-speakers: only with --synthesize"),
     (["--keywords", "marmalade", "--synthesize", "--synthesize-speakers", "2"], "error: --synthesize-speakers 2: "),
+    (["--keywords", "marmalade", "--synthesize-engines", "espeak"], "error: --synthesize-engines: only with --synthesize"),
+    (["--keywords", "marmalade", "--synthesize", "--synthesize-engines", "espeak,klatt"],
+     "error: --synthesize-engines espeak,klatt: no such engine klatt; choose from espeak, espeak-klatt"),
+    (["--keywords", "marmalade", "--synthesize", "--synthesize-engines", ","],
+     "error: --synthesize-engines ,: no engine given; choose from espeak, espeak-klatt"),
 ])
 def test_cli_bad_keywords_are_one_line_without_traceback(argv, said, tmp_path):
     p = subprocess.run([sys.executable, "-m", "audionet_ray.tune", *argv, "--storage", str(tmp_path)],
@@ -131,6 +136,37 @@ def test_cli_bad_keywords_are_one_line_without_traceback(argv, said, tmp_path):
                        env={**os.environ, "AUDIONET_CACHE": str(tmp_path / "cache")})
     assert p.returncode == 2, p.stderr
     assert p.stderr.startswith(said) and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
+
+
+def test_engines_keep_the_speakers_to_their_voices(cache):
+    from audionet_ray.speech_data import ENGINES, variants
+    from audionet_ray.wakeword import synthesized_with
+
+    out, _ = source_for(["marmalade"], None, cache, **{**SMALL, "speakers": 6}, engines=("espeak-klatt",))
+    assert synthesized_with(out)["engines"] == ["espeak-klatt"]
+    used = {v.split("+")[1] for v in json.loads((out / MANIFEST).read_text())["voices"].values()}
+    assert used and used <= set(variants(engines=("espeak-klatt",))) and not used & set(variants(engines=("espeak",)))
+    every, _ = source_for(["marmalade"], None, cache, **{**SMALL, "speakers": 6})
+    assert every != out and synthesized_with(every)["engines"] == list(ENGINES)  # its own cache entry
+
+
+def test_resume_compares_engines_as_a_set_and_none_saved_as_all():
+    from audionet_ray.tune import _same
+
+    assert _same("synthesize_engines", "espeak-klatt, espeak", None, {})
+    assert _same("synthesize_engines", "espeak", ["espeak"], {})
+    assert not _same("synthesize_engines", "espeak", ["espeak", "espeak-klatt"], {})
+    assert not _same("synthesize_engines", "klatt", ["espeak"], {})
+
+
+def test_api_search_refuses_an_unknown_engine_before_synthesizing(tmp_path, monkeypatch):
+    from audionet_ray.api import search
+
+    monkeypatch.setenv("AUDIONET_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ConfigError) as e:
+        search(keywords="marmalade", synthesize=True, synthesize_engines=["espeak", "mbrola"], storage=tmp_path)
+    assert str(e.value) == "--synthesize-engines espeak,mbrola: no such engine mbrola; choose from espeak, espeak-klatt (commas separate several)"
+    assert not (tmp_path / "cache").exists()
 
 
 def test_resume_takes_a_phrase_for_the_folder_it_was_saved_as():
@@ -154,6 +190,8 @@ def test_a_space_may_ask_for_synthesis_and_trials_never_see_it(tmp_path):
     assert "synthesize" not in spec.fixed and "synthesize_speakers" not in spec.fixed
     TrainConfig.from_dict({**spec.fixed, "data": ""})  # what a trial gets
     assert SearchSpec.from_dict(spec.to_dict()).data == spec.data  # saved with the search, restored on resume
+    spec = load_spec(_space(tmp_path, "{keywords: [marmalade], synthesize: true, synthesize_engines: [espeak]}"))
+    assert spec.data.synthesize_engines == ["espeak"] and "synthesize_engines" not in spec.fixed
 
 
 @settings(max_examples=25, deadline=None)
@@ -173,6 +211,10 @@ def test_a_space_synthesize_key_that_is_not_true_or_false_is_one_line(tmp_path_f
     ("{synthesize: true, synthesize_speakers: 2}", "fixed.synthesize_speakers: a whole number of at least 3"),
     ("{synthesize_speakers: 8}", "fixed.synthesize_speakers is set but synthesize is not"),
     ("{synthesise: true}", "unknown setting(s): synthesise"),
+    ("{synthesize_engines: [espeak]}", "fixed.synthesize_engines is set but synthesize is not"),
+    ("{synthesize: true, synthesize_engines: [espeak, klat]}",
+     "fixed.synthesize_engines espeak,klat: no such engine klat; choose from espeak, espeak-klatt"),
+    ("{synthesize: true, synthesize_engines: []}", "fixed.synthesize_engines : no engine given"),
 ])
 def test_bad_synthesis_keys_in_a_space_are_one_line(fixed, message, tmp_path):
     with pytest.raises(ConfigError) as e:
