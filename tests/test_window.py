@@ -214,14 +214,15 @@ def test_streams_of_1_5_s_clips_place_whole_keywords_in_1_5_s_windows():
 
 # ----------------------------------------------------------------------------- train, export, predict
 
-def _train(prepared: Path, storage: Path) -> Path:
+def _train(prepared: Path, storage: Path, epochs: int) -> dict:
+    """A small run (its dense layer's size follows the window: pool flatten); the same storage again resumes."""
     from audionet_ray.train import build_trainer
 
-    cfg = TrainConfig(data=str(prepared), epochs=2, batch_size=16, lr=3e-3, width=8, dense=16, dense_layers=1,
-                      norm="batch", pool="avg", train_ratio=0.5, seed=0, checkpoint_every=1)
-    result = build_trainer(cfg, RunSettings(storage=str(storage), name="w15")).fit()
+    cfg = TrainConfig(data=str(prepared), epochs=epochs, batch_size=16, lr=3e-3, width=8, dense=16, dense_layers=1,
+                      norm="batch", pool="flatten", train_ratio=0.5, seed=0, checkpoint_every=1)
+    result = build_trainer(cfg, RunSettings(storage=str(storage), name="w15", keep_checkpoints=5)).fit()
     assert result.error is None, result.error
-    return storage / "w15"
+    return result.metrics
 
 
 @pytest.mark.slow
@@ -232,7 +233,9 @@ def test_train_export_onnx_and_predict_with_a_1_5_s_window(ray_session, prepared
     from audionet_ray.evaluate import evaluate
     from audionet_ray.export import ONNX_INPUT, main as export_main
 
-    run = _train(prepared15, tmp_path / "runs")
+    assert _train(prepared15, tmp_path / "runs", 1)["resumed_from"] == 0
+    assert _train(prepared15, tmp_path / "runs", 2)["resumed_from"] == 1  # the checkpoint rebuilt as a 1.5 s model
+    run = tmp_path / "runs" / "w15"
     metas = [json.loads(p.read_text()) for p in run.glob("checkpoint_*/meta.json")]
     assert metas and all(m["model"]["clip_samples"] == N15 for m in metas)  # resume and export rebuild it
 
