@@ -9,7 +9,10 @@ ASHA's rungs (`refill_asha`) and the time budget that was left (`TimeBudget`, bu
 
 With no arguments it makes the demo dataset, prepares it (cached) and runs the default search.
 With `--keywords "hey computer" --synthesize` the keywords are spoken by espeak-ng instead
-(keyword_source; joined with --data's clips when given) and the search is a keyword search.
+(keyword_source; joined with --data's clips when given; `--synthesize-engines espeak` keeps the
+voices to one synthesizer) and the search is a keyword search. `--time-budget` holds the whole
+command, typed phrase to exported bundle: the time before the search comes out of it and the
+export's end is reserved (TimeBudget, end_reserve_s).
 """
 
 from __future__ import annotations
@@ -528,9 +531,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--scheduler", choices=["asha", "fifo"])
     ap.add_argument("--seed", type=int, help="seed of the searcher")
     ap.add_argument("--time-budget", metavar="DURATION",
-                    help="wall time of the whole search (90s, 30m, 1.5h or seconds): trials keep starting until it is "
-                         "spent (--num-samples caps them), but none that cannot reach its first rung in the time left; "
-                         "--resume continues with what was left")
+                    help="wall time of the whole command from launch (90s, 30m, 1.5h or seconds): synthesis and "
+                         "preparation come out of it and the export and its evaluation are reserved; trials keep starting "
+                         "until the rest is spent (--num-samples caps them), but none that cannot reach its first rung "
+                         "in the time left; --resume continues with what was left")
     ap.add_argument("--storage", default="runs", help="where experiments go: a local folder, NFS or s3:// (default: ./runs)")
     ap.add_argument("--name", help="experiment name (default: search-<date>-<time>)")
     ap.add_argument("--resume", metavar="EXPERIMENT_DIR", help="continue an interrupted search")

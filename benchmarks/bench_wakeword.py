@@ -2,12 +2,12 @@
 
 For each phrase (default: `marmalade`, one word, and `hey jarvis`, two; neither a Speech Commands
 word nor anything the project was tuned on):
-  1. typed phrase -> exported bundle, timed: wakeword.synthesize speaks it (`--speakers` x 2
-     takes, confusables, parts and other words, as `tune --synthesize` does) with the voices of
-     the training engine only (`--train-engine`, default espeak-ng's own synthesizer), then
-     `python -m audionet_ray.tune --data SET --keywords PHRASE --time-budget B` searches and
-     exports. The set is made here rather than by `tune --synthesize` because that one speaks with
-     every engine, and the held-out engine must stay out of training entirely;
+  1. typed phrase -> exported bundle, timed, as a user runs it: `python -m audionet_ray.tune
+     --keywords PHRASE --synthesize --synthesize-engines ENGINE --synthesize-speakers N
+     --time-budget B` speaks it (N speakers x 2 takes, confusables, parts and other words) with
+     the voices of the training engine only (`--train-engine`, default espeak-ng's own
+     synthesizer; the held-out engine stays out of training entirely), prepares it, searches and
+     exports, all within B: the budget counts from launch;
   2. two held-out test sets, each synthesized with another seed (speakers training never heard):
      "held-out voices" (the training engine) and "held-out engine" (`--test-engine`, default the
      Klatt formant synthesizer: voice variants training never used);
@@ -29,7 +29,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,9 +40,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CACHE, machine, machine_line, print_table, run_search, write_json  # noqa: E402
+from _common import CACHE, machine, machine_line, print_table, write_json  # noqa: E402
 
-TRAIN_SEED, TEST_SEED = 0, 1  # the held-out sets' speakers are drawn from another seed
+TEST_SEED = 1  # the held-out sets' speakers: another seed than tune --synthesize's (0)
 
 
 def synthesize(out: Path, phrase: str, speakers: int, engine: str, seed: int) -> dict:
@@ -52,20 +55,50 @@ def synthesize(out: Path, phrase: str, speakers: int, engine: str, seed: int) ->
     return json.loads((out / ww.MANIFEST).read_text())
 
 
-def train(phrase: str, out: Path, args: argparse.Namespace) -> dict:
-    """Typed phrase -> bundle: the training set (training engine only), then the search with its export."""
-    from audionet_ray import wakeword as ww
+def seconds_of(text: str) -> float:
+    """tune's durations ("17s", "1m12s", "1h02m") in seconds."""
+    units = {"h": 3600, "m": 60, "s": 1}
+    return float(sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([hms])", text)))
 
-    t0 = time.time()
-    made = synthesize(out / "train-set", phrase, args.speakers, args.train_engine, TRAIN_SEED)
-    synth_s = time.time() - t0
+
+def budget_split(plan: str) -> dict:
+    """The plan line's split of the budget: before the search, reserved for the end, for trials."""
+    m = re.search(r": (\S+) spent before the search .*?, (\S+) reserved for export and evaluation, (\S+) for trials", plan)
+    return dict(zip(("before_search_s", "reserved_s", "trials_s"), map(seconds_of, m.groups()))) if m else {}
+
+
+def train(phrase: str, out: Path, args: argparse.Namespace) -> dict:
+    """Typed phrase -> bundle in one command: tune synthesizes (training engine only), prepares,
+    searches and exports within the budget."""
+    from audionet_ray import wakeword as ww
+    from audionet_ray.prepare import load_manifest
+    from audionet_ray.search_space import parse_duration
+    from audionet_ray.streaming import KEYWORD_FREE_HOURS_ENV
+
     shutil.rmtree(out / "search", ignore_errors=True)
-    extra = ["--keywords", ww.folder_of(phrase), *(["--search-space", args.search_space] if args.search_space else [])]
-    search = run_search(out / "train-set", out, "search", args.time_budget, extra)
-    print("\n".join(search["tail"]), flush=True)
-    return {"synthesize_s": synth_s, "search_s": search["wall_s"], "typed_to_bundle_s": time.time() - t0,
+    cmd = [sys.executable, "-m", "audionet_ray.tune", "--keywords", phrase, "--synthesize", "--synthesize-engines",
+           args.train_engine, "--synthesize-speakers", str(args.speakers), "--time-budget", args.time_budget,
+           "--storage", str(out), "--name", "search", "--quiet",
+           *(["--search-space", args.search_space] if args.search_space else [])]
+    print("$ " + " ".join(cmd), flush=True)
+    quick = {KEYWORD_FREE_HOURS_ENV: str(args.keyword_free_hours)} if args.quick else {}  # tune's streams as short
+    t0 = time.time()
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **quick})
+    wall = time.time() - t0
+    (out / "search.log").write_text(p.stdout + p.stderr)
+    if p.returncode:
+        raise SystemExit(f"tune failed ({p.returncode}); see {out / 'search.log'}:\n{p.stderr[-2000:]}")
+    lines = p.stdout.splitlines()
+    print("\n".join(lines[-6:]), flush=True)
+    prepared = Path(json.loads((out / "search" / "search.json").read_text())["data"])
+    made = json.loads((Path(load_manifest(prepared)["source"]) / ww.MANIFEST).read_text())
+    split = budget_split(next((ln for ln in lines if ln.startswith("search search:")), ""))
+    before = split.get("before_search_s", 0.0)  # synthesis, preparation and Ray's start: tune times them together
+    return {"typed_to_bundle_s": wall, "budget_s": parse_duration(args.time_budget, "--time-budget"), **split,
+            "synthesize_s": before, "search_s": wall - before, "prepared": str(prepared),
             "train_clips": made["counts"]["clips"], "window_s": made["clip_samples"] / 16_000,
-            "voices": sorted(set(made["voices"].values())), "best": search["best"]}
+            "voices": sorted(set(made["voices"].values())),
+            "best": next((ln for ln in lines if ln.startswith("best trial")), "")}
 
 
 def all_clips(prepared: Path) -> tuple[np.ndarray, list[str]]:
@@ -164,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--search-space", help="tune's --search-space (default: tune's own)")
     ap.add_argument("--out", type=Path, default=CACHE / "bench" / "wakeword", help="sets, searches, plots and JSON")
     ap.add_argument("--skip-search", action="store_true", help="judge the bundles of an earlier run in --out")
-    ap.add_argument("--quick", action="store_true", help="a smoke test: marmalade, 12 speakers, the smoke space")
+    ap.add_argument("--quick", action="store_true", help="a smoke test: marmalade, 12 speakers, the smoke space, "
+                                                         "--keyword-free-hours 0.02 for tune's export too")
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
     if args.train_engine == args.test_engine:
