@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from .bundle import NOT_KEYWORDS, Bundle, BundleError, load_for
 from .discover import DatasetError
+from .negatives import as_dicts, firing_negatives
 from .prepare import load_manifest, pcm_from_binary
 
 PNG_FILE = "confusion_matrix.png"
@@ -148,7 +149,8 @@ def evaluate_streaming(bundle: Bundle, data: str | Path, out_dir: Path, target_f
     at = settings["threshold"]
     r["bundle_threshold"] = {"threshold": at, "from": settings["from"],
                              "point": min(r["curve"], key=lambda c: abs(c["threshold"] - at))}
-    r.update({"bundle": str(bundle.path), "data": str(data), "backend": bundle.backend, "det_png": DET_FILE})
+    r.update({"bundle": str(bundle.path), "data": str(data), "backend": bundle.backend, "det_png": DET_FILE,
+              "firing_negatives": as_dicts(firing_negatives(bundle, prepared, at))})
     out_dir.mkdir(parents=True, exist_ok=True)
     plots.det_curve(r, out_dir / DET_FILE)
     (out_dir / STREAMING_FILE).write_text(json.dumps(r, indent=1) + "\n")
@@ -180,6 +182,10 @@ def streaming_lines(r: dict) -> list[str]:
         lines.append(f"no threshold up to {r['curve'][-1]['threshold']:g} keeps false accepts at or below "
                      f"{r['target_fa_per_hour']:g} per hour")
     lines.append(("" if r["enough_audio"] else "warning: ") + r["note"])
+    fired = [f for f in r.get("firing_negatives", []) if f["fires"] > 0][:5]
+    if fired:
+        lines.append("test clips of other words that reach the threshold most: " + ", ".join(
+            f"{f['text']} ({f['kind']}, {100 * f['fires']:.0f} % of {f['clips']})" for f in fired))
     return lines
 
 

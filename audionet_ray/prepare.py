@@ -5,7 +5,9 @@ once (in parallel) into int16 shards turns every later epoch into sequential rea
 bad files out of the search for good: each is skipped here, with its reason in manifest.json.
 
 `python -m audionet_ray.prepare DATA_ROOT OUT` does it (`main`); a search or a Train run does
-it itself for a dataset root it is given (data.ensure_prepared).
+it itself for a dataset root it is given (data.ensure_prepared). `prepare --keywords "hey jarvis"
+--synthesize OUT` prepares a keyword task whose keywords are spoken by espeak-ng first
+(keyword_source; with DATA_ROOT too, its clips join them).
 
 Layout choices, each measured (benchmarks/bench_data.py, docs/performance.md):
 - PCM is one `fixed_size_binary(32000)` value per clip (little-endian int16; 2 x clip_samples
@@ -443,12 +445,27 @@ def summary_line(m: dict) -> str:
     return ", ".join(parts) + f" [{state}]"
 
 
+def _synthesized_source(args: argparse.Namespace) -> tuple[str, str]:
+    """--synthesize: the folder keyword_source speaks the keywords into (joined with ROOT's clips),
+    and the keywords as its class names."""
+    from .config import keywords_option
+    from .keyword_source import DEFAULT_SPEAKERS, source_for
+
+    if not args.synthesize:
+        raise ConfigError("--synthesize-speakers/--synthesize-engines: only with --synthesize")
+    if args.keywords is None:
+        raise ConfigError('--synthesize: give the words or phrases to speak with --keywords, e.g. --keywords "hey jarvis"')
+    source, folders = source_for(keywords_option(args.keywords), args.root,
+                                 speakers=args.synthesize_speakers or DEFAULT_SPEAKERS, engines=args.synthesize_engines)
+    return str(source), ",".join(folders)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m audionet_ray.prepare",
                                  description="decode a Speech Commands-style folder into Parquet shards, once")
     p = ap
-    p.add_argument("root", help="dataset root: one folder of clips per word")
-    p.add_argument("out", help="output folder for shards and manifest.json")
+    p.add_argument("root", help="dataset root: one folder of clips per word (with --synthesize: optional)")
+    p.add_argument("out", nargs="?", help="output folder for shards and manifest.json")
     p.add_argument("--words", help="comma-separated words to keep as classes (default: all)")
     p.add_argument("--keywords", help="a keyword task: these words, _unknown_ (every other word) and _silence_ "
                                       "(from the background noise, if the dataset has any)")
@@ -459,9 +476,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window", metavar="SECONDS",
                    help=f"clip length: longer clips are cut, shorter ones padded ({WINDOW_RANGE_S[0]:g}-"
                         f"{WINDOW_RANGE_S[1]:g} s; default: the source's {SOURCE_MANIFEST} clip_samples, else 1)")
+    p.add_argument("--synthesize", action="store_true",
+                   help="with --keywords: keywords (words or phrases) that are not folders of ROOT, or all of "
+                        "them without ROOT, are spoken by espeak-ng with confusable negatives (keyword_source)")
+    p.add_argument("--synthesize-speakers", type=int, metavar="N", help="with --synthesize: speakers (default 120)")
+    p.add_argument("--synthesize-engines", metavar="E,..", help="with --synthesize: espeak, espeak-klatt (default: both)")
     args = ap.parse_args(argv)
+    if args.out is None:  # `prepare --synthesize --keywords "hey jarvis" OUT`: the one path is OUT
+        args.root, args.out = (None, args.root) if args.synthesize else ap.error("OUT is missing")
     words = [w.strip() for w in args.words.split(",") if w.strip()] if args.words else None
     try:
+        if args.synthesize or args.synthesize_speakers is not None or args.synthesize_engines is not None:
+            args.root, args.keywords = _synthesized_source(args)
         if args.keywords is not None and (words or args.unknown or args.silence):
             raise DatasetError("--keywords: give either --keywords or --words/--unknown/--silence, not both")
         if args.keywords is not None:

@@ -402,6 +402,7 @@ class DetectorProbe:
         windows, _ = scan_streams(bundle, self.streams, self.opts)
         r = score(windows, self.streams, self.keywords, self.opts)
         point = operating_point(r, self.target)
-        return {"frr_at_target": 1.0 if point is None else point["frr"],
+        frr = None if point is None else point["frr"]  # None: no keyword was spoken (no clips of it here)
+        return {"frr_at_target": 1.0 if frr is None else frr,
                 "threshold_at_target": None if point is None else point["threshold"],
                 "probe_minutes": r["total_hours"] * 60}

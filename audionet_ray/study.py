@@ -173,15 +173,16 @@ class CostLimits:
     trains: parameters and MACs from the settings alone, latency measured. Plain data and a
     method, so that Tune can pickle it with the searcher."""
 
-    def __init__(self, constraints: dict[str, float], fixed: dict, n_classes: int):
+    def __init__(self, constraints: dict[str, float], fixed: dict, n_classes: int, clip_samples: int | None = None):
         self.constraints, self.fixed, self.n_classes = dict(constraints), dict(fixed), n_classes
+        self.clip_samples = clip_samples  # the data's window: a 1.5 s model costs 1.5x the MACs
 
     def costs(self, params: dict) -> dict[str, float]:
         from .config import TrainConfig
         from .costs import model_costs
 
         cfg = TrainConfig.from_dict({**self.fixed, **{k: v for k, v in params.items() if v is not None}, "data": ""})
-        return model_costs(cfg.model_config(self.n_classes), latency="max_latency_ms" in self.constraints)
+        return model_costs(cfg.model_config(self.n_classes, self.clip_samples), latency="max_latency_ms" in self.constraints)
 
     def broken(self, params: dict) -> list[str]:
         from .costs import over_limits

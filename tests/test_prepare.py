@@ -476,3 +476,40 @@ def test_a_root_named_like_an_option_is_prepared_after_double_dash(tmp_path):
                           capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "out" / "manifest.json").exists()
+
+
+# ----------------------------------------------------------------------------- prepare --synthesize
+
+def _prepare_cli(*args, cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "AUDIONET_CACHE": str(cache)}
+    return subprocess.run([sys.executable, "-m", "audionet_ray.prepare", *map(str, args)], capture_output=True,
+                          text=True, timeout=600, env=env)
+
+
+def test_prepare_synthesize_speaks_a_phrase_into_a_window_that_holds_it(tmp_path):
+    """A typed two-word phrase and no data: spoken by espeak-ng with its negatives, prepared as a
+    keyword task in the window wakeword chose for it (1.25 s for "hey jarvis")."""
+    out = tmp_path / "p"
+    p = _prepare_cli("--keywords", "hey jarvis", "--synthesize", "--synthesize-speakers", "6", out, cache=tmp_path / "c")
+    assert p.returncode == 0, p.stderr
+    m = load_manifest(out)
+    assert m["classes"] == ["hey_jarvis", UNKNOWN, SILENCE] and m["clip_samples"] == 20_000
+    shard = pq.read_table(out / m["split_shards"]["test"][0], columns=["pcm"])
+    assert pcm_from_binary(shard.column("pcm")).shape[1] == 20_000
+    kinds = {unescape_path(q).split("/")[0] for s in m["shards"] for q in pq.read_table(out / s, columns=["path"])
+             .column("path").to_pylist()}
+    assert {"hey_jarvis", UNKNOWN} <= kinds
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--synthesize"], ["--synthesize", "--keywords"]),
+    (["--synthesize-speakers", "5", "--keywords", "marmalade", "ROOT"], ["only with --synthesize"]),
+    (["--synthesize", "--keywords", "héllo"], ["héllo"]),
+])
+def test_prepare_synthesize_mistakes_are_one_line(tmp_path, args, needles):
+    args = [tmp_path if a == "ROOT" else a for a in args]
+    p = _prepare_cli(*args, tmp_path / "p", cache=tmp_path / "c")
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    assert all(n in lines[0] for n in needles), lines
+    assert not (tmp_path / "p" / "manifest.json").exists()

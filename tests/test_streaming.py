@@ -187,3 +187,18 @@ def test_report_shows_the_bundles_figures_and_det_curve(word_bundle, word_data, 
     assert p.returncode == 0, p.stderr
     after = _bundle_section(b, tmp_path / "plots", tmp_path)
     assert '<img src="plots/det_curve.png"' in after and (tmp_path / "plots" / "det_curve.png").stat().st_size > 1000
+
+
+def test_the_probe_ranks_a_split_without_keywords_last_instead_of_failing(word_bundle, word_data):
+    """Validation speakers who never say a keyword leave the FRR undefined: the probe reports the
+    worst (1.0), since ASHA and TPE need a number and a crash would end the trial."""
+    from audionet_ray.streaming import DetectorProbe
+
+    from test_export import _split
+
+    x, y, _ = _split(word_data, "trainval")
+    classes = json.loads((word_data / "manifest.json").read_text())["classes"]
+    labels = [classes[i] for i in y]
+    keep = [i for i, c in enumerate(labels) if c != WORDS[0]]
+    probe = DetectorProbe(x[keep], [labels[i] for i in keep], [WORDS[0]], np.zeros(16_000 * 5, np.int16), 0.5, 1.0)
+    assert probe.measure(load(word_bundle))["frr_at_target"] == 1.0
