@@ -424,7 +424,8 @@ def build_tuner(spec: SearchSpec, data: str, exp_dir: Path, gpus_per_worker: flo
         from .study import CostLimits
         from .prepare import load_manifest
 
-        searcher.limits = CostLimits(t.constraints, spec.fixed, len(load_manifest(data)["classes"]))
+        m = load_manifest(data)
+        searcher.limits = CostLimits(t.constraints, spec.fixed, len(m["classes"]), m.get("clip_samples"))
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, search_alg=searcher, scheduler=make_scheduler(spec),
