@@ -125,8 +125,10 @@ def _failure(text: str, code) -> ConfigError:
 
 def _check_options(argv: list[str]) -> None:
     """The search's options and space file as tune checks them before it starts Ray (ConfigError)."""
+    from .config import parse_keywords
+    from .keyword_source import keyword_folders
     from .search_space import load_spec, parse_duration
-    from .tune import _parser
+    from .tune import _parser, apply_overrides
 
     try:
         args = _parser().parse_args(argv)
@@ -134,7 +136,11 @@ def _check_options(argv: list[str]) -> None:
         raise ConfigError(f"search(): invalid options {argv}") from None
     if args.time_budget is not None:
         parse_duration(args.time_budget, "--time-budget")
-    load_spec(args.search_space)
+    if args.resume:
+        return
+    spec = apply_overrides(load_spec(args.search_space), args)  # keywords, --synthesize's options, the trial cap
+    if spec.data.synthesize:
+        keyword_folders(parse_keywords(spec.fixed.get("keywords")))  # a phrase espeak-ng cannot speak
 
 
 def search(data=None, space="default", *, budget=None, keywords=None, storage=None, name=None, num_samples=None,

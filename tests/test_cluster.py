@@ -16,6 +16,7 @@ import copy
 import csv
 import json
 import os
+import random
 import shlex
 import shutil
 import signal
@@ -121,10 +122,26 @@ def test_onprem_config_passes_resources_to_ray_start():
 
 # ----------------------------------------------------------------------------- helpers
 
+_PORTS_GIVEN: set[int] = set()
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port no one listens on, never the same twice in a session, and below the kernel's
+    ephemeral range (32768-60999), where any outgoing connection, Ray's own included, may take a
+    port between our asking and `ray start` binding it (CI once lost a GCS port so); Ray's workers
+    use 10002-19999."""
+    for _ in range(1000):
+        port = random.randrange(20000, 32000)
+        if port in _PORTS_GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("", port))
+            except OSError:
+                continue
+        _PORTS_GIVEN.add(port)
+        return port
+    raise RuntimeError("no free port in 20000-31999")
 
 
 def _env(**extra) -> dict:
