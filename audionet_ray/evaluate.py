@@ -144,7 +144,7 @@ def evaluate_streaming(bundle: Bundle, data: str | Path, out_dir: Path, target_f
     settings = detector_settings(bundle)
     hours = DEFAULT_KEYWORD_FREE_HOURS if keyword_free_hours is None else keyword_free_hours
     opts = StreamOptions(seed=seed, minutes=minutes, stride_ms=settings["stride_ms"], keyword_free_hours=hours,
-                         average_ms=settings["average_ms"], suppress_ms=settings["suppress_ms"])
+                         average_ms=settings["average_ms"], suppress_ms=settings["suppress_ms"], rule=settings["rule"])
     r = evaluate_streams(bundle, prepared, "test", opts, target_fa_per_hour, keywords=keywords).to_dict()
     at = settings["threshold"]
     r["bundle_threshold"] = {"threshold": at, "from": settings["from"],

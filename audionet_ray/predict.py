@@ -33,6 +33,12 @@ QUIET_DBFS = -60.0  # windows below this RMS level are silence, whatever the mod
 SCAN_ACTIVATIONS = 96 * 2**20  # bytes of model activations one batch of a scan may take (see scan_batch)
 STRIDE_MS_MIN = 10.0  # finer steps only repeat the same window: 100 model calls per second of audio already
 DEFAULTS = {"threshold": 0.6, "stride_ms": 250.0, "average_ms": 500.0, "suppress_ms": 1000.0}  # an uncalibrated bundle
+# How a window says a keyword. "keyword": its most probable keyword at or above the threshold,
+# whatever _unknown_ scores (a wake-word detector's score: one probability, one threshold);
+# "top": only when that keyword is also the window's top class. Above 0.5 they agree; below it
+# "keyword" reaches keywords "top" can never fire on. Calibration uses "keyword"; a bundle
+# calibrated before the rule was recorded keeps "top", as it was calibrated.
+RULES = ("keyword", "top")
 
 
 def detector_settings(bundle: Bundle) -> dict:
@@ -41,8 +47,9 @@ def detector_settings(bundle: Bundle) -> dict:
     op = bundle.config.get("operating_point") or {}
     if isinstance(op.get("threshold"), (int, float)):
         return {**DEFAULTS, **{k: float(op[k]) for k in DEFAULTS if isinstance(op.get(k), (int, float))},
+                "rule": op.get("rule") if op.get("rule") in RULES else "top",
                 "from": f"calibrated: {op.get('fa_per_hour_target', '?')} FA/h on {op.get('measured_on', '?')}"}
-    return {**DEFAULTS, "from": "default, not calibrated"}
+    return {**DEFAULTS, "rule": RULES[0], "from": "default, not calibrated"}
 
 
 @dataclass
@@ -89,8 +96,9 @@ def detections(labels: list[str], probs: np.ndarray, starts_s: list[float], loud
 @dataclass
 class Windows:
     """What the sliding window saw: per window its start, top label, that label's (smoothed)
-    probability and whether it was loud enough to count. Computed once, it can be read at any
-    threshold (streaming.py scores a whole DET curve from one pass)."""
+    probability and whether it was loud enough to count; and its most probable keyword with that
+    keyword's probability (the "keyword" rule's reading). Computed once, it can be read at any
+    threshold and either rule (streaming.py scores a whole DET curve from one pass)."""
 
     starts_s: list[float]
     labels: list[str]
@@ -98,10 +106,29 @@ class Windows:
     loud: np.ndarray
     win_s: float
     duration_s: float = 0.0  # of the audio scanned
+    keyword_labels: list[str] | None = None  # None: as `labels` (a model whose classes are all keywords)
+    keyword_probs: np.ndarray | None = None
 
-    def detections(self, threshold: float, suppress_ms: float = 1000.0) -> list[Detection]:
-        return detections(self.labels, self.probs, self.starts_s, self.loud, threshold, self.win_s,
-                          suppress_ms / 1000)
+    def detections(self, threshold: float, suppress_ms: float = 1000.0, rule: str = "top") -> list[Detection]:
+        if rule not in RULES:
+            raise ValueError(f"detector rule {rule!r}: choose from {', '.join(RULES)}")
+        keyword = rule == "keyword" and self.keyword_labels is not None
+        return detections(self.keyword_labels if keyword else self.labels,
+                          self.keyword_probs if keyword else self.probs, self.starts_s, self.loud, threshold,
+                          self.win_s, suppress_ms / 1000)
+
+
+def _keyword_columns(classes: list[str]) -> np.ndarray | None:
+    """The keyword classes' columns, or None where every class is a keyword (the rules agree)."""
+    cols = np.array([i for i, c in enumerate(classes) if c not in NOT_KEYWORDS], dtype=np.int64)
+    return None if len(cols) in (0, len(classes)) else cols
+
+
+def _top_of(probs: np.ndarray, cols: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: the top class among `cols` (all columns for None) and its probability."""
+    sub = probs if cols is None else probs[:, cols]
+    i = sub.argmax(axis=1)
+    return (i if cols is None else cols[i]), sub[np.arange(len(i)), i]
 
 
 def scan_batch(bundle: Bundle) -> int:
@@ -125,14 +152,16 @@ class _Smoother:
     with the file.
     """
 
-    def __init__(self, radius: int, n_classes: int):
-        self.radius = radius
+    def __init__(self, radius: int, n_classes: int, keyword_cols: np.ndarray | None = None):
+        self.radius, self.keyword_cols = radius, keyword_cols
         self.sums = np.zeros((1, n_classes))  # running sums before window `base`, `base` + 1, ...
         self.base = 0
         self.seen = 0  # windows added
         self.done = 0  # windows whose average is final
         self.top: list[np.ndarray] = []
         self.prob: list[np.ndarray] = []
+        self.kw_top: list[np.ndarray] = []
+        self.kw_prob: list[np.ndarray] = []
 
     def add(self, probs: np.ndarray) -> None:
         if self.radius <= 0:
@@ -155,15 +184,21 @@ class _Smoother:
         self.sums, self.base = self.sums[drop:], self.base + drop
 
     def _keep(self, probs: np.ndarray) -> None:
-        top = probs.argmax(axis=1)
+        top, prob = _top_of(probs, None)
         self.top.append(top)
-        self.prob.append(probs[np.arange(len(top)), top])
+        self.prob.append(prob)
+        if self.keyword_cols is not None:
+            top, prob = _top_of(probs, self.keyword_cols)
+            self.kw_top.append(top)
+            self.kw_prob.append(prob)
 
-    def finish(self) -> tuple[np.ndarray, np.ndarray]:
-        """(top class, its probability) of every window."""
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(top class, its probability, top keyword, its probability) of every window; the last
+        two None where every class is a keyword."""
         if self.radius > 0:
             self._average(self.seen, self.seen)
-        return np.concatenate(self.top), np.concatenate(self.prob)
+        kw = (np.concatenate(self.kw_top), np.concatenate(self.kw_prob)) if self.keyword_cols is not None else (None, None)
+        return np.concatenate(self.top), np.concatenate(self.prob), *kw
 
 
 def scan_blocks(bundle: Bundle, blocks: Iterable[np.ndarray], stride_ms: float = 250.0,
@@ -177,7 +212,8 @@ def scan_blocks(bundle: Bundle, blocks: Iterable[np.ndarray], stride_ms: float =
     """
     sr, win = bundle.sample_rate, bundle.clip_samples
     stride = max(1, int(round(stride_ms * sr / 1000)))
-    smoother = _Smoother(int(average_ms / 2 // (stride / sr * 1000)), len(bundle.classes))
+    smoother = _Smoother(int(average_ms / 2 // (stride / sr * 1000)), len(bundle.classes),
+                         _keyword_columns(bundle.classes))
     starts: list[int] = []
     loud: list[np.ndarray] = []
     batch: list[np.ndarray] = []
@@ -209,9 +245,11 @@ def scan_blocks(bundle: Bundle, blocks: Iterable[np.ndarray], stride_ms: float =
         starts.append(n - win)
     if batch:
         run()
-    top, probs = smoother.finish()
+    top, probs, kw_top, kw_probs = smoother.finish()
     return Windows(starts_s=[s / sr for s in starts], labels=[bundle.classes[i] for i in top], probs=probs,
-                   loud=np.concatenate(loud), win_s=win / sr, duration_s=n / sr)
+                   loud=np.concatenate(loud), win_s=win / sr, duration_s=n / sr,
+                   keyword_labels=None if kw_top is None else [bundle.classes[i] for i in kw_top],
+                   keyword_probs=kw_probs)
 
 
 def scan(bundle: Bundle, audio: np.ndarray, stride_ms: float = 250.0, average_ms: float = 500.0) -> Windows:
@@ -236,14 +274,18 @@ def scan_whole_file(bundle: Bundle, audio: np.ndarray, stride_ms: float = 250.0,
         i = np.arange(len(probs))
         lo, hi = np.maximum(i - radius, 0), np.minimum(i + radius + 1, len(probs))
         probs = (csum[hi] - csum[lo]) / (hi - lo)[:, None]
-    top = probs.argmax(axis=1)
+    top, prob = _top_of(probs, None)
+    cols = _keyword_columns(bundle.classes)
+    kw_top, kw_prob = _top_of(probs, cols) if cols is not None else (None, None)
     return Windows(starts_s=[s / sr for s in starts], labels=[bundle.classes[i] for i in top],
-                   probs=probs[np.arange(len(top)), top], loud=rms_dbfs(windows) >= QUIET_DBFS, win_s=win / sr,
-                   duration_s=len(audio) / sr)
+                   probs=prob, loud=rms_dbfs(windows) >= QUIET_DBFS, win_s=win / sr,
+                   duration_s=len(audio) / sr,
+                   keyword_labels=None if kw_top is None else [bundle.classes[i] for i in kw_top],
+                   keyword_probs=kw_prob)
 
 
 def predict_file(bundle: Bundle, path: Path, top_k: int = 3, stride_ms: float = 250.0, threshold: float = 0.6,
-                 average_ms: float = 500.0, suppress_ms: float = 1000.0) -> dict:
+                 average_ms: float = 500.0, suppress_ms: float = 1000.0, rule: str = RULES[0]) -> dict:
     """One file's result as a dict (raises BadClip for audio that cannot be read).
 
     The file is read a block at a time: a clip of about a second is then read whole, anything
@@ -269,7 +311,7 @@ def predict_file(bundle: Bundle, path: Path, top_k: int = 3, stride_ms: float = 
     result["duration_s"] = round(w.duration_s, 3)
     result["windows"] = [{"start_s": round(t, 4), "label": lab, "prob": float(p), "quiet": not bool(q)}
                          for t, lab, p, q in zip(w.starts_s, w.labels, w.probs, w.loud)]
-    result["detections"] = [asdict(d) for d in w.detections(threshold, suppress_ms)]
+    result["detections"] = [asdict(d) for d in w.detections(threshold, suppress_ms, rule)]
     return result
 
 
@@ -311,6 +353,9 @@ def _parser() -> argparse.ArgumentParser:
                          "(default: the bundle's operating point, else 500; 0: off)")
     ap.add_argument("--suppress-ms", type=float,
                     help="drop a detection this close to a stronger one (default: the bundle's, else 1000; 0: off)")
+    ap.add_argument("--rule", choices=RULES,
+                    help="keyword: a window's most probable keyword counts at the threshold, whatever _unknown_ "
+                         "scores; top: only when it is the window's top class (default: the bundle's, else keyword)")
     ap.add_argument("--format", choices=["text", "json"], default="text", help="json: one document on stdout")
     ap.add_argument("--onnx", action="store_true", help="run model.onnx with onnxruntime instead of torch")
     ap.add_argument("--int8", action="store_true", help="run the bundle's int8 model (model.int8.onnx) with onnxruntime")
@@ -346,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {_stride_problem(args.stride_ms, window_s)}", file=sys.stderr)
         return 2
     settings = detector_settings(bundle)
-    for k in DEFAULTS:
+    for k in (*DEFAULTS, "rule"):
         if getattr(args, k) is None:
             setattr(args, k, settings[k])
     results, failed = [], 0
@@ -355,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             if problem:
                 raise BadClip(problem)
             r = predict_file(bundle, path, min(args.top_k, len(bundle.classes)), args.stride_ms, args.threshold,
-                             args.average_ms, args.suppress_ms)
+                             args.average_ms, args.suppress_ms, args.rule)
         except BadClip as e:
             failed += 1
             print(f"error: {escape_path(path)}: {e}", file=sys.stderr)
@@ -367,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.format == "json":
         doc = {"bundle": str(bundle.path), "backend": bundle.backend, "classes": bundle.classes,
                "threshold": args.threshold, "stride_ms": args.stride_ms, "average_ms": args.average_ms,
-               "suppress_ms": args.suppress_ms, "operating_point": settings["from"], "files": results}
+               "suppress_ms": args.suppress_ms, "rule": args.rule, "operating_point": settings["from"], "files": results}
         print(json.dumps(doc, indent=1))
     return 1 if failed else 0
 

@@ -53,6 +53,7 @@ class StreamOptions:
     stride_ms: float = 250.0  # the detector's settings (as predict's options)
     average_ms: float = 500.0
     suppress_ms: float = 1000.0
+    rule: str = "keyword"  # predict.RULES: how a window says a keyword
     # Keyword-free speech added until the streams hold this many hours without a keyword (0: none):
     # the split's other words (_unknown_, every word not a keyword) drawn again in new orders, gaps,
     # levels and noise. 1 FA/h can only be shown on about 3 h (POISSON_95_ZERO).
@@ -262,6 +263,10 @@ THRESHOLDS = tuple(float(t) for t in np.round(np.concatenate([np.arange(0.05, 0.
                                                                [0.99, 0.995, 0.998, 0.999]]), 4))
 
 
+def _judged(labels: list[str] | None, spoken: dict) -> list[str] | None:
+    return None if labels is None else [lab if lab in spoken else UNKNOWN for lab in labels]
+
+
 def score(windows: list[Windows], streams: list, keywords: list[str], opts: StreamOptions,
           thresholds: tuple[float, ...] = THRESHOLDS) -> dict:
     """FA/h and FRR (overall and per keyword) at every threshold, from one pass of the detector."""
@@ -270,12 +275,13 @@ def score(windows: list[Windows], streams: list, keywords: list[str], opts: Stre
     free_h = (total_s - keyword_s) / 3600
     spoken = {k: sum(e.label == k for s in streams for e in s.keywords) for k in keywords}
     # A word that is not judged is never a detection, nor does it suppress one: read as _unknown_.
-    judged = [replace(w, labels=[lab if lab in spoken else UNKNOWN for lab in w.labels]) for w in windows]
+    judged = [replace(w, labels=_judged(w.labels, spoken), keyword_labels=_judged(w.keyword_labels, spoken))
+              for w in windows]
     curve = []
     for th in thresholds:
         fa, missed = 0, {k: 0 for k in keywords}
         for w, s in zip(judged, streams):
-            dets = count_once(w.detections(th, opts.suppress_ms), opts.refractory_s)
+            dets = count_once(w.detections(th, opts.suppress_ms, opts.rule), opts.refractory_s)
             found, n_fa = match(dets, s.keywords, opts.tolerance_s)
             fa += n_fa
             for e, f in zip(s.keywords, found):

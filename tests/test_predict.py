@@ -66,6 +66,8 @@ def _same(w, ref) -> None:
     np.testing.assert_array_equal(w.probs, ref.probs)
     np.testing.assert_array_equal(w.loud, ref.loud)
     assert w.duration_s == ref.duration_s
+    assert w.keyword_labels == ref.keyword_labels and ref.keyword_labels is not None
+    np.testing.assert_array_equal(w.keyword_probs, ref.keyword_probs)
 
 
 @pytest.mark.parametrize("stride_ms,average_ms", [(250, 500), pytest.param(200, 0, marks=pytest.mark.slow),
