@@ -108,6 +108,9 @@ class TrainConfig:
     schedule: str = "constant"  # constant (the reference) | cosine (warm-up, then to 0) | onecycle, per batch
     warmup_epochs: float = 1.0  # cosine only: linear warm-up from ~0 to lr over this many epochs
     label_smoothing: float = 0.0  # training loss only; val_loss stays plain cross-entropy
+    # Weight the training loss by inverse class frequency (the train+val clips of the manifest):
+    # a wake word's few hundred clips then count as much as its thousands of negatives.
+    class_balance: bool = False
     # the model (see model.ModelConfig): the defaults are the reference AudioNet
     width: int = 256
     dense: int = 512

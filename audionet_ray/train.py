@@ -68,6 +68,15 @@ def restore_rng(rng: dict) -> None:
 
 # ----------------------------------------------------------------------------- the recipe
 
+def class_weights(manifest: dict, classes: list[str], device: torch.device | str = "cpu") -> torch.Tensor:
+    """Inverse class frequency over the manifest's train+val clips (scikit-learn's "balanced":
+    a clip's weight averages 1 over the data), for class_balance. A class with no clip weighs as
+    one with one."""
+    counts = (manifest.get("counts") or {}).get("trainval") or {}
+    n = torch.tensor([max(int(counts.get(c, 0)), 1) for c in classes], dtype=torch.float64)
+    return (n.sum() / (len(classes) * n)).to(torch.float32).to(device)
+
+
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """NAdam as the reference (weight decay as L2 in the gradient), or AdamW (decoupled decay)."""
     opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.NAdam
@@ -233,6 +242,7 @@ def train_loop_per_worker(config: dict) -> None:
     roles = Roles.of(classes, device) if cfg.keyword_list else None
     probe = make_probe(cfg, classes, noise_np) if roles is not None and rank == 0 else None
     detector: dict = {}
+    weights = class_weights(manifest, classes, device) if cfg.class_balance else None
     per_worker_batch = max(1, cfg.batch_size // world)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu and cfg.bf16)
     # Small data (the demo, a search on a subset) is read from the shards once and served from memory
@@ -262,7 +272,7 @@ def train_loop_per_worker(config: dict) -> None:
             x = augment(pcm, gen, cfg.augment, noise, floor=cfg.std_floor, cap=cap, speech=y != silence)
             with autocast:
                 logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            loss = F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -427,6 +437,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--schedule", default=d.schedule, help="learning rate per batch: constant (reference), cosine or onecycle")
     ap.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warm-up of --schedule cosine")
     ap.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="of the training loss, 0 to <1")
+    ap.add_argument("--class-balance", action="store_true", help="weight the training loss by inverse class frequency")
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="epochs between checkpoints")
     ap.add_argument("--workers", type=int, default=r.workers, help="Ray Train workers (one per GPU)")
@@ -451,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
                           norm_groups=args.norm_groups, pool=args.pool, frontend=args.frontend,
                           filters=args.filters, spec_augment=args.spec_augment, optimizer=args.optimizer,
                           schedule=args.schedule, warmup_epochs=args.warmup_epochs,
-                          label_smoothing=args.label_smoothing, seed=args.seed,
+                          label_smoothing=args.label_smoothing, class_balance=args.class_balance, seed=args.seed,
                           checkpoint_every=args.checkpoint_every, deterministic=args.deterministic)
         if args.keywords is not None:
             from .config import KEYWORD_DEFAULTS, keywords_option

@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 from audionet_ray.config import RunSettings, TrainConfig
@@ -197,7 +199,7 @@ def test_resume_with_cosine_schedule_and_batch_norm_is_bit_exact(ray_session, pr
     import shutil
 
     cfg = _cfg(prepared_demo, epochs=5, deterministic=True, norm="batch", schedule="cosine", warmup_epochs=1.0,
-               optimizer="adamw", weight_decay=0.01, label_smoothing=0.1)
+               optimizer="adamw", weight_decay=0.01, label_smoothing=0.1, class_balance=True)
     straight = build_trainer(cfg, RunSettings(storage=str(tmp_path), name="straight", keep_checkpoints=10)).fit()
     assert straight.error is None
     by_epoch = {json.loads(p.read_text())["epoch"]: p.parent for p in (tmp_path / "straight").glob("checkpoint_*/meta.json")}
@@ -237,3 +239,23 @@ def test_two_cpu_workers_train_with_batch_norm(ray_session, prepared_demo, tmp_p
     stats = [k for k in w if k.endswith("running_mean") or k.endswith("running_var")]
     assert len(stats) == 10 and all(torch.isfinite(w[k]).all() for k in stats)
     assert not torch.equal(w["features.1.running_var"], torch.ones_like(w["features.1.running_var"]))  # updated
+
+
+@settings(max_examples=100, deadline=None)
+@given(counts=st.lists(st.integers(0, 5_000), min_size=2, max_size=12))
+def test_class_weights_balance_the_classes_and_average_one_per_clip(counts):
+    from audionet_ray.train import class_weights
+
+    classes = [f"c{i}" for i in range(len(counts))]
+    manifest = {"counts": {"trainval": {c: n for c, n in zip(classes, counts) if n}, "test": {"c0": 99}}}
+    w = class_weights(manifest, classes).double()
+    n = torch.tensor([max(c, 1) for c in counts], dtype=torch.float64)
+    assert torch.allclose(w * n, (w * n)[0].expand(len(counts)), rtol=1e-5)  # every class weighs the same in all
+    assert float((w * n).sum() / n.sum()) == pytest.approx(1.0, rel=1e-5)  # a clip weighs 1 on average
+
+
+def test_cli_takes_class_balance(tmp_path):
+    from audionet_ray.train import _parser
+
+    assert _parser().parse_args(["--data", "x", "--class-balance"]).class_balance is True
+    assert _parser().parse_args(["--data", "x"]).class_balance is False
