@@ -167,7 +167,8 @@ def streaming_lines(r: dict) -> list[str]:
     if op:
         head += f"  FRR at {op['threshold']:g} ({r['target_fa_per_hour']:g} FA/h)"
     lines = [f"{len(r['streams'])} streams, {r['total_hours'] * 60:.1f} min ({r['keyword_free_hours'] * 60:.1f} min "
-             f"keyword-free, {r['noise_only_hours'] * 60:.1f} min of it background noise alone), test split", head]
+             f"keyword-free, {r['noise_only_hours'] * 60:.1f} min of it background noise alone), test split, "
+             f"{r['options'].get('rule', 'top')} rule", head]
     for k in kws:
         row = f"{k:<{width}}  {r['spoken'][k]:>6}  {pct(bt['frr_per_keyword'][k]):>10}"
         if op:

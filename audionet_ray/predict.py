@@ -69,9 +69,9 @@ def rms_dbfs(windows: np.ndarray) -> np.ndarray:
 
 def detections(labels: list[str], probs: np.ndarray, starts_s: list[float], loud: np.ndarray,
                threshold: float, win_s: float, suppress_s: float = 0.0) -> list[Detection]:
-    """Runs of consecutive windows whose top label is the same keyword above threshold, one
-    detection each; then, strongest first, a detection within `suppress_s` of a stronger one is
-    dropped (one word, read as two labels by windows that cut it differently)."""
+    """Runs of consecutive windows whose label (a rule's reading: see RULES) is the same keyword
+    above threshold, one detection each; then, strongest first, a detection within `suppress_s` of
+    a stronger one is dropped (one word, read as two labels by windows that cut it differently)."""
     runs: list[Detection] = []
     run: Detection | None = None
     prev = -2
@@ -143,7 +143,7 @@ def scan_batch(bundle: Bundle) -> int:
 
 class _Smoother:
     """Each window's probabilities averaged with `radius` neighbours either side (fewer at the
-    ends), for probabilities that arrive a batch at a time; keeps each window's top label only.
+    ends), for probabilities that arrive a batch at a time; keeps each window's top class and top keyword only.
 
     A word is whole in a few consecutive windows and cut in the others; a cut word can look like
     another word to the model for one window, rarely for several in a row. The averages come from

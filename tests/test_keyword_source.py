@@ -222,6 +222,21 @@ def test_bad_synthesis_keys_in_a_space_are_one_line(fixed, message, tmp_path):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("fixed, search, want", [
+    ("{keywords: [marmalade], synthesize: true}", "", True),  # a wake word from text: balanced by default
+    ("{keywords: [marmalade], synthesize: true, class_balance: false}", "", False),  # the space's word wins
+    ("{keywords: [marmalade], synthesize: true}", "search: {class_balance: {choice: [false, true]}}\n", None),  # searched
+    ("{keywords: [marmalade]}", "", None),  # a keyword search on recordings: as it was
+])
+def test_a_synthesized_wake_word_trains_with_a_balanced_loss_unless_the_space_says(fixed, search, want, tmp_path):
+    from audionet_ray.tune import _parser, apply_overrides
+
+    f = tmp_path / "space.yaml"
+    f.write_text(f"{search}fixed: {fixed}\n")
+    spec = apply_overrides(load_spec(f), _parser().parse_args(["--search-space", str(f)]))
+    assert spec.fixed.get("class_balance") is want
+
+
 # ----------------------------------------------------------------------------- end to end
 
 @pytest.mark.slow  # a real search on a synthesized keyword, with an export: ~2 min
@@ -235,3 +250,5 @@ def test_a_search_on_a_synthesized_keyword_exports_a_detector_for_it(tmp_path):
     config = json.loads((tmp_path / "kw" / "bundle" / "config.json").read_text())
     assert config["task"] == "keywords" and "marmalade" in config["keywords"]
     assert (tmp_path / "cache" / "synthesized").is_dir()
+    saved = json.loads((tmp_path / "kw" / "search.json").read_text())
+    assert saved["spec"]["fixed"]["class_balance"] is True  # a wake word's loss is balanced by default
