@@ -53,7 +53,7 @@ class StreamOptions:
     stride_ms: float = 250.0  # the detector's settings (as predict's options)
     average_ms: float = 500.0
     suppress_ms: float = 1000.0
-    rule: str = "keyword"  # predict.RULES: how a window says a keyword
+    rule: str = "top"  # predict.RULES: how a window says a keyword
     # Keyword-free speech added until the streams hold this many hours without a keyword (0: none):
     # the split's other words (_unknown_, every word not a keyword) drawn again in new orders, gaps,
     # levels and noise. 1 FA/h can only be shown on about 3 h (POISSON_95_ZERO).

@@ -16,8 +16,9 @@ word nor anything the project was tuned on):
      clips, i.e. confusables, parts and other words, and noise, until `--keyword-free-hours`):
      FRR at the threshold that keeps to 1 and to 0.5 false accepts per hour (each set's own best
      threshold) by the bundle's detector rule and, beside it, by the other rule on the same
-     bundle (predict.RULES: "keyword" against "top", the baseline), FRR and FA/h at the bundle's exported threshold, clip accuracy on every clip and
-     on the phrase's clips alone, and a DET plot (plots.det_curve).
+     bundle (predict.RULES: "top", the default, and "keyword"), FRR and FA/h at the bundle's
+     exported threshold, clip accuracy on every clip and on the phrase's clips alone, and a DET
+     plot (plots.det_curve).
 
 Prints a table; writes bench_wakeword.json and det-<phrase>-<set>.png into --out.
 

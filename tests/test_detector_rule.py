@@ -63,7 +63,7 @@ def test_a_keyword_under_unknown_fires_only_by_the_keyword_rule():
     (d,) = w.detections(0.35, rule="keyword")
     assert d.label == "yes" and (d.start_s, d.end_s) == (1.0, 2.75)
     assert w.detections(0.45, rule="keyword") == []
-    with pytest.raises(ValueError, match="detector rule 'any': choose from keyword, top"):
+    with pytest.raises(ValueError, match="detector rule 'any': choose from top, keyword"):
         w.detections(0.5, rule="any")
 
 
@@ -87,7 +87,7 @@ def test_the_scan_reads_each_windows_most_probable_keyword(tiny_bundle):
 
 def test_a_bundle_says_its_rule_and_one_calibrated_before_the_rule_keeps_top(tiny_bundle, tmp_path):
     b = load(tiny_bundle)
-    assert detector_settings(b)["rule"] == RULES[0] == "keyword"  # uncalibrated
+    assert detector_settings(b)["rule"] == RULES[0] == "top"  # uncalibrated
     b.config["operating_point"] = {"threshold": 0.3}  # calibrated before the rule was recorded
     assert detector_settings(b)["rule"] == "top"
     b.config["operating_point"] = {"threshold": 0.3, "rule": "keyword"}

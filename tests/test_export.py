@@ -485,7 +485,7 @@ def test_config_holds_operating_point_int8_and_deployment_figures(word_bundle, w
     assert set(config["files"]) == {"model.safetensors", "model.onnx", "model.int8.onnx"}
     op = config["operating_point"]
     assert 0 < op["threshold"] <= 1 and op["measured_on"].startswith("validation split streams")
-    assert (op["stride_ms"], op["average_ms"], op["suppress_ms"], op["rule"]) == (250, 500, 1000, "keyword")
+    assert (op["stride_ms"], op["average_ms"], op["suppress_ms"], op["rule"]) == (250, 500, 1000, "top")
     assert op["fa_per_hour_target"] == 1 and op["target_met"] == (op["fa_per_hour"] <= 1)
     assert op["enough_audio"] is False and "3.0 h are needed" in op["note"]  # minutes of demo noise
 
@@ -546,7 +546,7 @@ def test_predict_int8_and_the_bundles_operating_point(word_bundle, word_data, de
         runs[name] = doc = json.loads(p.stdout)
         assert doc["backend"] == ("int8" if name == "int8" else "onnx")
         assert doc["threshold"] == op["threshold"] and doc["operating_point"].startswith("calibrated")
-        assert doc["rule"] == op["rule"] == "keyword"  # the rule it was calibrated with
+        assert doc["rule"] == op["rule"] == "top"  # the rule it was calibrated with
     (rf,), (ri,) = runs["float"]["files"], runs["int8"]["files"]
     same = [a["label"] == b["label"] for a, b in zip(ri["windows"], rf["windows"])]
     assert len(same) == 17 and sum(same) >= 15  # a near tie may fall either way
