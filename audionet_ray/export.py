@@ -384,7 +384,8 @@ def calibrate(model: AudioNet, classes: list[str], prepared: Path, train_ratio: 
     if point is None:  # no threshold is that quiet: the quietest one, and say so
         point = min(r.curve, key=lambda c: (c["fa_per_hour"], -c["threshold"]))
     return {"threshold": point["threshold"], "stride_ms": opts.stride_ms, "average_ms": opts.average_ms,
-            "suppress_ms": opts.suppress_ms, "rule": opts.rule, "fa_per_hour_target": target_fa_per_hour, "target_met": met,
+            "suppress_ms": opts.suppress_ms, "rule": opts.rule, "fa_per_hour_target": target_fa_per_hour,
+            "target_met": met,
             "fa_per_hour": point["fa_per_hour"], "frr": point["frr"], "frr_per_keyword": point["frr_per_keyword"],
             "measured_on": f"validation split streams ({r.total_hours * 60:.1f} min, seed {opts.seed})",
             "keyword_free_hours": r.keyword_free_hours, "enough_audio": r.enough_audio, "note": r.note}

@@ -199,8 +199,10 @@ class _Smoother:
         two None where every class is a keyword."""
         if self.radius > 0:
             self._average(self.seen, self.seen)
-        kw = (np.concatenate(self.kw_top), np.concatenate(self.kw_prob)) if self.keyword_cols is not None else (None, None)
-        return np.concatenate(self.top), np.concatenate(self.prob), *kw
+        if self.keyword_cols is None:
+            return np.concatenate(self.top), np.concatenate(self.prob), None, None
+        return (np.concatenate(self.top), np.concatenate(self.prob), np.concatenate(self.kw_top),
+                np.concatenate(self.kw_prob))
 
 
 def scan_blocks(bundle: Bundle, blocks: Iterable[np.ndarray], stride_ms: float = 250.0,

@@ -184,7 +184,9 @@ def bench_phrase(phrase: str, args: argparse.Namespace) -> tuple[dict, list[dict
         figures["sets"][label] = {**info, **r}
         rows.append({"phrase": phrase, "test set": f"{label} ({info['engine']})", "rule": r["rule"],
                      "FRR@1FA/h": r["frr_at_1"], "FRR@0.5FA/h": r["frr_at_0.5"],
-                     **{f"FRR@1FA/h {rule} rule": v["frr_at_1"] for rule, v in r["by_rule"].items() if rule != r["rule"]}, "FRR@bundle": r["frr_at_bundle_threshold"],
+                     **{f"FRR@1FA/h {rule} rule": v["frr_at_1"] for rule, v in r["by_rule"].items()
+                        if rule != r["rule"]},
+                     "FRR@bundle": r["frr_at_bundle_threshold"],
                      "FA/h@bundle": r["fa_per_hour_at_bundle_threshold"], "clip acc": r["clip_accuracy"],
                      "phrase clip acc": r["phrase_clip_accuracy"], "kw-free h": r["keyword_free_hours"],
                      "typed->bundle s": trained["typed_to_bundle_s"]})
