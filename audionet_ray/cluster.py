@@ -47,3 +47,14 @@ def cluster_capacity(config_path: str | os.PathLike | None = None) -> dict[str, 
     now = ray.cluster_resources()
     most = autoscaler_max_resources(config_path)
     return {k: max(float(now.get(k, 0.0)), most.get(k, 0.0)) for k in set(now) | set(most)}
+
+
+def cluster_nodes(capacity: dict[str, float] | None = None) -> int:
+    """Nodes alive now, or at least 2 when an autoscaler can add some (`capacity` beyond what is up):
+    a search on more than one machine keeps Ray Train placing its workers (tune.choose_trainer)."""
+    import ray
+
+    alive = sum(1 for n in ray.nodes() if n.get("Alive"))
+    now = ray.cluster_resources()
+    grows = any(v > float(now.get(k, 0.0)) + 1e-9 for k, v in (capacity or {}).items())
+    return max(alive, 2) if grows else alive

@@ -75,6 +75,17 @@ def optuna_told(searcher, trial_id: str) -> bool:
     return trial_id in searcher._completed_trials
 
 
+def mark_optuna_told(searcher, trial_id: str) -> None:
+    """Record, as OptunaSearch does after telling Optuna, that a trial's end is in the study."""
+    searcher._completed_trials.add(trial_id)
+
+
+def optuna_trial_finished(ot_trial) -> bool:
+    """Whether the study's storage holds this Optuna trial as ended (Optuna's Trial keeps its
+    storage and id as attributes of its own; not Ray's, but a private API all the same)."""
+    return ot_trial.storage.get_trial(ot_trial._trial_id).state.is_finished()
+
+
 def train_run_folder(storage=None) -> tuple[Any, str]:
     """(pyarrow filesystem, path) of a Train run's folder, where its checkpoint_* folders are.
     `storage`: a Train StorageContext; by default this worker's (inside train_loop_per_worker)."""

@@ -109,6 +109,9 @@ class Resources:
     workers_per_trial: int = 1
     gpus_per_trial: float | str = "auto"  # "auto": 0 without GPUs, else 1 per worker (0.5 on one GPU)
     cpus_per_worker: float | str = "auto"  # "auto": every core trains (tune.plan_resources)
+    # who trains a trial: "torch" a TorchTrainer (Ray Train's processes), "trial" Tune's trial process
+    # itself (trial_process.py: starts in seconds), "auto" the trial process where it can (tune.choose_trainer)
+    trainer: str = "auto"
 
 
 @dataclass
@@ -400,6 +403,9 @@ def check_settings(spec: SearchSpec, where: str) -> None:
     if r.cpus_per_worker != "auto" and not (isinstance(r.cpus_per_worker, (int, float))
                                             and not isinstance(r.cpus_per_worker, bool) and r.cpus_per_worker > 0):
         raise ConfigError(f"{where}: cpus_per_worker must be 'auto' or a number > 0")
+    if r.trainer not in ("auto", "trial", "torch"):
+        raise ConfigError(f"{where}: trainer must be auto, trial (Tune's trial process trains) or torch "
+                          f"(a TorchTrainer per trial), got {shown(r.trainer)}")
 
 
 def rung_epochs(grace_period: int, reduction_factor: int, epochs: int) -> list[int]:

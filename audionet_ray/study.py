@@ -19,7 +19,8 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from .errors import ConfigError
-from .ray_private import forget_optuna_trial, optuna_study, optuna_told, optuna_trial
+from .ray_private import (forget_optuna_trial, mark_optuna_told, optuna_study, optuna_told, optuna_trial,
+                          optuna_trial_finished)
 from .storage import hides_password, is_uri, redact, redact_text
 
 if TYPE_CHECKING:
@@ -142,7 +143,18 @@ class StudySearch(OptunaSearch):
               f"no more trials start", flush=True)
         return Searcher.FINISHED
 
+    def finished_in_study(self, trial_id: str) -> bool:
+        """Whether the study already holds this trial as ended: a driver killed in the seconds between
+        Optuna's record (written at once) and Tune's saved state (every few seconds) resumes a trial
+        that Optuna has closed; its further results go to Tune alone (Optuna refuses them)."""
+        ot_trial = optuna_trial(self, trial_id)
+        if ot_trial is None or optuna_told(self, trial_id):
+            return False
+        return optuna_trial_finished(ot_trial)
+
     def on_trial_result(self, trial_id: str, result: dict):
+        if self.finished_in_study(trial_id):
+            return
         if "epoch" in result:
             result = {**result, TRAINING_ITERATION: result["epoch"]}
             if self.budget is not None:
@@ -151,6 +163,9 @@ class StudySearch(OptunaSearch):
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         # Tune hands a trial's last result to on_trial_complete only: record it as an epoch too.
+        if self.finished_in_study(trial_id):
+            mark_optuna_told(self, trial_id)
+            return
         metrics = self.metric if isinstance(self.metric, list) else [self.metric]
         if result and not error and all(m in result for m in metrics) and not optuna_told(self, trial_id):
             self.on_trial_result(trial_id, result)

@@ -189,15 +189,51 @@ def _memory_batches(data: tuple[torch.Tensor, torch.Tensor], batch_size: int, sh
         yield pcm[idx], y[idx]
 
 
+class TrainSession:
+    """What the loop needs from whoever runs it, here a Ray Train worker: its rank, device, latest
+    checkpoint, data shards, and where each epoch's metrics (and checkpoint) go. The other runner is
+    Tune's own trial process (trial_process.TrialSession), for one-worker trials."""
+
+    def __init__(self):
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return ray.train.torch.prepare_model(model)  # to the device; DDP when world > 1
+
+    def resume(self) -> Checkpoint | None:
+        return resume_checkpoint()
+
+    def dataset_shard(self, name: str):
+        return ray.train.get_dataset_shard(name)
+
+    def report(self, metrics: dict, save) -> None:
+        """One epoch's metrics; `save(folder)` writes a checkpoint into a folder (None: no checkpoint)."""
+        if save is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if self.rank == 0:
+                save(Path(tmp))
+                ckpt = Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=ckpt)
+
+
 def train_loop_per_worker(config: dict) -> None:
+    """What every Ray Train worker runs."""
+    fit(config, TrainSession())
+
+
+def fit(config: dict, session) -> None:
+    """The training loop, whoever runs it (`session`: TrainSession or trial_process.TrialSession)."""
     config = dict(config)
     in_memory = config.pop(IN_MEMORY_KEY, None)  # decided by build_trainer, which gave no Datasets then
     measure_latency = config.pop(LATENCY_KEY, False)
     cfg = TrainConfig.from_dict(config)
     threads = _use_cpus()
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
+    rank, world, device = session.rank, session.world, session.device
     on_gpu = device.type == "cuda"
     if on_gpu:
         torch.backends.cudnn.benchmark = True
@@ -216,7 +252,7 @@ def train_loop_per_worker(config: dict) -> None:
     costs = model_costs(model_cfg, latency=measure_latency and rank == 0, model=model)
 
     start_epoch, rng = 1, {}
-    resumed = resume_checkpoint()
+    resumed = session.resume()
     if resumed:
         with resumed.as_directory() as d:
             meta = checkpoint.load(Path(d), model, opt, sched)
@@ -226,7 +262,7 @@ def train_loop_per_worker(config: dict) -> None:
         # only: on CPU each worker normalises by its own half-batch, and DDP broadcasts rank 0's
         # running statistics to the others every step, so all workers evaluate alike.
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same parameters: opt stays valid
-    model = ray.train.torch.prepare_model(model)  # to the device; DDP when world > 1
+    model = session.prepare_model(model)
     bare = model.module if hasattr(model, "module") else model
     for state in opt.state.values():  # optimizer state follows the weights to the device
         for k, v in state.items():
@@ -254,8 +290,8 @@ def train_loop_per_worker(config: dict) -> None:
         train_data = _read_shard(cfg, "train", rank, world, device)
         val_data = _read_shard(cfg, "val", rank, world, device)
     else:
-        train_shard = ray.train.get_dataset_shard("train")
-        val_shard = ray.train.get_dataset_shard("val")
+        train_shard = session.dataset_shard("train")
+        val_shard = session.dataset_shard("val")
 
     restore_rng(rng)  # last, so that nothing above draws from the restored stream
     for epoch in range(start_epoch, cfg.epochs + 1):
@@ -317,15 +353,8 @@ def train_loop_per_worker(config: dict) -> None:
             print(f"epoch {epoch}/{cfg.epochs}  train_loss {metrics['train_loss']:.4f}  "
                   f"train_acc {metrics['train_accuracy']:.3f}  val_loss {metrics['val_loss']:.4f}  "
                   f"val_acc {metrics['val_accuracy']:.3f}  {metrics['clips_per_s']:.0f} clips/s", flush=True)
-        if checkpointing:
-            with tempfile.TemporaryDirectory() as tmp:
-                ckpt = None
-                if rank == 0:
-                    checkpoint.save(Path(tmp), bare, opt, epoch, cfg, model_cfg, classes, metrics, sched)
-                    ckpt = Checkpoint.from_directory(tmp)
-                ray.train.report(metrics, checkpoint=ckpt)
-        else:
-            ray.train.report(metrics)
+        session.report(metrics, (lambda d: checkpoint.save(d, bare, opt, epoch, cfg, model_cfg, classes, metrics, sched))
+                       if checkpointing else None)
 
 
 # ----------------------------------------------------------------------------- the trainer

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cluster import cluster_capacity
+from .cluster import cluster_capacity, cluster_nodes
 from .config import METRIC_MODES, ConfigError, RunSettings, TrainConfig, setting
 from .discover import DatasetError
 from .experiment import (SPEC_FILE, TRAIN_RUNS, best_checkpoint, has_spec, load_spec_json, local_experiment,
@@ -40,12 +40,10 @@ from .search_space import (DefineByRun, SearchSpec, check_settings, load_spec, p
 
 # ----------------------------------------------------------------------------- one trial
 
-def run_trial(config: dict, spec: dict, data: str, exp_dir: str, gpus_per_worker: float) -> None:
-    """One trial: fit a TorchTrainer with the sampled config; metrics go to Tune per epoch."""
+def run_trial(config: dict, spec: dict, data: str, exp_dir: str, gpus_per_worker: float, in_trial: bool = False) -> None:
+    """One trial: fit a TorchTrainer with the sampled config, or (`in_trial`, choose_trainer) run the
+    same loop here in Tune's trial process; metrics go to Tune per epoch."""
     from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from .train import build_trainer
 
     s = SearchSpec.from_dict(spec)
     cfg = TrainConfig.from_dict({**s.fixed, **config, "data": data})
@@ -60,6 +58,15 @@ def run_trial(config: dict, spec: dict, data: str, exp_dir: str, gpus_per_worker
         mode=s.tune.mode,
     )
     latency = "latency_ms" in s.tune.objectives or "max_latency_ms" in s.tune.constraints
+    if in_trial:
+        from .trial_process import fit_in_trial
+
+        fit_in_trial(cfg, run, measure_latency=latency)
+        return
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from .train import build_trainer
+
     result = build_trainer(cfg, run, callbacks=[TuneReportCallback()], measure_latency=latency).fit()
     if result.error:
         raise result.error
@@ -118,6 +125,37 @@ def plan_resources(spec: SearchSpec, cluster: dict, streaming: bool = True) -> t
     why = (f"{n} trial(s) at once, limited by {binding} ({cpus:g} CPUs, {gpus:g} GPUs; each trial "
            f"{w} worker(s) x {r.cpus_per_worker:g} CPU ({threads} torch thread(s)), {device}; {data})")
     return gpus_per_worker, n, why
+
+
+def choose_trainer(spec: SearchSpec, data: str | Path, exp_dir: str | Path, nodes: int) -> tuple[bool, str]:
+    """Whether trials train in Tune's trial process (trial_process.py) rather than in a TorchTrainer,
+    and why. The trial process serves a trial of one worker with its data in memory, on one machine
+    with local storage; more workers (DDP), streamed data or a cluster keep Ray Train's TorchTrainer."""
+    r = spec.resources
+    if r.trainer == "torch":
+        return False, "a TorchTrainer per trial (--trainer torch)"
+    reasons = [why for bad, why in (
+        (r.workers_per_trial > 1, f"{r.workers_per_trial} workers per trial"),
+        (data_streams(data, 1), "the data streams through Ray Data"),
+        (is_uri(exp_dir), "the experiment is on object storage"),
+        (nodes > 1, f"a cluster of {nodes} nodes"),
+    ) if bad]
+    if not reasons:
+        return True, "trials train in Tune's trial process, reused"
+    if r.trainer == "trial":
+        raise ConfigError(f"--trainer trial: {'; '.join(reasons)}: use --trainer torch or auto")
+    return False, f"a TorchTrainer per trial ({'; '.join(reasons)})"
+
+
+def trial_resources(driver: dict, in_trial: bool, cpus_per_worker: float, gpus_per_worker: float) -> dict:
+    """What a trial's Tune process holds: its driver slot, and when it trains itself its worker's share."""
+    if not in_trial:
+        return dict(driver)
+    held = {k: v for k, v in driver.items() if k != "CPU"}  # the sliver of CPU is part of the worker's now
+    held["CPU"] = cpus_per_worker
+    if gpus_per_worker > 0:
+        held["GPU"] = gpus_per_worker
+    return held
 
 
 # ----------------------------------------------------------------------------- the time budget
@@ -363,7 +401,7 @@ def make_scheduler(spec: SearchSpec):
 
 def build_tuner(spec: SearchSpec, data: str, exp_dir: Path, gpus_per_worker: float, concurrent: int,
                 driver_resources: dict, resume: bool = False, verbosity: int = 1, optuna_storage: str | None = None,
-                budget: TimeBudget | None = None):
+                budget: TimeBudget | None = None, in_trial: bool = False):
     """verbosity: 0 final table only, 1 progress table and a line per trial, 2 also every result."""
     from ray import tune
 
@@ -374,8 +412,8 @@ def build_tuner(spec: SearchSpec, data: str, exp_dir: Path, gpus_per_worker: flo
     max_epochs = int(spec.fixed.get("epochs", TrainConfig.epochs))
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, spec=spec.to_dict(), data=data, exp_dir=str(exp_dir),
-                             gpus_per_worker=gpus_per_worker),
-        driver_resources,
+                             gpus_per_worker=gpus_per_worker, in_trial=in_trial),
+        trial_resources(driver_resources, in_trial, float(spec.resources.cpus_per_worker), gpus_per_worker),
     )
     output = dict(  # TensorBoard files always; the terminal as asked
         callbacks=[EpochTBXLogger()] + ([TrialLines(t.metric, max_epochs, budget)] if verbosity else [])
@@ -391,6 +429,7 @@ def build_tuner(spec: SearchSpec, data: str, exp_dir: Path, gpus_per_worker: flo
         tuner = Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=True)
         # The restored configs are the first run's: this run's output, clock and ASHA's rungs apply.
         tune_config, run_config = restored_configs(tuner)
+        tune_config.reuse_actors = in_trial  # as this run trains, whichever way the first run did
         for k, v in output.items():
             setattr(run_config, k, v)
         if budget:
@@ -432,7 +471,8 @@ def build_tuner(spec: SearchSpec, data: str, exp_dir: Path, gpus_per_worker: flo
         trainable,
         tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, search_alg=searcher, scheduler=make_scheduler(spec),
                                     num_samples=t.num_samples, max_concurrent_trials=concurrent,
-                                    time_budget_s=budget.left() if budget else None),
+                                    time_budget_s=budget.left() if budget else None,
+                                    reuse_actors=in_trial),  # a trial process, imports done, takes the next trial
         run_config=tune.RunConfig(
             name=exp_dir.name,
             storage_path=str(exp_dir.parent),
@@ -530,6 +570,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--gpus-per-trial", help="GPUs per trial; fractions share a GPU (0.5, 0.25); 'auto'")
     ap.add_argument("--workers-per-trial", type=int, help="Ray Train workers per trial (DDP; one per GPU)")
     ap.add_argument("--cpus-per-worker", help="CPUs per Ray Train worker, or 'auto' (every core trains)")
+    ap.add_argument("--trainer", choices=["auto", "trial", "torch"],
+                    help="who trains a trial: torch, a Ray Train TorchTrainer (its own processes); trial, Tune's trial "
+                         "process (one worker, data in memory, one machine: starts in seconds); auto (default): trial "
+                         "where it can")
     ap.add_argument("--searcher", choices=["optuna", "random"])
     ap.add_argument("--scheduler", choices=["asha", "fifo"])
     ap.add_argument("--seed", type=int, help="seed of the searcher")
@@ -634,6 +678,8 @@ def apply_overrides(spec: SearchSpec, args: argparse.Namespace) -> SearchSpec:
         spec.fixed["epochs"] = args.epochs
     if args.workers_per_trial is not None:
         r.workers_per_trial = args.workers_per_trial
+    if args.trainer is not None:
+        r.trainer = args.trainer
     if args.cpus_per_worker is not None:
         try:
             r.cpus_per_worker = args.cpus_per_worker if args.cpus_per_worker == "auto" else float(args.cpus_per_worker)
@@ -853,8 +899,10 @@ def main(argv: list[str] | None = None) -> int:
 
     driver_resources = start_ray(args)
     try:
-        gpus_per_worker, concurrent, why = plan_resources(spec, cluster_capacity(),  # incl. autoscaling
+        capacity = cluster_capacity()  # incl. autoscaling
+        gpus_per_worker, concurrent, why = plan_resources(spec, capacity,
                                                           streaming=data_streams(data, spec.resources.workers_per_trial))
+        in_trial, trainer_why = choose_trainer(spec, data, exp_dir, cluster_nodes(capacity))
         if budget and not args.resume:  # a resumed search may have spent it: it reports what it has
             budget.check_fits()
     except ConfigError as e:
@@ -862,13 +910,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     timing = f"; {budget.split_line()}" if budget else ""
     print(f"search {exp_dir.name}: {planned_trials(spec.tune.num_samples, budget)}, {spec.tune.searcher} + {spec.tune.scheduler}, "
-          f"space {spec.source or 'saved'}{timing}; {why}", flush=True)
+          f"space {spec.source or 'saved'}{timing}; {why}; {trainer_why}", flush=True)
     study_url = study_url_of(load_spec_json(exp_dir).get("optuna_storage"), args.optuna_storage)
     if not args.quiet:
         print(f"watch it: tensorboard --logdir {exp_dir}" + (f"  |  optuna-dashboard {redact(study_url)}" if study_url else ""))
     tuner = build_tuner(spec, data, exp_dir, gpus_per_worker, concurrent, driver_resources,
                         resume=bool(args.resume), verbosity=0 if args.quiet else 2 if args.verbose else 1,
-                        optuna_storage=study_url, budget=budget)
+                        optuna_storage=study_url, budget=budget, in_trial=in_trial)
     if budget and budget.left() <= 0:
         print(f"the time budget of {fmt_duration(budget.budget_s)} is spent: no trial runs; the results so far follow",
               flush=True)

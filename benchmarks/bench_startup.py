@@ -15,6 +15,10 @@ the file named by AUDIONET_STARTUP_PROBE:
 
 Goal (issue 8): under 20 s on this machine with the dataset prepared.
 
+The phases are a TorchTrainer's, so the search runs with `--trainer torch`; the default, a trial
+trained in Tune's own process, is timed by bench_throughput.py (launch and every trial to its
+first step).
+
     python benchmarks/bench_startup.py            # 2 runs of the default search space
     python benchmarks/bench_startup.py --quick    # 1 run of the smoke space
 """
@@ -291,12 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     print(f"machine: {machine_line(info)}")
     print(f"command: python -m audionet_ray.tune --search-space {space} --num-samples 1 --epochs 1 --scheduler fifo "
-          f"(demo data, prepared in {prepared})")
+          f"--trainer torch (demo data, prepared in {prepared})")
     results = []
     with tempfile.TemporaryDirectory(prefix="bench_startup-") as tmp:
         for i in range(runs):
             cli = ["--search-space", space, "--num-samples", "1", "--epochs", "1", "--scheduler", "fifo",
-                   "--storage", f"{tmp}/runs",
+                   "--trainer", "torch", "--storage", f"{tmp}/runs",
                    "--name", f"startup{i}", "--no-export", "--quiet"]
             r = launch(cli, Path(tmp), args.timeout)
             if r["rc"] != 0 or not any(e["ev"] == "first_step_done" for e in r["events"]):

@@ -1,5 +1,6 @@
 """The search: YAML validation, resource planning, real searches on CPU, resume after SIGKILL."""
 
+import copy
 import csv
 import json
 import os
@@ -248,6 +249,19 @@ def test_ray_private_apis_are_still_there(tmp_path, capsys):
     assert not ray_private.optuna_told(searcher, "a")
     searcher.on_trial_complete("a", {"val_accuracy": 0.5, "epoch": 2})
     assert ray_private.optuna_told(searcher, "a") and ray_private.optuna_trial(searcher, "b") is None
+    # A driver killed after Optuna recorded a trial's end but before Tune saved it: the resumed searcher
+    # (Tune's older pickle) still holds the trial as running; its results must not reach Optuna, which
+    # refuses to update a finished trial (UpdateFinishedTrialError ended the resumed search).
+    searcher.suggest("c")
+    stale = copy.deepcopy(searcher._completed_trials)
+    searcher.on_trial_complete("c", {"val_accuracy": 0.4, "epoch": 2})
+    assert ray_private.optuna_trial_finished(ray_private.optuna_trial(searcher, "c"))
+    searcher._completed_trials = stale  # as restored from the older pickle
+    assert not ray_private.optuna_told(searcher, "c") and searcher.finished_in_study("c")
+    searcher.on_trial_result("c", {"val_accuracy": 0.6, "epoch": 4})  # no error, nothing recorded
+    searcher.on_trial_complete("c", {"val_accuracy": 0.6, "epoch": 4})
+    assert ray_private.optuna_told(searcher, "c")
+    assert ray_private.optuna_study(searcher).trials[-1].value == 0.4
 
     # Train V2's callback API and the run folder of its StorageContext, which train.py uses
     import pyarrow.fs as pafs
@@ -532,7 +546,7 @@ def test_killed_search_resumes_with_asha_rungs_and_the_time_budget_left(ray_sess
     from audionet_ray.experiment import read_budget, trial_results
     from audionet_ray.tune import make_scheduler, refill_asha
 
-    exp, budget, trials = tmp_path / "budgeted", 360, 40  # more trials than the budget fits, even on idle cores
+    exp, budget, trials = tmp_path / "budgeted", 360, 1000  # more trials than the budget fits (~2 a second start in Tune's reused trial processes)
     base = ["--address", _address()]
     first = _tune(["--search-space", "smoke", "--data", str(prepared_demo), "--num-samples", str(trials), "--max-concurrent", "2",
                    "--time-budget", f"{budget // 60}m", "--storage", str(tmp_path), "--name", "budgeted", *base],
