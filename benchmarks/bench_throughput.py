@@ -21,8 +21,18 @@ Where the rest of the search's wall time goes, from Tune's per-epoch results:
 Goals (issue 14): search throughput >= 0.8x the bare loop; launch to first step < 20 s; each
 later trial's first step < 8 s after the previous trial ends.
 
-    python benchmarks/bench_throughput.py --data PREPARED          # default: 16 words x 200 speakers of speech
-    python benchmarks/bench_throughput.py --quick                  # tiny: a smoke test
+With `--time-budget` (issue 25) it runs instead the default search as a user runs it, with that
+budget and the export on, once with `--trainer torch` (a TorchTrainer per trial: today's) and once
+with `--trainer auto`, one after the other on the same data, and scores each exported bundle on
+the test split with `python -m audionet_ray.evaluate`. Goals: wall time >= 0.9 of the budget;
+training clips >= 0.7x what the bare loop trains over the whole budget; a later trial's first step
+< 5 s after the previous one ended, the first < 20 s from launch; test accuracy of `auto`'s bundle
+no worse than `torch`'s.
+
+    python benchmarks/bench_throughput.py --data PREPARED            # default: 16 words x 200 speakers of speech
+    python benchmarks/bench_throughput.py --time-budget 30m          # issue 25: torch vs auto, 30 min each (~65 min)
+    python benchmarks/bench_throughput.py --quick                    # tiny: a smoke test
+    python benchmarks/bench_throughput.py --quick --time-budget 90s  # tiny, the budget mode
 """
 
 from __future__ import annotations
@@ -39,6 +49,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, machine_line, median, print_table, speech_prepared, write_json  # noqa: E402
+from bench_robust import evaluate  # noqa: E402
+
+TRAINERS = ("torch", "auto")  # the budget mode's searches: today's (the baseline), then the new default
 
 
 class IdleSampler:
@@ -155,23 +168,26 @@ def timeline(trials: dict[str, list[dict]], launch: float) -> dict:
                       "startup_s": max(0.0, first_step - start)})
     spans.sort(key=lambda s: s["start"])
     ends = sorted(s["end"] for s in spans)
-    turnover = []
+    turnover, later = [], []  # later: the start-up of trials that took the slot of one that ended
     for s in spans:
         before = [e for e in ends if e <= s["start"] + 1.0]  # timestamps are whole seconds
         if before:
             turnover.append(max(0.0, s["first_step"] - before[-1]))
+            later.append(s["startup_s"])
     return {"spans": spans,
             "launch_to_first_step_s": min(s["first_step"] for s in spans) - launch if spans else float("nan"),
             "startup_median_s": median([s["startup_s"] for s in spans]),
-            "next_first_step_after_end_median_s": median(turnover) if turnover else float("nan"),
+            "later_startup_median_s": median(later), "later_startup_max_s": max(later, default=float("nan")),
+            "next_first_step_after_end_median_s": median(turnover),
+            "next_first_step_after_end_max_s": max(turnover, default=float("nan")),
             "turnovers": turnover}
 
 
-def run_search(data: str, storage: Path, name: str, scheduler: str, trials: int, epochs: int,
-               space: str, timeout: float, extra: list[str] = ()) -> dict:
+def run_search(data: str, storage: Path, name: str, space: str, timeout: float, flags: list[str]) -> dict:
+    """One search as a user runs it (`flags`: its plan, e.g. trials and epochs or a time budget), sampled
+    as it runs; its training clips, where they went, and its timeline from Tune's results."""
     cmd = [sys.executable, "-m", "audionet_ray.tune", "--search-space", space, "--data", data,
-           "--scheduler", scheduler, "--num-samples", str(trials), "--epochs", str(epochs),
-           "--storage", str(storage), "--name", name, "--no-export", "--quiet", *extra]
+           "--storage", str(storage), "--name", name, "--quiet", *flags]
     launch = time.time()
     with IdleSampler() as idle, ProcessCPU() as cpu:
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout)
@@ -248,6 +264,85 @@ def bare_rates(data: str, space: str, settings: list[str], epochs: int) -> dict[
     return rates
 
 
+def run_searches(args: argparse.Namespace, data: str, runs: dict[str, list[str]],
+                 score: bool = False) -> tuple[dict[str, dict], dict[str, float]]:
+    """The searches of `runs` (label -> its command-line flags) one after the other on the same data;
+    with `score` each one's exported bundle on the test split. Then the bare loop at every setting
+    they trained, and each search's bare rate: the bare loop's for its mix of settings."""
+    searches = {}
+    with tempfile.TemporaryDirectory(prefix="bench_throughput-") as tmp:
+        for i, (label, flags) in enumerate(runs.items()):
+            storage, name = Path(tmp) / "runs", f"tp-{i}"
+            r = searches[label] = run_search(data, storage, name, args.space, args.timeout, flags)
+            if score:
+                r["test_accuracy"] = evaluate(storage / name / "bundle", Path(data), Path(tmp) / f"eval-{i}")
+            print(f"  {label}: {r['plan']}", flush=True)
+            print(f"  {label}: {r['train_clips']} clips in {r['trial_epochs']} trial-epochs of {r['trials']} trials, "
+                  f"{r['wall_s']:.0f} s wall: {r['clips_per_s']:.1f} clips/s; idle {100 * r['idle_share']:.0f} % of "
+                  "the cores" + (f"; test accuracy {r['test_accuracy']:.4f}" if score else ""), flush=True)
+    rates = bare_rates(data, args.space, sorted({k for r in searches.values() for k in r["clips_by_setting"]}),
+                       args.bare_epochs)
+    for r in searches.values():
+        r["bare_s"] = sum(n / rates[k] for k, n in r["clips_by_setting"].items())  # the bare loop's, same clips
+        r["bare_clips_per_s"] = r["train_clips"] / r["bare_s"] if r["bare_s"] else float("nan")
+        r["ratio"] = r["clips_per_s"] / r["bare_clips_per_s"]
+    return searches, rates
+
+
+def budget_mode(args: argparse.Namespace, data: str, info: dict) -> int:
+    """Issue 25: the default search with a time budget, as `--trainer torch` (today's) and `--trainer
+    auto`, each exported and its bundle scored on the test split; one row per trainer."""
+    from audionet_ray.search_space import parse_duration
+
+    budget_s = parse_duration(args.time_budget, "--time-budget")
+    extra = ["--epochs", "8"] if args.quick else []  # tiny data: short trials, so that later trials start
+    searches, rates = run_searches(args, data, {t: ["--time-budget", args.time_budget, "--trainer", t, *extra]
+                                                for t in TRAINERS}, score=True)
+    rows = []
+    for trainer, r in searches.items():
+        r["of_budget"] = r["wall_s"] / budget_s
+        r["x_bare_over_budget"] = r["train_clips"] / (r["bare_clips_per_s"] * budget_s)
+        rows.append({"trainer": trainer, "wall_s": r["wall_s"], "of budget": r["of_budget"],
+                     "trials": r["trials"], "trial_epochs": r["trial_epochs"], "clips/s": r["clips_per_s"],
+                     "bare clips/s": r["bare_clips_per_s"], "ratio": r["ratio"],
+                     "x bare over budget": r["x_bare_over_budget"], "idle %": 100 * r["idle_share"],
+                     "launch->1st step s": r["launch_to_first_step_s"],
+                     "later startup s med/max": f"{r['later_startup_median_s']:.1f}/{r['later_startup_max_s']:.1f}",
+                     "end->next 1st step s med/max": f"{r['next_first_step_after_end_median_s']:.1f}/"
+                                                     f"{r['next_first_step_after_end_max_s']:.1f}",
+                     "test accuracy": r["test_accuracy"]})
+    print()
+    print_table(rows)
+    base = searches[TRAINERS[0]]["test_accuracy"]
+    for trainer, r in searches.items():
+        turnover, first = r["next_first_step_after_end_median_s"], r["launch_to_first_step_s"]
+        print(f"{trainer}: wall {r['of_budget']:.2f} of the budget (goal >= 0.9: {met(r['of_budget'] >= 0.9)}); "
+              f"{r['x_bare_over_budget']:.2f}x the bare loop over the budget (goal >= 0.7x: "
+              f"{met(r['x_bare_over_budget'] >= 0.7)}); a later trial's first step {turnover:.1f} s (median) after "
+              f"the previous one ended (goal < 5 s: {met(turnover < 5)}); launch to first step {first:.1f} s "
+              f"(goal < 20 s: {met(first < 20)}); test accuracy {r['test_accuracy']:.4f} against "
+              f"{TRAINERS[0]}'s {base:.4f} (goal no worse: {met(r['test_accuracy'] >= base)})")
+    print_cpu(searches)
+    print(f"load average now {os.getloadavg()[0]:.2f}")
+    write_json(args.json, {"machine": info, "args": vars(args), "data": data, "budget_s": budget_s, "rows": rows,
+                           "searches": searches, "bare_rates": rates})
+    return 0
+
+
+def met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def print_cpu(searches: dict[str, dict]) -> None:
+    """Where each search's CPU went, by kind of process: what a trial costs beyond its training."""
+    for label, r in searches.items():
+        n = max(1, r["trials"])
+        print(f"{label}: CPU seconds by process kind over the search ({r['wall_s']:.0f} s wall, "
+              f"{r['epoch_seconds_sum']:.0f} s in epochs): "
+              + "; ".join(f"{k} {v['cpu_s']:.1f} ({v['processes']} proc., {v['cpu_s'] / n:.1f}/trial)"
+                          for k, v in r["cpu_by_kind"].items()))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", help="a prepared dataset or a dataset root (default: 16 words x 200 speakers of speech)")
@@ -258,7 +353,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpus-per-worker", default="",
                     help="also run ASHA with these CPUs per worker (comma-separated, e.g. 0.5: 2 trials a core)")
     ap.add_argument("--bare-epochs", type=int, default=2, help="epochs of the bare loop per batch size")
-    ap.add_argument("--quick", action="store_true", help="tiny data, 2 trials x 2 epochs, ASHA only: a smoke test")
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny data, 2 trials x 2 epochs, ASHA only (with --time-budget: 8-epoch trials): a smoke test")
+    ap.add_argument("--time-budget", metavar="DURATION",
+                    help="instead: the default search with this budget (e.g. 30m), --trainer torch against auto")
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
@@ -270,49 +368,34 @@ def main(argv: list[str] | None = None) -> int:
                speech_prepared(*((12, 1) if args.quick else (200, 1))))
     info = machine()
     print(f"machine: {machine_line(info)}")
+    if args.time_budget:
+        print(f"data {data}; space {args.space}; --time-budget {args.time_budget}, --trainer {' then '.join(TRAINERS)}",
+              flush=True)
+        return budget_mode(args, data, info)
     print(f"data {data}; space {args.space}; {args.trials} trials x {args.epochs} epochs; {args.schedulers}"
           + (f"; and asha at {args.cpus_per_worker} CPU per worker" if args.cpus_per_worker else ""),
           flush=True)
-    rows, searches = [], {}
-    with tempfile.TemporaryDirectory(prefix="bench_throughput-") as tmp:
-        runs = [(sched, sched, []) for sched in args.schedulers.split(",")]
-        runs += [(f"asha, {c} CPU/worker", "asha", ["--cpus-per-worker", c]) for c in args.cpus_per_worker.split(",") if c]
-        for i, (label, sched, extra) in enumerate(runs):
-            r = run_search(data, Path(tmp) / "runs", f"tp-{i}-{sched}", sched, args.trials, args.epochs, args.space,
-                           args.timeout, extra)
-            searches[label] = r
-            print(f"  {label}: {r['plan']}", flush=True)
-            print(f"  {label}: {r['train_clips']} clips in {r['trial_epochs']} trial-epochs, {r['wall_s']:.0f} s wall: "
-                  f"{r['clips_per_s']:.1f} clips/s; idle {100 * r['idle_share']:.0f} % of the cores", flush=True)
-    settings = sorted({k for r in searches.values() for k in r["clips_by_setting"]})
-    rates = bare_rates(data, args.space, settings, args.bare_epochs)
+    plan = ["--num-samples", str(args.trials), "--epochs", str(args.epochs), "--no-export"]
+    runs = {sched: ["--scheduler", sched, *plan] for sched in args.schedulers.split(",")}
+    runs |= {f"asha, {c} CPU/worker": ["--scheduler", "asha", "--cpus-per-worker", c, *plan]
+             for c in args.cpus_per_worker.split(",") if c}
+    searches, rates = run_searches(args, data, runs)
+    rows = []
     for sched, r in searches.items():
-        clips = r["clips_by_setting"]
-        bare_s = sum(n / rates[k] for k, n in clips.items())  # the bare loop's time for the same clips
-        bare = sum(clips.values()) / bare_s if bare_s else float("nan")
-        r["bare_clips_per_s"] = bare
-        r["ratio"] = r["clips_per_s"] / bare
-        outside = r["wall_s"] - bare_s
         rows.append({"scheduler": sched, "trials": r["trials"], "trial_epochs": r["trial_epochs"],
-                     "wall_s": r["wall_s"], "clips/s": r["clips_per_s"], "bare clips/s": bare,
+                     "wall_s": r["wall_s"], "clips/s": r["clips_per_s"], "bare clips/s": r["bare_clips_per_s"],
                      "ratio": r["ratio"], "idle %": 100 * r["idle_share"],
                      "launch->1st step s": r["launch_to_first_step_s"],
                      "startup/trial s": r["startup_median_s"],
                      "end->next 1st step s": r["next_first_step_after_end_median_s"],
-                     "wall beyond bare s": outside})
+                     "wall beyond bare s": r["wall_s"] - r["bare_s"]})
     print()
     print_table(rows)
     for row in rows:
-        verdict = "met" if row["ratio"] >= 0.8 else "NOT met"
-        print(f"{row['scheduler']}: {row['ratio']:.2f}x the bare loop (goal >= 0.8x: {verdict}); launch to first "
-              f"step {row['launch->1st step s']:.1f} s (goal < 20 s); a later trial's first step "
+        print(f"{row['scheduler']}: {row['ratio']:.2f}x the bare loop (goal >= 0.8x: {met(row['ratio'] >= 0.8)}); "
+              f"launch to first step {row['launch->1st step s']:.1f} s (goal < 20 s); a later trial's first step "
               f"{row['end->next 1st step s']:.1f} s after the previous one ended (goal < 8 s)")
-    for label, r in searches.items():
-        n = max(1, r["trials"])
-        print(f"{label}: CPU seconds by process kind over the search ({r['wall_s']:.0f} s wall, "
-              f"{r['epoch_seconds_sum']:.0f} s in epochs): "
-              + "; ".join(f"{k} {v['cpu_s']:.1f} ({v['processes']} proc., {v['cpu_s'] / n:.1f}/trial)"
-                          for k, v in r["cpu_by_kind"].items()))
+    print_cpu(searches)
     print(f"load average now {os.getloadavg()[0]:.2f}")
     write_json(args.json, {"machine": info, "args": vars(args), "rows": rows, "searches": searches,
                            "bare_rates": rates})

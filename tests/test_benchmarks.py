@@ -137,3 +137,19 @@ def test_bench_wakeword_quick(tmp_path, bench_cache):
         assert s["rule"] == "top" and set(s["by_rule"]) == {"keyword", "top"}  # the other rule beside it
         assert s["by_rule"]["top"]["frr_at_1"] == s["frr_at_1"]
     assert len(fig["rows"]) == 2 and all("FRR@1FA/h keyword rule" in r for r in fig["rows"])
+
+
+def test_bench_throughput_budget_quick(tmp_path, bench_cache):
+    fig = run_bench("bench_throughput.py", tmp_path, bench_cache, "--time-budget", "90s")
+    assert [r["trainer"] for r in fig["rows"]] == ["torch", "auto"] and fig["budget_s"] == 90
+    searches = fig["searches"]
+    for trainer, r in searches.items():
+        assert 0.5 <= r["of_budget"] <= 1.5, (trainer, r["wall_s"])  # the search held its budget
+        assert 1 <= r["trials"] <= r["trial_epochs"] and r["clips_per_s"] > 0 and r["bare_clips_per_s"] > 0
+        assert r["x_bare_over_budget"] == pytest.approx(r["train_clips"] / (r["bare_clips_per_s"] * 90))
+        assert 0 < r["launch_to_first_step_s"] < r["wall_s"] and 0 <= r["test_accuracy"] <= 1
+    # torch fits a TorchTrainer per trial; auto trains in Tune's trial process, reused, so later trials start
+    assert searches["torch"]["plan"].endswith("a TorchTrainer per trial (--trainer torch)")
+    assert "Train worker" in searches["torch"]["cpu_by_kind"]
+    assert searches["auto"]["plan"].endswith("trials train in Tune's trial process, reused")
+    assert searches["auto"]["turnovers"] and searches["auto"]["later_startup_max_s"] >= 0
