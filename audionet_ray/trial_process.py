@@ -48,6 +48,8 @@ class TrialSession:
     def resume(self):
         from ray.train import Checkpoint
 
+        for torn in self.run_dir.glob(".writing_*"):  # a save cut short by a kill: never a checkpoint
+            shutil.rmtree(torn, ignore_errors=True)
         fs = pafs.LocalFileSystem()
         _, path = checkpoint.latest_whole(fs, str(self.run_dir))
         return Checkpoint(path=path, filesystem=fs) if path else None
@@ -60,8 +62,8 @@ class TrialSession:
         from ray import tune
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        t0 = time.perf_counter()
         if save is not None:
+            t0 = time.perf_counter()
             tmp = Path(tempfile.mkdtemp(prefix=".writing_", dir=self.run_dir))
             save(tmp)
             final = self.run_dir / f"checkpoint_epoch_{metrics['epoch']:04d}"
@@ -69,7 +71,7 @@ class TrialSession:
                 shutil.rmtree(final)
             os.replace(tmp, final)
             self.prune()
-        metrics = {**metrics, "checkpoint_seconds": time.perf_counter() - t0}  # what the brief's every 2 epochs costs
+            metrics = {**metrics, "checkpoint_seconds": time.perf_counter() - t0}  # what checkpointing costs
         with open(self.run_dir / "metrics.jsonl", "a") as f:
             f.write(json.dumps({**metrics, "time": time.time()}) + "\n")
         tune.report(metrics)

@@ -153,3 +153,5 @@ def test_bench_throughput_budget_quick(tmp_path, bench_cache):
     assert "Train worker" in searches["torch"]["cpu_by_kind"]
     assert searches["auto"]["plan"].endswith("trials train in Tune's trial process, reused")
     assert searches["auto"]["turnovers"] and searches["auto"]["later_startup_max_s"] >= 0
+    assert searches["torch"]["checkpoint_share"] is None  # a TorchTrainer's report writes them: not timed
+    assert searches["auto"]["checkpoints"] >= 1 and 0 < searches["auto"]["checkpoint_share"] < 1

@@ -50,7 +50,10 @@ def test_pruning_keeps_the_latest_and_the_best_k_by_the_metric(scores, keep, tor
 
 
 def test_a_run_folder_without_a_checkpoint_resumes_from_nothing(tmp_path):
-    assert TrialSession(RunSettings(storage=str(tmp_path), name="none")).resume() is None
+    session = TrialSession(RunSettings(storage=str(tmp_path), name="none"))
+    (session.run_dir / ".writing_x").mkdir(parents=True)  # a save killed half-way
+    _checkpoint(session.run_dir / ".writing_x" / "inner", 3, 0.5)
+    assert session.resume() is None and not list(session.run_dir.iterdir())
 
 
 def _spec(**resources) -> SearchSpec:
