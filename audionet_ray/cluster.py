@@ -51,7 +51,7 @@ def cluster_capacity(config_path: str | os.PathLike | None = None) -> dict[str, 
 
 def cluster_nodes(capacity: dict[str, float] | None = None) -> int:
     """Nodes alive now, or at least 2 when an autoscaler can add some (`capacity` beyond what is up):
-    a search on more than one machine keeps Ray Train placing its workers (tune.choose_trainer)."""
+    a search on more than one machine keeps Ray Train placing its workers (plan.choose_trainer)."""
     import ray
 
     alive = sum(1 for n in ray.nodes() if n.get("Alive"))

@@ -108,9 +108,9 @@ def tpe_startup_trials(t: TuneSettings) -> int:
 class Resources:
     workers_per_trial: int = 1
     gpus_per_trial: float | str = "auto"  # "auto": 0 without GPUs, else 1 per worker (0.5 on one GPU)
-    cpus_per_worker: float | str = "auto"  # "auto": every core trains (tune.plan_resources)
+    cpus_per_worker: float | str = "auto"  # "auto": every core trains (plan.plan_resources)
     # who trains a trial: "torch" a TorchTrainer (Ray Train's processes), "trial" Tune's trial process
-    # itself (trial_process.py: starts in seconds), "auto" the trial process where it can (tune.choose_trainer)
+    # itself (trial_process.py: starts in seconds), "auto" the trial process where it can (plan.choose_trainer)
     trainer: str = "auto"
 
 

@@ -112,7 +112,7 @@ class StudySearch(OptunaSearch):
     (pickled by Tune with the experiment) points to the same storage and study, so a resumed
     search keeps adding to it.
 
-    `budget` (a tune.TimeBudget, or None) is this run's clock: once the time left is shorter than
+    `budget` (a plan.TimeBudget, or None) is this run's clock: once the time left is shorter than
     a trial takes to reach ASHA's first rung, `suggest` says FINISHED and Tune starts no more
     trials. It is the driver's, not the experiment's: a restored searcher keeps the one it has.
     """
