@@ -104,6 +104,9 @@ def tpe_startup_trials(t: TuneSettings) -> int:
     return t.startup_trials or max(2, min(10, t.num_samples // 3))
 
 
+TRAINERS = ("auto", "trial", "torch")  # Resources.trainer's values, and tune --trainer's choices
+
+
 @dataclass
 class Resources:
     workers_per_trial: int = 1
@@ -403,7 +406,7 @@ def check_settings(spec: SearchSpec, where: str) -> None:
     if r.cpus_per_worker != "auto" and not (isinstance(r.cpus_per_worker, (int, float))
                                             and not isinstance(r.cpus_per_worker, bool) and r.cpus_per_worker > 0):
         raise ConfigError(f"{where}: cpus_per_worker must be 'auto' or a number > 0")
-    if r.trainer not in ("auto", "trial", "torch"):
+    if r.trainer not in TRAINERS:
         raise ConfigError(f"{where}: trainer must be auto, trial (Tune's trial process trains) or torch "
                           f"(a TorchTrainer per trial), got {shown(r.trainer)}")
 

@@ -28,8 +28,6 @@ from . import checkpoint
 from .config import RunSettings, TrainConfig
 from .train import IN_MEMORY_KEY, LATENCY_KEY, fit, storage_uri
 
-TRAINERS = ("auto", "trial", "torch")  # search space `resources.trainer`, tune --trainer
-
 
 class TrialSession:
     """train.fit's runner inside Tune's trial process (the other is train.TrainSession)."""

@@ -36,7 +36,7 @@ from .keyword_source import DEFAULT_SPEAKERS, DEFAULT_TAKES, parse_engines
 from .plan import (END_FIXED_S, MIN_TRIALS_S, STREAM_S_PER_HOUR_MMAC, TimeBudget,  # noqa: F401 - tune's names too
                    choose_trainer, data_streams, end_reserve_s, fmt_duration, largest_macs, plan_resources,
                    planned_trials, search_over, trial_resources)
-from .search_space import SearchSpec, check_settings, load_spec, parse_duration, trial_cap
+from .search_space import TRAINERS, SearchSpec, check_settings, load_spec, parse_duration, trial_cap
 from .speech_data import ENGINES
 from .storage import hides_password, is_uri, location, redact
 from .tuner import (BudgetRecorder, TrialLines, _fmt, build_tuner, make_scheduler,  # noqa: F401 - tune's names too
@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--gpus-per-trial", help="GPUs per trial; fractions share a GPU (0.5, 0.25); 'auto'")
     ap.add_argument("--workers-per-trial", type=int, help="Ray Train workers per trial (DDP; one per GPU)")
     ap.add_argument("--cpus-per-worker", help="CPUs per Ray Train worker, or 'auto' (every core trains)")
-    ap.add_argument("--trainer", choices=["auto", "trial", "torch"],
+    ap.add_argument("--trainer", choices=TRAINERS,
                     help="who trains a trial: torch, a Ray Train TorchTrainer (its own processes); trial, Tune's trial "
                          "process (one worker, data in memory, one machine: starts in seconds); auto (default): trial "
                          "where it can")
