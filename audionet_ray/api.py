@@ -160,7 +160,8 @@ def search(data=None, space="default", *, budget=None, keywords=None, storage=No
     export: export the best checkpoint as a bundle into EXPERIMENT/bundle (and judge it on the
     test split), as the command does.
     options: any other option of `python -m audionet_ray.tune`, by its name with underscores
-    (epochs=4, searcher="random", scheduler="fifo", seed=1, address="auto", quiet=True, ...).
+    (epochs=4, searcher="random", scheduler="fifo", seed=1, address="auto", quiet=True,
+    log_level="warning" for its warnings alone, ...).
 
     Raises ConfigError (one line, tune's) for a bad setting, bad data or a search that left no checkpoint.
     """

@@ -25,7 +25,8 @@ from . import __version__
 from .audio import CLIP_SAMPLES, SAMPLE_RATE, WINDOW_RANGE_S, fit_length, to_int16
 from .augment import standardise
 from .discover import SILENCE, UNKNOWN
-from .model import AudioNet
+from .errors import ConfigError
+from .registry import model_class, recorded
 
 KIND = "audionet-ray-bundle"
 FORMAT = 1  # bump when a reader of the old format could misread a new bundle
@@ -87,7 +88,7 @@ class Bundle:
     sample_rate: int
     clip_samples: int
     backend: str = "torch"  # or "onnx" (model.onnx), "int8" (model.int8.onnx), both with onnxruntime
-    model: AudioNet | None = None  # eval mode; None with the onnx backends
+    model: torch.nn.Module | None = None  # eval mode (its config.json's architecture); None with the onnx backends
     session: object | None = None  # onnxruntime.InferenceSession with the onnx backends
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     std_floor: float = 0.0  # preprocessing's standardise floor (int16 units; 0: plain standardisation)
@@ -176,12 +177,18 @@ def verify_files(path: Path, config: dict) -> None:
                           f"remove it, or export the bundle again")
 
 
-def _torch_model(path: Path, config: dict, device: torch.device) -> AudioNet:
+def _torch_model(path: Path, config: dict, device: torch.device) -> torch.nn.Module:
+    """The bundle's model in eval mode: the class its config.json's model.architecture names (none
+    recorded: AudioNet, as every bundle before the registry), with model.safetensors' weights."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
-        model = AudioNet.from_config(config["model"]["config"])
+        cls = model_class(recorded(config))
+    except ConfigError as e:
+        raise BundleError(f"{path / CONFIG_FILE}: {e}: update audionet-ray, or export the bundle again") from None
+    try:
+        model = cls.from_config(config["model"]["config"])
         state = load_file(str(path / WEIGHTS_FILE), device="cpu")
         model.load_state_dict(state)
     except (KeyError, TypeError, ValueError, RuntimeError, SafetensorError) as e:

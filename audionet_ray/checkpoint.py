@@ -23,6 +23,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable
 
+from . import ranking
+
 if TYPE_CHECKING:
     import torch
 
@@ -38,8 +40,11 @@ META_FILE = "meta.json"
 def save(d: Path, model: "torch.nn.Module", opt: "torch.optim.Optimizer", epoch: int, cfg: "TrainConfig",
          model_cfg: "ModelConfig", classes: list[str], metrics: dict,
          sched: "torch.optim.lr_scheduler.LRScheduler | None" = None) -> None:
-    """Write a whole checkpoint into the folder `d` (meta.json last: it vouches for the others)."""
+    """Write a whole checkpoint into the folder `d` (meta.json last: it vouches for the others).
+    meta.json records the model's architecture (registry.name_of), which export builds again."""
     import torch
+
+    from .registry import name_of
 
     torch.save(model.state_dict(), d / MODEL_FILE)
     state = {"optimizer": opt.state_dict(), "epoch": epoch, "torch_rng": torch.get_rng_state()}
@@ -49,7 +54,7 @@ def save(d: Path, model: "torch.nn.Module", opt: "torch.optim.Optimizer", epoch:
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
     torch.save(state, d / STATE_FILE)
     files = (MODEL_FILE, STATE_FILE)
-    meta = {"epoch": epoch, "classes": classes, "model": model_cfg.to_dict(),
+    meta = {"epoch": epoch, "classes": classes, "architecture": name_of(model), "model": model_cfg.to_dict(),
             "train_config": cfg.to_dict(), "metrics": metrics,
             "files": {f: (d / f).stat().st_size for f in files},
             "sha256": {f: sha256(lambda: open(d / f, "rb")) for f in files}}  # noqa: B023 - called at once
@@ -171,9 +176,10 @@ def is_checkpoint(folder: Path) -> bool:
 
 def best(found: list[tuple], metric: str, mode: str) -> tuple | None:
     """The best of (name, folder, meta) checkpoints by `metric` (the later epoch on a tie); None
-    when none recorded it. The one definition of "best" that export, the search and the report use."""
-    scored = [c for c in found if isinstance((c[2].get("metrics") or {}).get(metric), (int, float))]
-    if not scored:
-        return None
-    sign = 1 if mode == "max" else -1
-    return max(scored, key=lambda c: (sign * c[2]["metrics"][metric], c[2].get("epoch", 0)))
+    when none recorded it (ranking.best, the one definition of "best")."""
+    return ranking.best(found, metric, mode, key=lambda c: metric_of(c[2], metric), then=lambda c: c[2].get("epoch", 0))
+
+
+def metric_of(meta: dict, metric: str) -> object:
+    """A checkpoint's recorded value of `metric` (None when it recorded none)."""
+    return (meta.get("metrics") or {}).get(metric)

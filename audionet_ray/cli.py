@@ -13,7 +13,7 @@ import difflib
 import importlib
 import sys
 
-from . import __version__
+from . import __version__, log
 
 PROG = "audionet-ray"
 
@@ -79,10 +79,13 @@ def _score(value) -> str:
 
 def runs(argv: list[str] | None = None) -> int:
     """`audionet-ray runs [--storage DIR]`: one line per experiment."""
-    ap = argparse.ArgumentParser(prog=f"{PROG} runs", description=COMMANDS["runs"][1])
+    ap = argparse.ArgumentParser(prog=f"{PROG} runs", description=COMMANDS["runs"][1],
+                                 formatter_class=log.HelpFormatter)
     ap.add_argument("--storage", help="the storage folder a search was given (a local folder or s3://...; "
                                       "default: tune's, ./runs)")
+    log.add_option(ap)
     args = ap.parse_args(argv)
+    log.setup(args.log_level)
     from .errors import ConfigError
     from .experiment import experiments, summarize
 
@@ -92,7 +95,7 @@ def runs(argv: list[str] | None = None) -> int:
     except (OSError, ConfigError) as e:
         print(f"error: {storage}: cannot be read ({e})", file=sys.stderr)
         return 2
-    if not found:
+    if not found:  # the table and these lines are the command's output: print, at every --log-level
         print(f"no experiments in {storage} (start one with `{PROG} tune --storage {storage}`)")
         return 0
     head = ["name", "state", "trials", "metric", "best", "best trial", "bundle"]

@@ -6,41 +6,18 @@ samples from: lr, batch_size, train_ratio, ...); `RunSettings` is where and on w
 
 from __future__ import annotations
 
-import math
-import numbers
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from . import schema
 from .augment import AugmentConfig
+from .dataset import DEFAULT_TRAIN_RATIO
 from .errors import ConfigError  # noqa: F401 - where the config's users have always found it
 from .model import CLIP_SAMPLES, ModelConfig
+from .schema import shown  # noqa: F401 - where search_space and others have found it
 
 OPTIMIZERS = ("nadam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
-
-
-_TYPES = {"int": (numbers.Integral,), "float": (numbers.Real,), "str": (str,), "bool": (bool,),
-          "float | str": (numbers.Real, str), "str | float | None": (str, numbers.Real, type(None))}
-
-
-def shown(key: Any) -> str:
-    """A key or value from the user's YAML or JSON as it can go into a one-line message."""
-    return key if isinstance(key, str) and key.isprintable() and key.strip() == key and key else repr(key)
-
-
-def check_types(obj: Any, prefix: str = "") -> None:
-    """Each setting of a config dataclass has its declared type: YAML and JSON give any type
-    anywhere, and a "4" or 2.5 epochs or a true learning rate would fail a trial hours later.
-    Numbers must be finite, whole where an int is due, and fit in 64 bits (seeds go to torch)."""
-    for f in fields(obj):
-        v, allowed = getattr(obj, f.name), _TYPES.get(f.type)
-        if allowed is None:  # a nested dataclass: checked on its own
-            continue
-        bad = not isinstance(v, allowed) or (isinstance(v, bool) and bool not in allowed)
-        if not bad and isinstance(v, numbers.Real) and not isinstance(v, bool):
-            bad = not math.isfinite(v) or abs(v) >= 2**63
-        if bad:
-            raise ConfigError(f"{prefix}{f.name}: expected {f.type.replace(' | ', ' or ')}, got {repr(v)[:60]}")
 
 
 def parse_keywords(text: str | list | None) -> list[str]:
@@ -60,8 +37,13 @@ def keywords_option(text: str) -> list[str]:
 
 def setting(train_config: dict, name: str) -> Any:
     """A setting by its flat name (as a search space names it) from a saved TrainConfig dict, where
-    the augmentation settings sit under "augment"."""
-    return train_config[name] if name in train_config else (train_config.get("augment") or {}).get(name)
+    the augmentation settings sit under "augment" (and the model's, in a nested dict, under "model")."""
+    if name in train_config:
+        return train_config[name]
+    for part in ("augment", "model"):
+        if name in (train_config.get(part) or {}):
+            return train_config[part][name]
+    return None
 
 
 # The metrics a search or an export may rank by, and which way is better.
@@ -97,13 +79,13 @@ def with_keyword_defaults(settings: dict) -> dict:
 @dataclass
 class TrainConfig:
     data: str = ""  # a prepared dataset folder (python -m audionet_ray.prepare ...)
-    epochs: int = 10
+    epochs: int = 10  # passes over the training split
     batch_size: int = 128  # global: split across workers
-    lr: float = 1e-4
-    beta1: float = 0.9
-    beta2: float = 0.999
-    weight_decay: float = 0.0
-    train_ratio: float = 0.9
+    lr: float = 1e-4  # the learning rate (the peak of a cosine or onecycle schedule)
+    beta1: float = 0.9  # Adam's first-moment decay
+    beta2: float = 0.999  # Adam's second-moment decay
+    weight_decay: float = 0.0  # L2 in the gradient (nadam) or decoupled (adamw)
+    train_ratio: float = DEFAULT_TRAIN_RATIO  # share of the non-test speakers that train (the rest validate)
     optimizer: str = "nadam"  # nadam (the reference) | adamw (decoupled weight decay)
     schedule: str = "constant"  # constant (the reference) | cosine (warm-up, then to 0) | onecycle, per batch
     warmup_epochs: float = 1.0  # cosine only: linear warm-up from ~0 to lr over this many epochs
@@ -111,56 +93,52 @@ class TrainConfig:
     # Weight the training loss by inverse class frequency (the train+val clips of the manifest):
     # a wake word's few hundred clips then count as much as its thousands of negatives.
     class_balance: bool = False
-    # the model (see model.ModelConfig): the defaults are the reference AudioNet
-    width: int = 256
-    dense: int = 512
-    dropout: float = 0.2
-    norm: str = "none"
-    norm_groups: int = 8
-    pool: str = "flatten"
-    dense_layers: int = 4
-    frontend: str = "conv"
-    filters: int = 64
-    spec_augment: bool = False
-    # The model's input window in samples: the prepared data's (prepare --window), which train reads
-    # from its manifest. 0 (the default): whatever the data has; another value must equal it.
-    clip_samples: int = 0
+    # The model: its settings are model.ModelConfig's, nested here and named flat (width: 128) in a
+    # search space, a trial's config and a saved config. The defaults are the reference AudioNet;
+    # n_classes and clip_samples 0 stand for the data's (`model_config` fills them in).
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(n_classes=0, clip_samples=0))
     # A keyword task (a detector, not a clip classifier): the classes are these words plus _unknown_
     # (every other word) and _silence_; prepared as such (prepare --keywords), judged on streams.
     keywords: str = ""  # comma-separated; "" trains a classifier of every word of the data
     std_floor: float = 0.0  # int16 units: per-clip standardisation divides by at least this (augment.standardise)
     target_fa_per_hour: float = 1.0  # keyword tasks: frr_at_target is the false-reject rate at this rate ...
     detector_minutes: float = 4.0  # ... on this many minutes of validation-speaker streams, each checkpoint (0: off)
-    seed: int = 0
+    seed: int = 0  # initial weights, data order and augmentation
     checkpoint_every: int = 2  # epochs; and always at the end
     bf16: bool = True  # autocast on GPU (ignored on CPU)
     deterministic: bool = False  # keep Ray Data's block order, for exact resume and tests
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The model's settings flat (as a search space names them, and as every saved config has
+        had them), the augmentation's under "augment"; `from_dict` reads it back."""
+        d = asdict(self)
+        model = d.pop("model")
+        model.pop("n_classes")
+        return {**d, **model}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        """Build from a flat or nested dict; unknown keys are an error naming them."""
+    def from_dict(cls, d: dict[str, Any], where: str = "") -> "TrainConfig":
+        """Build from a flat or nested dict (a space's values, a trial's, a saved config) and check
+        it: every mistake (unknown keys, wrong types, bad values) in one ConfigError."""
         d = dict(d)
         if isinstance(d.get("keywords"), (list, tuple)):  # YAML may list them
             d["keywords"] = ",".join(parse_keywords(d["keywords"]))
-        aug = d.pop("augment", {}) or {}
-        aug = aug.to_dict() if isinstance(aug, AugmentConfig) else dict(aug)
-        aug_names = {f.name for f in fields(AugmentConfig)}
-        for k in list(d):  # a search may sample augmentation settings as flat keys
-            if k in aug_names:
-                aug[k] = d.pop(k)
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names, key=str) + sorted(set(aug) - aug_names, key=str)
-        if unknown:
-            raise ConfigError(f"unknown setting(s): {', '.join(map(shown, unknown))}; known: {', '.join(sorted(names | aug_names))}")
-        cfg = cls(**d, augment=AugmentConfig(**aug))
-        check_types(cfg)
-        check_types(cfg.augment)
-        cfg.validate()
+        schema.check(cls, d, where)
+        cfg = schema.build(cls, schema.nest(cls, d))
+        cfg.validate(where)
         return cfg
+
+    @classmethod
+    def mistakes_in(cls, d: dict[str, Any], section: str = "", known: list[str] | None = None) -> list[str]:
+        """Every mistake of a settings dict without raising (a search space's `fixed`, reported with
+        the file's other mistakes): keys and types, then, where those are right, the values."""
+        if isinstance(d.get("keywords"), (list, tuple)):
+            d = {**d, "keywords": ",".join(parse_keywords(d["keywords"]))}
+        found = schema.mistakes(cls, d, section, known=known)
+        if found:
+            return found
+        return [f"{section}: {m}" if section else m for m in schema.build(cls, schema.nest(cls, d)).mistakes()]
 
     @property
     def keyword_list(self) -> list[str]:
@@ -169,21 +147,27 @@ class TrainConfig:
     def model_config(self, n_classes: int, clip_samples: int | None = None) -> ModelConfig:
         """The model these settings train, for a dataset of `n_classes` words and clips of
         `clip_samples` (the manifest's; default: the setting's, else one second)."""
-        names = [f.name for f in fields(ModelConfig) if f.name not in ("n_classes", "clip_samples")]
-        return ModelConfig(n_classes, **{k: getattr(self, k) for k in names},
-                           clip_samples=clip_samples or self.clip_samples or CLIP_SAMPLES)
+        return replace(self.model, n_classes=n_classes,
+                       clip_samples=clip_samples or self.model.clip_samples or CLIP_SAMPLES)
 
     def data_clip_samples(self, manifest: dict, where) -> int:
         """The window the model trains on: the prepared data's; a clip_samples setting that differs
         from it is a mistake (the model would be built for clips the data does not have)."""
-        have = int(manifest.get("clip_samples", CLIP_SAMPLES))
-        if self.clip_samples and self.clip_samples != have:
-            raise ConfigError(f"clip_samples: {self.clip_samples} given, but {where} holds clips of {have} samples "
+        have, given = int(manifest.get("clip_samples", CLIP_SAMPLES)), self.model.clip_samples
+        if given and given != have:
+            raise ConfigError(f"clip_samples: {given} given, but {where} holds clips of {have} samples "
                               f"({have / 16_000:g} s): leave clip_samples out (it comes from the data) or prepare "
-                              f"the data with --window {self.clip_samples / 16_000:g}")
+                              f"the data with --window {given / 16_000:g}")
         return have
 
-    def validate(self) -> None:
+    def validate(self, where: str = "") -> None:
+        """Every bad value (a range, a choice, a clash of the model's settings) in one ConfigError."""
+        found = self.mistakes()
+        if found:
+            raise schema.error(found, where)
+
+    def mistakes(self) -> list[str]:
+        """The bad values, one line each naming the setting and what it may be."""
         checks = [
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
@@ -199,16 +183,14 @@ class TrainConfig:
             (self.std_floor >= 0, f"std_floor must be >= 0 (int16 units), got {self.std_floor}"),
             (self.target_fa_per_hour > 0, f"target_fa_per_hour must be > 0, got {self.target_fa_per_hour}"),
             (self.detector_minutes >= 0, f"detector_minutes must be >= 0, got {self.detector_minutes}"),
-            (self.clip_samples >= 0, f"clip_samples must be >= 0 (0: the data's window), got {self.clip_samples}"),
+            (self.model.clip_samples >= 0,
+             f"clip_samples must be >= 0 (0: the data's window), got {self.model.clip_samples}"),
             *((False, m) for m in self.augment.validate()),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
-        try:
-            self.model_config(1).validate()
-        except ValueError as e:  # width, dense, ..., the model's settings
-            raise ConfigError(str(e)) from None
+        found = [msg for ok, msg in checks if not ok]
+        if self.model.clip_samples >= 0:  # width, dense, ..., the model's settings (any n_classes will do)
+            found += self.model_config(1).mistakes()
+        return found
 
 
 @dataclass

@@ -16,14 +16,16 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch loads only to measure: the search space and the experiment folder import this module
-    from .model import AudioNet, ModelConfig
+    import torch
+
+    from .model import ModelConfig
 
 OBJECTIVES = ("macs", "params", "latency_ms")  # each minimised
 CONSTRAINTS = {"max_macs": "macs", "max_params": "params", "max_latency_ms": "latency_ms"}
 LIMIT_OF = {cost: limit for limit, cost in CONSTRAINTS.items()}  # "macs" -> "max_macs"
 
 
-def latency_ms(model: "AudioNet", runs: int = 30, warmup: int = 5) -> float:
+def latency_ms(model: "torch.nn.Module", runs: int = 30, warmup: int = 5) -> float:
     """Median milliseconds of one forward pass of one clip, torch on one thread."""
     import torch
 
@@ -44,16 +46,18 @@ def latency_ms(model: "AudioNet", runs: int = 30, warmup: int = 5) -> float:
     return statistics.median(times)
 
 
-def model_costs(cfg: "ModelConfig", latency: bool = False, model: "AudioNet | None" = None) -> dict[str, float]:
-    """{"params", "macs"} of the model these settings build, and "latency_ms" when asked. Give
-    `model` (built from `cfg`) to measure it (a copy, on the CPU) instead of a new one: building
-    one draws its initial weights from torch's global generator."""
+def model_costs(cfg: "ModelConfig", latency: bool = False, model: "torch.nn.Module | None" = None,
+                architecture: str | None = None) -> dict[str, float]:
+    """{"params", "macs"} of the model these settings build (`architecture`: registry's name, None:
+    its default), and "latency_ms" when asked. Give `model` (built from `cfg`) to measure it (a copy,
+    on the CPU) instead of a new one: building one draws its initial weights from torch's global generator."""
     import copy
 
-    from .model import AudioNet, count_parameters, flops_per_clip
+    from .model import count_parameters, flops_per_clip
+    from .registry import build
 
     if model is None:
-        model = AudioNet.from_config(cfg)
+        model = build(architecture, cfg)
     else:
         model = copy.deepcopy(model).cpu() if latency else model
     out: dict[str, float] = {"params": count_parameters(model), "macs": int(flops_per_clip(cfg, training=False) / 2)}
@@ -67,12 +71,3 @@ def over_limits(costs: dict[str, float], constraints: dict[str, float]) -> list[
     return [f"{CONSTRAINTS[k]} {costs[CONSTRAINTS[k]]:g} > {k} {v:g}"
             for k, v in constraints.items() if CONSTRAINTS[k] in costs and costs[CONSTRAINTS[k]] > v]
 
-
-def pareto_front(points: list[tuple], sign: float = 1.0) -> list[tuple]:
-    """The points (accuracy, cost, ...) that no other point beats on both: accuracy higher
-    (`sign` -1 when lower is better) and cost lower. Sorted by cost."""
-    front = []
-    for p in sorted(points, key=lambda p: (p[1], -sign * p[0])):
-        if not front or sign * p[0] > sign * front[-1][0]:
-            front.append(p)
-    return front

@@ -1,15 +1,13 @@
 """From prepared Parquet shards to int16 torch batches on each Ray Train worker.
 
 `python -m audionet_ray.prepare DATA_ROOT OUT` decodes a dataset once (prepare.py); training
-then streams the shards with Ray Data. The train/validation split by speaker is a
-column filter on the speaker's hash bucket, pushed down into the Parquet reader, so every
-train_ratio of a search reads the same shards.
+then streams the shards with Ray Data. The folder itself, its split by speaker and its noise
+are `dataset.PreparedDataset`'s; the functions here are the names the package has always
+called, and the way from a Ray Dataset to torch batches.
 """
 
 from __future__ import annotations
 
-import io
-import math
 import os
 import sys
 import warnings
@@ -21,118 +19,30 @@ import pyarrow as pa
 import torch
 from ray.data.collate_fn import ArrowBatchCollateFn
 
+from . import log
 from .audio import AUDIO_SUFFIXES, CLIP_SAMPLES, seconds_text
 from .discover import SILENCE, UNKNOWN, DatasetError, escape_path
-from .prepare import (MANIFEST, NOISE_FILE, PrepareOptions, load_manifest, pcm_from_binary, prepare,
-                      resolve_clip_samples, summary_line, window_samples)
+from .dataset import (MEMORY_ENV, NOISE_CAP_S, NOISE_PIECE_S, PreparedDataset, check_train_ratio,  # noqa: F401
+                      fits_in_memory, read_noise, train_ratio_range)
+from .prepare import (MANIFEST, PrepareOptions, pcm_from_binary, prepare, resolve_clip_samples, summary_line,
+                      window_samples)
 from .storage import is_uri, location
 
 
 def split_datasets(prepared: str | Path, train_ratio: float, splits=("train", "val"),
                    shuffle_files: bool = True) -> dict:
-    """Ray Datasets for the named splits ("train", "val", "test"): rows of `pcm` and `label`.
-
-    Speakers with bucket < train_ratio train, the rest validate; "test" is the fixed test set,
-    which lives in its own shards, so training never reads it. Training shards are read in a
-    new random file order every epoch (`shuffle_files=False` keeps the shard order fixed, for
-    runs that must be repeatable); pair with `torch_batches(..., shuffle_seed=...)`.
-    """
-    import ray.data
-    from ray.data.expressions import col
-
-    if not 0.0 < train_ratio < 1.0:
-        raise DatasetError(f"train_ratio must be between 0 and 1 (exclusive), got {train_ratio}")
-    unknown = [s for s in splits if s not in ("train", "val", "test")]
-    if unknown:
-        raise DatasetError(f"unknown split {unknown[0]!r}: choose from train, val, test")
-    root = location(prepared)  # a local folder or a URI (s3://...): read_parquet takes both
-    m = load_manifest(root)
-    check_train_ratio(m, train_ratio, root, need_val="val" in splits)
-    predicates = {"train": col("bucket") < train_ratio, "val": col("bucket") >= train_ratio}
-    out = {}
-    for name in splits:
-        part = "test" if name == "test" else "trainval"
-        files = [str(root / s) for s in m["split_shards"][part]]
-        if not files:
-            out[name] = _empty(m["clip_samples"])
-            continue
-        ds = ray.data.read_parquet(files, shuffle="files" if name == "train" and shuffle_files else None)
-        ds = ds.select_columns(["pcm", "label", "bucket"])  # pushed down into the reader
-        if name in predicates:
-            ds = ds.filter(expr=predicates[name])
-        out[name] = ds.select_columns(["pcm", "label"])
-    return out
-
-
-MEMORY_ENV = "AUDIONET_MEMORY_MB"  # a worker keeps its data in memory up to this size (0: always stream)
-
-
-def fits_in_memory(manifest: dict, world: int) -> bool:
-    """Whether each of `world` workers keeps its part of the data in memory (`read_split`) rather than
-    streaming it through Ray Data. Decided once, from the manifest, by the driver that builds the run."""
-    budget_mb = float(os.environ.get(MEMORY_ENV, "1024"))
-    clip_bytes = 2 * manifest.get("clip_samples", CLIP_SAMPLES)
-    return budget_mb > 0 and manifest.get("n_clips", float("inf")) * clip_bytes / world <= budget_mb * 2**20
+    """Ray Datasets for the named splits ("train", "val", "test"): rows of `pcm` and `label`
+    (`PreparedDataset.ray_datasets`); pair with `torch_batches(..., shuffle_seed=...)`."""
+    return PreparedDataset.open(prepared).ray_datasets(train_ratio, splits, shuffle_files)
 
 
 def read_split(prepared: str | Path, train_ratio: float, split: str, rank: int = 0,
                world: int = 1, equal: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """One split read straight from the shards with pyarrow: int16 clips (N, clip_samples), labels, classes.
-
-    For data that fits in memory: a Ray Data pipeline costs seconds to start and CPUs of its own
-    for one pass over a few MB (benchmarks/bench_throughput.py); reading the Parquet files here
-    takes a fraction of a second and leaves every CPU to training. Rows are dealt to `world`
-    workers by position (rank, rank + world, ...); `equal` drops the last few rows so that every
-    worker gets as many (DDP steps in lockstep: one batch more on one worker would hang the others).
-    """
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
-    if split not in ("train", "val", "test"):
-        raise DatasetError(f"unknown split {split!r}: choose from train, val, test")
-    root = location(prepared)
-    m = load_manifest(root)
-    part = "test" if split == "test" else "trainval"
-    tables = []
-    for shard in m["split_shards"][part]:
-        table = pq.read_table(str(root / shard), columns=["pcm", "label", "bucket"])  # a path or a URI
-        if split != "test":
-            keep = pc.less(table["bucket"], train_ratio) if split == "train" else pc.greater_equal(table["bucket"], train_ratio)
-            table = table.filter(keep)
-        tables.append(table.select(["pcm", "label"]))
-    if not tables:
-        return np.zeros((0, m["clip_samples"]), np.int16), np.zeros(0, np.int64), m["classes"]
-    table = pa.concat_tables(tables)
-    if equal:
-        table = table.slice(0, table.num_rows // world * world)
-    if world > 1:
-        table = table.take(pa.array(range(rank, table.num_rows, world)))
-    pcm = pcm_from_binary(table.column("pcm"), m["clip_samples"]).copy()  # writable, owned: nothing keeps Arrow's buffers
-    return pcm, table.column("label").to_numpy().astype(np.int64), m["classes"]
-
-
-def train_ratio_range(manifest: dict) -> tuple[float, float]:
-    """The train_ratios, to 2 decimals, that leave speakers on both sides of the split."""
-    buckets = [b for b, _ in manifest["trainval_buckets"]]
-    if not buckets:
-        return 1.0, 0.0
-    return math.floor(min(buckets) * 100 + 1) / 100, math.floor(max(buckets) * 100) / 100
-
-
-def check_train_ratio(manifest: dict, train_ratio: float, where, need_val: bool = True) -> None:
-    """Fail before training on a split with no speakers: an empty validation set would report
-    val_accuracy 0 every epoch, and a search would rank its trials by nothing."""
-    pairs = manifest["trainval_buckets"]
-    n_train = sum(n for b, n in pairs if b < train_ratio)
-    n_val = sum(n for b, n in pairs if b >= train_ratio)
-    if n_train and (n_val or not need_val):
-        return
-    side = "train on" if not n_train else "validate on"
-    lo, hi = train_ratio_range(manifest)
-    fix = (f"use a train_ratio from {lo:g} to {hi:g}" if lo <= hi else
-           "it has too few speakers to split by speaker; add speakers")
-    raise DatasetError(f"train_ratio {train_ratio:g} leaves no speaker to {side} in {where} "
-                       f"({len(pairs)} non-test speakers): {fix}")
+    """One split read straight from the shards with pyarrow: int16 clips (N, clip_samples), labels,
+    classes (`PreparedDataset.arrays`: rows dealt to `world` workers, `equal` parts for DDP)."""
+    data = PreparedDataset.open(prepared)
+    pcm, labels = data.arrays(split, train_ratio, rank, world, equal)
+    return pcm, labels, data.classes
 
 
 def keyword_options(root: str | Path, keywords: list[str]) -> "PrepareOptions":
@@ -185,11 +95,11 @@ def ensure_prepared(data: str | Path, cache_dir: str | Path | None = None, progr
 
     asked = None if window is None else window_samples(window)
     if is_uri(data):  # shared storage on a cluster: it must already hold a prepared dataset
-        _check_prepared(load_manifest(data), keywords, asked, data)
+        _check_prepared(PreparedDataset.open(data).manifest, keywords, asked, data)
         return location(data)
     data = Path(data).expanduser()
     if (data / MANIFEST).exists():
-        _check_prepared(load_manifest(data), keywords, asked, escape_path(data))
+        _check_prepared(PreparedDataset.open(data).manifest, keywords, asked, escape_path(data))
         return data
     clip_samples = resolve_clip_samples(data, window)
     cache = Path(cache_dir or os.environ.get("AUDIONET_CACHE", "~/.cache/audionet_ray")).expanduser()
@@ -200,48 +110,13 @@ def ensure_prepared(data: str | Path, cache_dir: str | Path | None = None, progr
     out = cache / "prepared" / f"{escape_path(data.name)[:40]}{tag}-{key}"
     opts = keyword_options(data, keywords) if keywords else PrepareOptions()
     m = prepare(data, out, replace(opts, clip_samples=clip_samples), progress=progress)
-    print(summary_line(m), flush=True)
+    log.get(__name__).info(summary_line(m))
     return out
 
 
-def _empty(clip_samples: int):
-    """A dataset with the right schema and no rows (e.g. no test clips in a tiny dataset)."""
-    import ray.data
-
-    table = pa.table({"pcm": pa.array([], pa.binary(2 * clip_samples)), "label": pa.array([], pa.int32())})
-    return ray.data.from_arrow(table)
-
-
-NOISE_CAP_S = 600  # background noise kept for augmentation: 10 minutes, 19 MB of int16 per worker
-NOISE_PIECE_S = 10  # ... as pieces this long, spread over all of it
-
-
 def load_noise(prepared: str | Path, cap_s: float | None = NOISE_CAP_S) -> np.ndarray:
-    """Background noise for augmentation as one int16 array (empty when the dataset has none).
-
-    At most `cap_s` seconds of it: every training worker holds its noise (on its device), and a
-    dataset with hours of background recordings would cost each one all of them. Longer noise is
-    cut to evenly spaced NOISE_PIECE_S pieces across the whole file, the same every time (every
-    worker, run and resume mixes in the same noise). A local noise.npy is memory-mapped, so only
-    the pieces kept are read; one on a URI is read whole once, then cut. The array is the
-    caller's own (writable, nothing else keeps it). `cap_s=None` keeps all of it (streaming
-    evaluation's noise-only streams play every second).
-    """
-    from .audio import SAMPLE_RATE
-
-    path = location(prepared) / NOISE_FILE
-    if not path.exists():
-        return np.zeros(0, np.int16)
-    if is_uri(path):
-        noise = np.load(io.BytesIO(path.read_bytes()), allow_pickle=False)
-    else:
-        noise = np.load(path, mmap_mode="r", allow_pickle=False)
-    cap = len(noise) if cap_s is None else int(cap_s * SAMPLE_RATE)
-    if len(noise) <= cap:
-        return np.array(noise)
-    piece = min(NOISE_PIECE_S * SAMPLE_RATE, cap)
-    starts = np.linspace(0, len(noise) - piece, cap // piece).astype(np.int64)
-    return np.concatenate([noise[s:s + piece] for s in starts])
+    """Background noise for augmentation, at most `cap_s` seconds (`dataset.read_noise`)."""
+    return read_noise(prepared, cap_s)
 
 
 class PcmCollate(ArrowBatchCollateFn):

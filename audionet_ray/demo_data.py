@@ -19,7 +19,7 @@ from ``numpy.random.default_rng`` seeded by a tuple such as
 arguments and independent of generation order.
 
 CLI: ``python -m audionet_ray.demo_data OUT_DIR [--speakers N] [--seed S]
-[--clips-per-speaker K]``.
+[--takes K]`` (``--takes`` was ``--clips-per-speaker``, which still works).
 """
 
 from __future__ import annotations
@@ -31,6 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from . import log
+
+logger = log.get(__name__)
 
 SR = 16_000
 CLIP_SAMPLES = SR
@@ -205,33 +209,64 @@ def _smooth(x: np.ndarray, n: int) -> np.ndarray:
     return np.convolve(x, w / w.sum(), mode="same")
 
 
-def render_word(word: str, spk: Speaker, rng: np.random.Generator) -> np.ndarray:
-    """Synthesize one utterance (float, arbitrary length, vowel RMS about 1)."""
-    tmpl = WORDS[word]
-    names = [p for p, _ in tmpl.phones]
-    phones = [PHONES[p] for p in names]
+@dataclass(frozen=True)
+class _Timeline:
+    """Where each phone of one utterance sits, per sample and per STFT frame; shared by every layer."""
+
+    phones: list[Phone]
+    bounds: np.ndarray  # phone boundaries, s
+    centres: np.ndarray  # phone midpoints, s
+    pad: int  # samples of room on each side for filter tails and STFT edges
+    n: int  # samples including both pads
+    t: np.ndarray  # time of each sample, s (negative in the leading pad)
+    which: np.ndarray  # index of the phone sounding at each sample
+    inside: np.ndarray  # whether each sample lies within the word
+    ft: np.ndarray  # time of each STFT frame's centre, s
+
+
+def _timeline(tmpl: Word, spk: Speaker, rng: np.random.Generator) -> _Timeline:
+    """Jittered phone durations at the speaker's rate, capped so every word fits in a clip."""
+    phones = [PHONES[p] for p, _ in tmpl.phones]
     durs = np.array([d for _, d in tmpl.phones]) / spk.rate
     durs *= rng.uniform(0.85, 1.15, len(durs)) * rng.uniform(0.93, 1.07)
     durs *= min(1.0, MAX_WORD_SECONDS / durs.sum())
     bounds = np.concatenate([[0.0], np.cumsum(durs)])
-    pad = N_FFT  # room for filter tails and STFT edges
+    pad = N_FFT
     n = int(round(bounds[-1] * SR)) + 2 * pad
     t = (np.arange(n) - pad) / SR
-    which = np.clip(np.searchsorted(bounds, t, side="right") - 1, 0, len(phones) - 1)
-    inside = (t >= 0) & (t < bounds[-1])
+    n_frames = 1 + (n - N_FFT) // HOP
+    return _Timeline(
+        phones=phones,
+        bounds=bounds,
+        centres=(bounds[:-1] + bounds[1:]) / 2,
+        pad=pad,
+        n=n,
+        t=t,
+        which=np.clip(np.searchsorted(bounds, t, side="right") - 1, 0, len(phones) - 1),
+        inside=(t >= 0) & (t < bounds[-1]),
+        ft=(np.arange(n_frames) * HOP + N_FFT / 2 - pad) / SR,
+    )
 
-    # Per-sample level tracks, smoothed so segments ramp instead of click.
-    kind = np.array([p.kind for p in phones])
-    amps = np.array([p.amp for p in phones])
-    voice_amp = np.where((kind == "V")[which] & inside, amps[which], 0.0)
+
+def _level_tracks(tl: _Timeline) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample voice and noise levels, smoothed so segments ramp instead of click."""
+    kind = np.array([p.kind for p in tl.phones])
+    amps = np.array([p.amp for p in tl.phones])
+    voice_amp = np.where((kind == "V")[tl.which] & tl.inside, amps[tl.which], 0.0)
     voice_amp = _smooth(voice_amp, int(0.02 * SR))
-    noise_amp = np.where(np.isin(kind, ["F", "B"])[which] & inside, amps[which], 0.0)
+    noise_amp = np.where(np.isin(kind, ["F", "B"])[tl.which] & tl.inside, amps[tl.which], 0.0)
     noise_amp = _smooth(noise_amp, int(0.006 * SR))
+    return voice_amp, noise_amp
 
-    # Pitch: template contour x speaker x clip jitter, plus slow wobble.
+
+def _glottal_source(
+    tmpl: Word, spk: Speaker, tl: _Timeline, voice_amp: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Glottal flow derivative plus breath: pitch is template contour x speaker x clip jitter, plus slow wobble."""
+    t, n = tl.t, tl.n
     contour = np.asarray(tmpl.pitch)
     contour = 1.0 + (contour - 1.0) * rng.uniform(0.6, 1.4)
-    f0 = spk.f0 * rng.uniform(0.9, 1.1) * np.interp(t, np.linspace(0, bounds[-1], len(contour)), contour)
+    f0 = spk.f0 * rng.uniform(0.9, 1.1) * np.interp(t, np.linspace(0, tl.bounds[-1], len(contour)), contour)
     f0 *= 1.0 + 0.015 * np.sin(2 * np.pi * rng.uniform(3, 7) * t + rng.uniform(0, 2 * np.pi))
     phase = np.cumsum(f0 / SR) + rng.uniform()
     x = (phase % 1.0) / spk.open_quotient
@@ -240,35 +275,56 @@ def render_word(word: str, spk: Speaker, rng: np.random.Generator) -> np.ndarray
     flow[x >= 1.0] = 0.0
     src = np.diff(flow, prepend=flow[0])
     src /= np.sqrt(np.mean(src**2)) + 1e-12
-    src = (src + spk.breath * rng.standard_normal(n)) * voice_amp
+    return (src + spk.breath * rng.standard_normal(n)) * voice_amp
 
-    # Formant tracks at frame rate: glide between voiced-phone targets (coarticulation).
-    n_frames = 1 + (n - N_FFT) // HOP
-    ft = (np.arange(n_frames) * HOP + N_FFT / 2 - pad) / SR
+
+def _formant_voice(
+    tl: _Timeline, spk: Speaker, src: np.ndarray, voice_amp: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Shape the source by formant tracks that glide between voiced-phone targets (coarticulation); vowel RMS 1."""
+    phones, ft = tl.phones, tl.ft
     voiced = [i for i, p in enumerate(phones) if p.kind == "V"]
-    centres = (bounds[:-1] + bounds[1:]) / 2
     scale = spk.tract * rng.uniform(0.96, 1.04, 3)
     tracks = np.stack(
-        [np.interp(ft, centres[voiced], [phones[i].formants[k] for i in voiced]) * scale[k] for k in range(3)]
-        + [np.full(n_frames, 3500.0 * spk.tract), np.full(n_frames, 4500.0 * spk.tract)],
+        [np.interp(ft, tl.centres[voiced], [phones[i].formants[k] for i in voiced]) * scale[k] for k in range(3)]
+        + [np.full(len(ft), 3500.0 * spk.tract), np.full(len(ft), 4500.0 * spk.tract)],
         axis=1,
     )
     bws = np.array([80.0, 100.0, 150.0, 250.0, 300.0])
     h = np.prod(_resonance(_FREQS[None, None, :], tracks[:, :, None], bws[None, :, None]), axis=1)
-    voice = _istft(_stft(src) * _unit_power(h), n)
+    voice = _istft(_stft(src) * _unit_power(h), tl.n)
     vrms = np.sqrt(np.mean(voice[voice_amp > 0.5 * voice_amp.max()] ** 2)) + 1e-12
-    voice /= vrms
+    return voice / vrms
 
-    # Frication: each frame takes the filter of the nearest noise phone.
+
+def _frication(tl: _Timeline, spk: Speaker, noise_amp: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+    """Filtered noise where each frame takes the filter of the nearest noise phone; None for an all-voiced word."""
+    phones, ft = tl.phones, tl.ft
     noisy = [i for i, p in enumerate(phones) if p.kind in "FB"]
-    if noisy:
-        nearest = np.array(noisy)[np.argmin(np.abs(ft[:, None] - centres[noisy][None, :]), axis=1)]
-        fc = np.array([phones[i].noise[0] for i in nearest]) * spk.tract * rng.uniform(0.9, 1.1)
-        bw = np.array([phones[i].noise[1] for i in nearest])
-        hn = _resonance(_FREQS[None, :], fc[:, None], bw[:, None]) * (_FREQS[None, :] / (_FREQS[None, :] + 300.0))
-        fric = _istft(_stft(rng.standard_normal(n) * noise_amp) * _unit_power(hn), n)
+    if not noisy:
+        return None
+    nearest = np.array(noisy)[np.argmin(np.abs(ft[:, None] - tl.centres[noisy][None, :]), axis=1)]
+    fc = np.array([phones[i].noise[0] for i in nearest]) * spk.tract * rng.uniform(0.9, 1.1)
+    bw = np.array([phones[i].noise[1] for i in nearest])
+    hn = _resonance(_FREQS[None, :], fc[:, None], bw[:, None]) * (_FREQS[None, :] / (_FREQS[None, :] + 300.0))
+    return _istft(_stft(rng.standard_normal(tl.n) * noise_amp) * _unit_power(hn), tl.n)
+
+
+def render_word(word: str, spk: Speaker, rng: np.random.Generator) -> np.ndarray:
+    """Synthesize one utterance (float, arbitrary length, vowel RMS about 1).
+
+    The steps draw from ``rng`` in a fixed order (timing, pitch, breath, formants,
+    frication): keep it, or every generated dataset changes.
+    """
+    tmpl = WORDS[word]
+    tl = _timeline(tmpl, spk, rng)
+    voice_amp, noise_amp = _level_tracks(tl)
+    src = _glottal_source(tmpl, spk, tl, voice_amp, rng)
+    voice = _formant_voice(tl, spk, src, voice_amp, rng)
+    fric = _frication(tl, spk, noise_amp, rng)
+    if fric is not None:
         voice += fric
-    return voice[pad:-pad]
+    return voice[tl.pad : -tl.pad]
 
 
 def _colored_noise(rng: np.random.Generator, n: int, exponent: float) -> np.ndarray:
@@ -349,7 +405,7 @@ Synthetic keyword-spotting demo data (NOT real speech).
 
 Generated by audionet_ray.demo_data with seed={seed}, speakers={speakers},
 clips_per_speaker={clips}:
-  python -m audionet_ray.demo_data OUT_DIR --seed {seed} --speakers {speakers} --clips-per-speaker {clips}
+  python -m audionet_ray.demo_data OUT_DIR --seed {seed} --speakers {speakers} --takes {clips}
 
 Layout follows Google Speech Commands: one folder per word ({classes}),
 files <speaker>_nohash_<n>.wav (16 kHz mono int16, 16000 samples),
@@ -402,19 +458,23 @@ def generate(out_dir: str | Path, speakers: int = 24, seed: int = 0, clips_per_s
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("out_dir", type=Path)
-    p.add_argument("--speakers", type=int, default=24)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--clips-per-speaker", type=int, default=3)
+    p = argparse.ArgumentParser(prog="python -m audionet_ray.demo_data", description=__doc__.split("\n")[0],
+                                formatter_class=log.HelpFormatter)
+    p.add_argument("out_dir", type=Path, help="output folder (created; files of the same names are replaced)")
+    p.add_argument("--speakers", type=int, default=24, help="number of speakers, at least 3")
+    p.add_argument("--seed", type=int, default=0, help="the dataset's seed: the same seed, the same bytes")
+    p.add_argument("--takes", type=int, default=3, help="clips per speaker and word, as speech_data's --takes")
+    log.add_option(p)
+    log.add_renamed(p, "--clips-per-speaker", "--takes", type=int)
     a = p.parse_args(argv)
-    if a.speakers < 3 or a.clips_per_speaker < 1:
-        p.error("need --speakers >= 3 and --clips-per-speaker >= 1")
+    log.setup(a.log_level)
+    if a.speakers < 3 or a.takes < 1:
+        p.error("need --speakers >= 3 and --takes >= 1")
     t0 = time.perf_counter()
-    generate(a.out_dir, speakers=a.speakers, seed=a.seed, clips_per_speaker=a.clips_per_speaker)
-    n = a.speakers * a.clips_per_speaker * len(CLASSES)
+    generate(a.out_dir, speakers=a.speakers, seed=a.seed, clips_per_speaker=a.takes)
+    n = a.speakers * a.takes * len(CLASSES)
     secs = time.perf_counter() - t0
-    print(f"demo_data: {len(CLASSES)} classes, {n} clips, {a.speakers} speakers -> {a.out_dir} in {secs:.1f} s")
+    logger.info(f"demo_data: {len(CLASSES)} classes, {n} clips, {a.speakers} speakers -> {a.out_dir} in {secs:.1f} s")
 
 
 if __name__ == "__main__":

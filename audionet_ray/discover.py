@@ -106,6 +106,12 @@ def speaker_of(filename: str) -> str:
     return stem.split("_nohash_")[0] if "_nohash_" in stem else stem
 
 
+def is_test_speaker(speaker: str) -> bool:
+    """The held-out test split of a dataset without a testing_list.txt: a fixed share of speakers by
+    their salted hash, the same on every machine and for every train_ratio (the one test rule)."""
+    return speaker_bucket(speaker, "test:") < TEST_FRACTION
+
+
 def speaker_bucket(speaker: str, salt: str = "") -> float:
     """A stable number in [0, 1) per speaker: the basis of every split."""
     digest = hashlib.sha1(_name_bytes(f"{salt}{speaker}")).digest()  # a name's own bytes, UTF-8 or not
@@ -212,7 +218,7 @@ def discover(
             if test_list is not None:
                 split = "test" if rel in test_list else "trainval"
             else:
-                split = "test" if speaker_bucket(spk, "test:") < TEST_FRACTION else "trainval"
+                split = "test" if is_test_speaker(spk) else "trainval"
             items.append(Item(rel, label, spk, split))
     if not items:
         raise DatasetError(f"dataset root {shown} has class folders but no .wav or .flac clips in them")

@@ -20,12 +20,15 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import pyarrow.parquet as pq
 
+from . import log
 from .bundle import NOT_KEYWORDS, Bundle, BundleError, load_for
 from .discover import DatasetError
 from .negatives import as_dicts, firing_negatives
-from .prepare import load_manifest, pcm_from_binary
+from .dataset import PreparedDataset
+from .prepare import pcm_from_binary
+
+logger = log.get(__name__)
 
 PNG_FILE = "confusion_matrix.png"
 METRICS_FILE = "test_metrics.json"
@@ -35,11 +38,8 @@ STREAMING_FILE = "streaming_metrics.json"
 
 def test_batches(prepared: Path, batch_size: int = 512) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(int16 clips (B, clip_samples), labels (B,)) of the prepared dataset's test split."""
-    for name in load_manifest(prepared)["split_shards"].get("test", []):  # the format load_manifest accepts
-        for batch in pq.ParquetFile(prepared / name).iter_batches(batch_size=batch_size, columns=["pcm", "label"]):
-            pcm, labels = pcm_from_binary(batch.column("pcm")), batch.column("label").to_numpy()
-            if len(labels):
-                yield pcm, labels.astype(np.int64)
+    for batch in PreparedDataset.open(prepared).batches("test", ("pcm", "label"), batch_size):
+        yield pcm_from_binary(batch.column("pcm")), batch.column("label").to_numpy().astype(np.int64)
 
 
 def confusion(bundle: Bundle, prepared: Path, data_classes: list[str]) -> tuple[np.ndarray, dict[str, int]]:
@@ -100,7 +100,7 @@ def evaluate(bundle: Bundle, data: str | Path, out_dir: Path) -> dict:
     from .data import ensure_prepared
 
     prepared = ensure_prepared(data, window=bundle.clip_samples / bundle.sample_rate)  # a root: cut to its window
-    m = load_manifest(prepared)
+    m = PreparedDataset.open(prepared).manifest
     if m.get("sample_rate", 16_000) != bundle.sample_rate or m.get("clip_samples", 16_000) != bundle.clip_samples:
         raise DatasetError(f"{prepared}: clips of {m.get('clip_samples')} samples at {m.get('sample_rate')} Hz, "
                            f"but the bundle expects {bundle.clip_samples} at {bundle.sample_rate} Hz")
@@ -190,8 +190,9 @@ def streaming_lines(r: dict) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m audionet_ray.evaluate", description=__doc__.splitlines()[0])
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m audionet_ray.evaluate", description=__doc__.splitlines()[0],
+                                 formatter_class=log.HelpFormatter)
     ap.add_argument("bundle", metavar="BUNDLE", help="a bundle folder from export (or the end of a search)")
     ap.add_argument("--data", help="dataset root or prepared folder (default: the data the model was trained on)")
     ap.add_argument("--out", help=f"folder for {PNG_FILE} and {METRICS_FILE} (default: the bundle folder)")
@@ -209,7 +210,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --streaming: add the test split's other words until the streams hold this many hours "
                          "without a keyword (default: 3, enough to show 1 false accept per hour; 0: none added)")
     ap.add_argument("--keywords", help="with --streaming: judge only these keywords of the bundle (comma-separated)")
-    args = ap.parse_args(argv)
+    log.add_option(ap)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    log.setup(args.log_level)
     for ok, msg in [(args.target_fa_per_hour > 0, f"--target-fa-per-hour must be > 0, got {args.target_fa_per_hour:g}"),
                     (args.minutes > 0, f"--minutes must be > 0, got {args.minutes:g}"),
                     ((args.keyword_free_hours or 0) >= 0, f"--keyword-free-hours must be >= 0, got {args.keyword_free_hours}"),
@@ -226,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             raise DatasetError(f"the bundle was trained on {data}, which is not there any more: pass --data ROOT")
         out_dir = Path(args.out).expanduser() if args.out else bundle.path
         if not args.data:
-            print(f"data: {data} (the bundle's training data)")
+            logger.info(f"data: {data} (the bundle's training data)")
         if args.streaming:
             from .config import parse_keywords
 
@@ -241,15 +248,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e.filename or args.out}: {e.strerror or e} (pass --out DIR to write elsewhere)", file=sys.stderr)
         return 2
     if args.streaming:
-        print("\n".join(streaming_lines(r)))
-        print(f"DET curve: {out_dir / DET_FILE}")
-        print(f"metrics: {out_dir / STREAMING_FILE}")
+        for line in streaming_lines(r):  # its warning (too little audio) stays at --log-level warning
+            (logger.warning if line.startswith("warning: ") else logger.info)(line)
+        logger.info(f"DET curve: {out_dir / DET_FILE}")
+        logger.info(f"metrics: {out_dir / STREAMING_FILE}")
         return 0
-    print(table(s))
+    logger.info(table(s))
     extra = f"; left out {sum(s['left_out'].values())} clip(s) of classes the model does not know" if s["left_out"] else ""
-    print(f"test accuracy {s['accuracy']:.4f} on {s['n_clips']} clips{extra}")
-    print(f"confusion matrix: {out_dir / PNG_FILE}")
-    print(f"metrics: {out_dir / METRICS_FILE}")
+    logger.info(f"test accuracy {s['accuracy']:.4f} on {s['n_clips']} clips{extra}")
+    logger.info(f"confusion matrix: {out_dir / PNG_FILE}")
+    logger.info(f"metrics: {out_dir / METRICS_FILE}")
     return 0
 
 

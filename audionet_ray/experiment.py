@@ -10,7 +10,8 @@
     bundle/          the exported best model (bundle.py) and evaluate's output
 
 It finds the trials and their results, every whole checkpoint, the best one (checkpoint.best:
-the best *checkpointed* epoch by the search's metric) and the Pareto front; on a local folder or
+the best *checkpointed* epoch by the search's metric) and the Pareto front, all ranked by the one
+definition of best (ranking.best, ranking.pareto_front, named here as `best`); on a local folder or
 a URI alike (storage.location). The files it writes are written whole (storage.write_atomic),
 and one driver at a time may run a search in it (`lock_experiment`).
 """
@@ -27,10 +28,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoint import META_FILE, best, read_meta
-from .costs import pareto_front as front
+from . import checkpoint
+from .checkpoint import META_FILE, read_meta
 from .errors import ConfigError
+from .ranking import best, ranked, score  # noqa: F401 - `experiment.best`: the one definition, named here too
+from .ranking import pareto_front as front
 from .storage import UriPath, local_cache, location, pid_alive, redact, write_atomic
+from . import log as logs
+
+log = logs.get(__name__)
 
 TRAIN_RUNS = "train_runs"
 SPEC_FILE = "search.json"
@@ -52,7 +58,7 @@ def checkpoints(exp_dir: str | Path) -> list[tuple[str, Path, dict]]:
 
 def best_checkpoint(exp_dir: str | Path, metric: str = "val_accuracy", mode: str = "max") -> tuple[str, Path, dict]:
     """The best whole checkpoint of the search by its metric: (trial_id, folder, meta)."""
-    found = best(checkpoints(exp_dir), metric, mode)
+    found = checkpoint.best(checkpoints(exp_dir), metric, mode)
     if found is None:
         raise ConfigError(f"{exp_dir}: no checkpoint with metric '{metric}' (is this an experiment folder of a search that ran at least 2 epochs?)")
     return found
@@ -66,10 +72,10 @@ def pareto_front(exp_dir: str | Path, metric: str, mode: str, objective: str) ->
         by_trial.setdefault(c[0], []).append(c)
     points = []
     for found in by_trial.values():
-        b = best(found, metric, mode)
-        if b is not None and isinstance(b[2]["metrics"].get(objective), (int, float)):
+        b = checkpoint.best(found, metric, mode)
+        if b is not None and score(b[2]["metrics"].get(objective)) is not None:
             points.append((b[2]["metrics"][metric], b[2]["metrics"][objective], *b))
-    return points, front(points, 1.0 if mode == "max" else -1.0)
+    return points, front(points, mode)
 
 
 def has_spec(exp_dir: str | Path) -> bool:
@@ -141,10 +147,9 @@ class Trial:
         return "finished" if self.history and self.history[-1]["epoch"] >= max_epochs else "stopped"
 
     def best(self, metric: str, mode: str) -> float | None:
-        values = [r[metric] for r in self.history if r.get(metric) is not None]
-        if not values:
-            return None
-        return max(values) if mode == "max" else min(values)
+        """The trial's best value of `metric` over its epochs (None: it reported none)."""
+        row = best(self.history, metric, mode)
+        return None if row is None else row[metric]
 
     @property
     def last(self) -> dict:
@@ -187,13 +192,12 @@ def write_results(results, exp_dir: str | Path, metric: str, mode: str) -> list[
     rows = []
     for r in results:
         hist = r.metrics_dataframe
-        best = None
-        if hist is not None and metric in hist:
-            col = hist[metric]
-            best = float(col.max() if mode == "max" else col.min())
+        values = hist[metric].tolist() if hist is not None and metric in hist else []
+        top = best(values, metric, mode, key=lambda v: v)  # the trial's best epoch (NaN never is)
+        top = None if top is None else float(top)
         m = r.metrics or {}
         row = {"trial_id": m.get("trial_id") or Path(r.path).name, **{k: v for k, v in (r.config or {}).items()},
-               "epochs_run": m.get("epoch"), f"last_{metric}": m.get(metric), f"best_{metric}": best,
+               "epochs_run": m.get("epoch"), f"last_{metric}": m.get(metric), f"best_{metric}": top,
                "val_loss": m.get("val_loss"), "train_loss": m.get("train_loss"),
                "clips_per_s": m.get("clips_per_s"), "status": "error" if r.error else "done"}
         rows.append(row)
@@ -281,8 +285,8 @@ def _refuse_or_take_over(path, holder: dict, held_by_kernel: bool) -> None:
     if not held_by_kernel and not (same_host and isinstance(pid, int) and not pid_alive(pid)):
         raise _busy(path, holder, "" if same_host else f"; if it no longer runs (nothing here can check "
                                                        f"another host), delete {path}")
-    print(f"note: took over {path}: the driver that held it ({_who(holder)}) ended without releasing it "
-          f"(killed?)", flush=True)
+    log.warning(f"note: took over {path}: the driver that held it ({_who(holder)}) ended without releasing it "
+                f"(killed?)")
 
 
 class DriverLock:

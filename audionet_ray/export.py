@@ -41,10 +41,15 @@ from .audio import SAMPLE_RATE
 from .augment import standardise
 from .config import ConfigError, setting
 from .discover import UNKNOWN, DatasetError
-from .model import AudioNet, count_parameters, flops_per_clip
-from .checkpoint import META_FILE, MODEL_FILE, best, is_checkpoint, load_weights, read_meta
+from . import registry
+from .model import count_parameters, flops_per_clip
+from .checkpoint import META_FILE, MODEL_FILE, best, is_checkpoint, load_weights, metric_of, read_meta
+from .ranking import score
 from .experiment import SPEC_FILE, TRAIN_RUNS, checkpoints, load_spec_json
 from .storage import crash_point, recover_folder, replace_folder
+from . import log as logs
+
+log = logs.get(__name__)
 ONNX_OPSET = 17
 ONNX_INPUT, ONNX_OUTPUT = "clips", "logits"
 INT8_CALIBRATION_CLIPS = 256  # training clips that set the activation ranges
@@ -149,7 +154,7 @@ def pick(source: str | Path, metric: str = "val_accuracy", mode: str | None = No
         known = sorted({k for c in found for k in c[2].get("metrics", {})})
         raise ConfigError(f"--metric {metric}: not recorded in the checkpoints under {source}; known: {', '.join(known)}")
     name, ckpt, meta = chosen
-    with_metric = [c for c in found if isinstance(c[2].get("metrics", {}).get(metric), (int, float))]
+    with_metric = [c for c in found if score(metric_of(c[2], metric)) is not None]
     return {"kind": kind, "source": source, "name": name, "checkpoint": ckpt, "meta": meta,
             "metric": metric, "mode": mode, "candidates": len(with_metric), "limits": dict(limits or {})}
 
@@ -165,7 +170,7 @@ def _searched(source: Path, train_config: dict) -> dict:
     return {k: setting(train_config, k) for k in space}
 
 
-def export_onnx(model: AudioNet, path: Path) -> dict | None:
+def export_onnx(model: torch.nn.Module, path: Path) -> dict | None:
     """model.onnx with a dynamic batch axis (TorchScript exporter: the dynamo one needs onnxscript).
 
     Returns its description for config.json, or None when the onnx package is missing. When
@@ -234,7 +239,7 @@ def onnx_latency_ms(path: Path, runs: int = LATENCY_RUNS, warmup: int = LATENCY_
     return {"median_ms": round(1000 * float(np.median(times)), 4), "min_ms": round(1000 * float(np.min(times)), 4)}
 
 
-def deployment_figures(model: AudioNet, folder: Path, files: list[str], stride_ms: float) -> dict:
+def deployment_figures(model: torch.nn.Module, folder: Path, files: list[str], stride_ms: float) -> dict:
     """What a device needs to know: size, compute per second of audio and latency per window."""
     macs = flops_per_clip(model.config, training=False) / 2
     figures = {"parameters": count_parameters(model),
@@ -268,30 +273,15 @@ def _clips(prepared: Path, part: str, train_ratio: float) -> tuple:
 
 
 def calibration_clips(prepared: Path, train_ratio: float, n: int = INT8_CALIBRATION_CLIPS) -> np.ndarray:
-    """The first `n` clips of training speakers (bucket < train_ratio) in shard order, int16 (n, samples).
+    """The first `n` clips of the training speakers in shard order, int16 (n, samples).
 
     prepare shuffled the rows (seeded) before writing them, so these are a random draw of the
     training split, the same at every export. They are read a row group at a time (256 clips,
     8 MB) until `n` are found: a few row groups, not the whole split.
     """
-    import pyarrow.parquet as pq
+    from .dataset import PreparedDataset
 
-    from .prepare import load_manifest, pcm_from_binary
-
-    m = load_manifest(prepared)
-    parts, have = [np.zeros((0, m["clip_samples"]), np.int16)], 0
-    for name in m["split_shards"]["trainval"]:
-        shard = pq.ParquetFile(str(prepared / name))  # a path or a URI
-        for group in range(shard.num_row_groups):
-            train = shard.read_row_group(group, columns=["bucket"]).column("bucket").to_numpy() < train_ratio
-            if not train.any():
-                continue
-            pcm = pcm_from_binary(shard.read_row_group(group, columns=["pcm"]).column("pcm"), m["clip_samples"])
-            parts.append(pcm[train][: n - have])  # a boolean index copies: nothing keeps the row group
-            have += len(parts[-1])
-            if have >= n:
-                return np.concatenate(parts)
-    return np.concatenate(parts)
+    return PreparedDataset.open(prepared).first_clips("train", train_ratio, n)
 
 
 FLOAT_NODES = ("/frontend/",)  # ONNX node names (torch.onnx's module paths) that int8 leaves in float
@@ -367,7 +357,7 @@ def load_manifest_classes(prepared: Path) -> list[str]:
     return load_manifest(prepared)["classes"]
 
 
-def calibrate(model: AudioNet, classes: list[str], prepared: Path, train_ratio: float, target_fa_per_hour: float,
+def calibrate(model: torch.nn.Module, classes: list[str], prepared: Path, train_ratio: float, target_fa_per_hour: float,
               minutes: float, std_floor: float = 0.0, keyword_free_hours: float | None = None) -> dict:
     """The operating point on validation-split streams: the lowest threshold at the target FA/h,
     on at least DEFAULT_KEYWORD_FREE_HOURS of keyword-free audio (so the target is measurable)."""
@@ -421,7 +411,7 @@ def write_bundle(choice: dict, out_dir: str | Path, data: str | Path | None = No
     ckpt, meta = choice["checkpoint"], choice["meta"]
     try:
         state = load_weights(ckpt)
-        model = AudioNet.from_config(meta["model"])
+        model = registry.build(registry.recorded(meta), meta["model"])  # the checkpoint's architecture
         model.load_state_dict(state)
     except (OSError, KeyError, TypeError, RuntimeError, ValueError) as e:
         msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
@@ -475,7 +465,7 @@ def write_bundle(choice: dict, out_dir: str | Path, data: str | Path | None = No
             "format": FORMAT,
             "package_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "model": {"architecture": "AudioNet", "config": model.config.to_dict(),
+            "model": {"architecture": registry.name_of(model), "config": model.config.to_dict(),
                       "parameters": count_parameters(model)},
             "classes": classes,
             # a keyword detector (classes with _unknown_) reports these only; a classifier every class
@@ -519,7 +509,9 @@ def export(exp_dir: str | Path, out_dir: str | Path, metric: str = "val_accuracy
 # ----------------------------------------------------------------------------- CLI
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m audionet_ray.export", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m audionet_ray.export", description=__doc__.splitlines()[0],
+                                 formatter_class=logs.HelpFormatter)
+    logs.add_option(ap)
     ap.add_argument("source", metavar="EXPERIMENT_DIR",
                     help="a search's experiment folder, a Train run folder, or one checkpoint folder")
     ap.add_argument("out_dir", metavar="OUT_DIR", help="the bundle folder to write (replaced if it holds a bundle)")
@@ -538,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="the best checkpoint within cost limits, a point of a multi-objective search's Pareto front: "
                          "e.g. max_macs=5e6 or max_params=100000,max_latency_ms=1 (default: the best, no limits)")
     args = ap.parse_args(argv)
+    logs.setup(args.log_level)
     for ok, msg in [(args.target_fa_per_hour >= 0, f"--target-fa-per-hour must be >= 0, got {args.target_fa_per_hour:g}"),
                     (args.calibration_minutes > 0, f"--calibration-minutes must be > 0, got {args.calibration_minutes:g}")]:
         if not ok:
@@ -561,30 +554,30 @@ def main(argv: list[str] | None = None) -> int:
     who = {"search": f"trial {choice['name']}", "checkpoint": f"checkpoint {choice['checkpoint']}"}.get(
         choice["kind"], f"run {choice['name']}")
     within = (" within " + ", ".join(f"{k} {v:g}" for k, v in choice["limits"].items())) if choice["limits"] else ""
-    print(f"best of {choice['candidates']} checkpoint(s){within}: {who}, epoch {meta.get('epoch')}, "
-          f"{args.metric} {meta['metrics'][args.metric]:.4f}")
+    log.info(f"best of {choice['candidates']} checkpoint(s){within}: {who}, epoch {meta.get('epoch')}, "
+             f"{args.metric} {meta['metrics'][args.metric]:.4f}")
     config = json.loads((out / CONFIG_FILE).read_text())
     if not config["onnx"]:
-        print("note: the onnx package is not installed, so the bundle has no model.onnx "
-              "(pip install 'audionet-ray[onnx]' and export again for --onnx)", file=sys.stderr)
+        log.warning("note: the onnx package is not installed, so the bundle has no model.onnx "
+                    "(pip install 'audionet-ray[onnx]' and export again for --onnx)", extra=logs.STDERR)
     op, q, dep = config.get("operating_point"), config.get("int8"), config.get("deployment", {})
     if op:
-        print(f"operating point: threshold {op['threshold']:g} ({op['fa_per_hour']:.3g} FA/h, FRR "
-              f"{100 * (op['frr'] or 0):.1f} % on {op['measured_on']})"
-              + ("" if op["target_met"] else f"; no threshold reached {op['fa_per_hour_target']:g} FA/h"))
+        log.info(f"operating point: threshold {op['threshold']:g} ({op['fa_per_hour']:.3g} FA/h, FRR "
+                 f"{100 * (op['frr'] or 0):.1f} % on {op['measured_on']})"
+                 + ("" if op["target_met"] else f"; no threshold reached {op['fa_per_hour_target']:g} FA/h"))
         if not op["enough_audio"]:
-            print(f"note: {op['note']}", file=sys.stderr)
+            log.warning(f"note: {op['note']}", extra=logs.STDERR)
     for key in ("operating_point_skipped", "int8_skipped"):
         if config.get(key):
-            print(f"note: {key.replace('_', ' ')}: {config[key]}", file=sys.stderr)
+            log.warning(f"note: {key.replace('_', ' ')}: {config[key]}", extra=logs.STDERR)
     if q and "test_accuracy" in q:
-        print(f"int8: test accuracy {q['test_accuracy']:.4f} (float {q['float_test_accuracy']:.4f}), "
-              f"agrees with float on {100 * q['top1_agreement_with_float']:.1f} % of {q['test_clips']} test clips")
+        log.info(f"int8: test accuracy {q['test_accuracy']:.4f} (float {q['float_test_accuracy']:.4f}), "
+                 f"agrees with float on {100 * q['top1_agreement_with_float']:.1f} % of {q['test_clips']} test clips")
     lat = dep.get("latency_per_window_ms", {})
-    print(f"deployment: {dep.get('parameters', 0):,} parameters, {dep.get('macs_per_second_of_audio', 0) / 1e6:,.1f} M "
-          f"MACs per second of audio" + "".join(f", {k} {v['median_ms']:.3g} ms per window" for k, v in lat.items()))
-    print(f"bundle: {out}")
-    print(f"try: python -m audionet_ray.predict {out} CLIP.wav")
+    log.info(f"deployment: {dep.get('parameters', 0):,} parameters, {dep.get('macs_per_second_of_audio', 0) / 1e6:,.1f} M "
+             f"MACs per second of audio" + "".join(f", {k} {v['median_ms']:.3g} ms per window" for k, v in lat.items()))
+    log.info(f"bundle: {out}")
+    log.info(f"try: python -m audionet_ray.predict {out} CLIP.wav")
     return 0
 
 

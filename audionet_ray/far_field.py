@@ -54,10 +54,13 @@ from pathlib import Path
 
 import numpy as np
 
+from . import log
 from .audio import AUDIO_SUFFIXES, CLIP_SAMPLES, SAMPLE_RATE, BadClip, decode_clip, read_audio, to_int16
 from .discover import NOISE_DIR, DatasetError, _read_list, discover, escape_path, speaker_of
 from .rooms import RT60_MIN, random_mic, room_bank
 from .speech_data import MARKER, N_FFT, coloured_noise, generated_with, one_line_errors, write_wav
+
+logger = log.get(__name__)
 
 MANIFEST = "far_field.json"  # also the marker: far_field() may replace only folders it made
 CLIPS_TABLE = "far_field_clips.jsonl"
@@ -411,19 +414,23 @@ went through.
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m audionet_ray.far_field", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m audionet_ray.far_field", description=__doc__.splitlines()[0],
+                                formatter_class=log.HelpFormatter)
     p.add_argument("src", type=Path, help="a dataset folder in Speech Commands' layout (left as it is)")
     p.add_argument("out", type=Path, help="output folder (new, empty, or made by far_field before)")
     p.add_argument("--seed", type=int, default=0, help="rooms, babble and noise (default: 0)")
     p.add_argument("--rooms", type=int, default=BANK_ROOMS, help=f"rooms per split (default: {BANK_ROOMS})")
     p.add_argument("--jobs", type=int, default=None, help="processes (default: the CPUs this process may use)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (also with --log-level warning)")
+    log.add_option(p)
     a = p.parse_args(argv)
+    log.setup(a.log_level)
+    a.quiet = a.quiet or log.quiet()
     t0 = time.perf_counter()
     if one_line_errors(lambda: far_field(a.src, a.out, seed=a.seed, progress=not a.quiet, jobs=a.jobs, rooms=a.rooms),
                        a.out, a.jobs):
         return 2
-    print(f"far_field: {escape_path(a.src)} -> {escape_path(a.out)} in {time.perf_counter() - t0:.1f} s")
+    logger.info(f"far_field: {escape_path(a.src)} -> {escape_path(a.out)} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 

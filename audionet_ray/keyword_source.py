@@ -38,10 +38,13 @@ import shutil
 from pathlib import Path
 
 from . import confusables as cf
+from . import log
 from . import speech_data as sd
 from . import wakeword as ww
-from .discover import NOISE_DIR, TEST_FRACTION, UNKNOWN, _read_list, escape_path, speaker_bucket, speaker_of
+from .discover import NOISE_DIR, UNKNOWN, _read_list, escape_path, is_test_speaker, speaker_of
 from .errors import ConfigError
+
+logger = log.get(__name__)
 
 DEFAULT_SPEAKERS = 120  # x 2 takes: 240 positives per keyword; 3 120 clips for one keyword, 12 s on 2 busy cores
 DEFAULT_TAKES = 2
@@ -125,8 +128,8 @@ def synthesized(cfg: ww.WakewordConfig, cache: Path, jobs: int | None = None, pr
     tmp = _aside(out)
     if progress:
         voices = "" if cfg.engines == sd.ENGINES else f", voices of {', '.join(cfg.engines)}"
-        print(f"synthesizing {', '.join(cfg.phrases)} ({cfg.speakers} speakers x {cfg.takes} takes{voices}) into {out} ...",
-              flush=True)
+        logger.info(f"synthesizing {', '.join(cfg.phrases)} ({cfg.speakers} speakers x {cfg.takes} takes{voices}) "
+                    f"into {out} ...")
     try:
         ww.synthesize(tmp, cfg, jobs=jobs, progress=progress)
     except cf.PhraseError as e:
@@ -182,7 +185,7 @@ def _lists_of(root: Path, clips: list[str]) -> dict[str, set[str]]:
     """A set's validation and testing lists; without a testing list, discover's speaker-hash test split."""
     lists = {name: _read_list(root, name) for name in LISTS}
     if lists["testing_list.txt"] is None:
-        lists["testing_list.txt"] = {c for c in clips if speaker_bucket(speaker_of(c), "test:") < TEST_FRACTION}
+        lists["testing_list.txt"] = {c for c in clips if is_test_speaker(speaker_of(c))}
     return {name: {line for line in (v or set()) if "\\" not in line} for name, v in lists.items()}
 
 
@@ -219,8 +222,8 @@ def merged(data: Path, synth: Path, folders: list[str], cache: Path, progress: b
     shared = sorted(f for f in folders if (data / f).is_dir())
     for f in shared:
         if progress:
-            print(f"keyword {f}: {len(_clips(data / f))} clips from {escape_path(data)} and "
-                  f"{len(_clips(synth / f))} synthesized, used together", flush=True)
+            logger.info(f"keyword {f}: {len(_clips(data / f))} clips from {escape_path(data)} and "
+                        f"{len(_clips(synth / f))} synthesized, used together")
 
     def finished(folder: Path) -> bool:
         try:
@@ -240,7 +243,7 @@ def merged(data: Path, synth: Path, folders: list[str], cache: Path, progress: b
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if progress:
-        print(f"joined {escape_path(data)} and the synthesized keywords in {out}", flush=True)
+        logger.info(f"joined {escape_path(data)} and the synthesized keywords in {out}")
     return _replace_with(tmp, out, finished)
 
 

@@ -33,7 +33,8 @@ options are the variants a search can turn:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 import math
 
@@ -54,7 +55,10 @@ FB_KERNEL, FB_STRIDE = 3, 2  # the convs after a filterbank: 98 -> 49 -> 25 -> 1
 
 @dataclass
 class ModelConfig:
-    n_classes: int
+    """The model's settings, declared here only: AudioNet takes this object, config.TrainConfig nests
+    it, and the command line's options and the YAML checks are derived from these fields (schema.py)."""
+
+    n_classes: int = field(metadata={"from_data": True})  # the data's classes: never a setting of its own
     width: int = 256  # conv channels
     dense: int = 512  # dense layer units
     dropout: float = 0.2  # after every hidden dense layer but the last, as the reference
@@ -65,7 +69,9 @@ class ModelConfig:
     frontend: str = "conv"  # conv (the reference) | filterbank (learned Gabor filterbank, log power)
     filters: int = 64  # filterbank bands (frontend="filterbank" only)
     spec_augment: bool = False  # in training, mask 2 random band ranges and 2 time spans of the filterbank's output
-    clip_samples: int = CLIP_SAMPLES  # the input window (the prepared data's, set by train): the dense layer's size follows
+    # The input window in samples: the prepared data's (prepare --window), which train reads from its
+    # manifest. In a TrainConfig 0 (the default) means whatever the data has; another value must equal it.
+    clip_samples: int = CLIP_SAMPLES
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,7 +87,13 @@ class ModelConfig:
         return cls(**d)
 
     def validate(self) -> None:
-        """Raise ValueError (one line, naming the option and what is allowed) for a bad setting."""
+        """Raise ValueError (one line, naming each bad option and what is allowed) for bad settings."""
+        found = self.mistakes()
+        if found:
+            raise ValueError("; ".join(found))
+
+    def mistakes(self) -> list[str]:
+        """Every bad setting, one line each naming the option and what is allowed."""
         checks = [
             (self.n_classes >= 1, f"n_classes must be >= 1, got {self.n_classes}"),
             (self.width >= 1, f"width must be >= 1, got {self.width}"),
@@ -101,9 +113,7 @@ class ModelConfig:
              f"clip_samples must be at least {MIN_SAMPLES.get(self.frontend)} for frontend {self.frontend} "
              f"(the convs need that many), got {self.clip_samples}"),
         ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
+        return [msg for ok, msg in checks if not ok]
 
 
 def conv_lengths(n_samples: int = CLIP_SAMPLES, frontend: str = "conv") -> list[int]:
@@ -219,44 +229,47 @@ def _norm(kind: str, channels: int, groups: int) -> nn.Module:
 
 
 class AudioNet(nn.Module):
-    def __init__(self, n_classes: int, width: int = 256, dense: int = 512, dropout: float = 0.2,
-                 norm: str = "none", norm_groups: int = 8, pool: str = "flatten", dense_layers: int = 4,
-                 frontend: str = "conv", filters: int = 64, spec_augment: bool = False,
-                 clip_samples: int = CLIP_SAMPLES):
+    def __init__(self, config: ModelConfig | int | None = None, /, *args: Any, **settings: Any):
+        """`AudioNet(ModelConfig(...))`; `AudioNet(31, width=8)` is short for `AudioNet(ModelConfig(31, width=8))`
+        (ModelConfig's arguments, so that its fields are written down once), and settings given
+        beside a ModelConfig replace its own."""
         super().__init__()
-        self.config = cfg = ModelConfig(n_classes, width, dense, dropout, norm, norm_groups, pool, dense_layers,
-                                        frontend, filters, spec_augment, clip_samples)
-        cfg.validate()
+        if isinstance(config, ModelConfig):
+            c = replace(config, **settings)
+        else:
+            c = ModelConfig(*([] if config is None else [config]), *args, **settings)
+        self.config = c
+        c.validate()
         convs: list[nn.Module] = []
-        if frontend == "filterbank":
+        if c.frontend == "filterbank":
             # absent for the reference, so its state_dict keys stay as they were
-            self.frontend = nn.Sequential(Filterbank(filters, spec_augment), *([_norm(norm, filters, 1)] if norm != "none" else []))
+            self.frontend = nn.Sequential(Filterbank(c.filters, c.spec_augment),
+                                          *([_norm(c.norm, c.filters, 1)] if c.norm != "none" else []))
         for i in range(N_CONV):
-            if frontend == "filterbank":
-                convs.append(nn.Conv1d(filters if i == 0 else width, width, FB_KERNEL, FB_STRIDE, FB_KERNEL // 2))
+            if c.frontend == "filterbank":
+                convs.append(nn.Conv1d(c.filters if i == 0 else c.width, c.width, FB_KERNEL, FB_STRIDE, FB_KERNEL // 2))
             else:
-                convs.append(nn.Conv1d(1 if i == 0 else width, width, KERNEL, STRIDE))
-            if norm != "none":
-                convs.append(_norm(norm, width, norm_groups))
+                convs.append(nn.Conv1d(1 if i == 0 else c.width, c.width, KERNEL, STRIDE))
+            if c.norm != "none":
+                convs.append(_norm(c.norm, c.width, c.norm_groups))
             convs.append(nn.ReLU())
         self.features = nn.Sequential(*convs)
         # no parameters: the reference's state_dict keys stay as they were
-        self.pool = nn.AdaptiveAvgPool1d(1) if pool == "avg" else nn.Identity()
+        self.pool = nn.AdaptiveAvgPool1d(1) if c.pool == "avg" else nn.Identity()
         layers: list[nn.Module] = [nn.Flatten()]
-        n_in = width * (1 if pool == "avg" else conv_lengths(clip_samples, frontend)[-1])
-        for i in range(dense_layers):
-            layers += [nn.Linear(n_in, dense), nn.ReLU()]
-            if i < dense_layers - 1:
-                layers.append(nn.Dropout(dropout))
-            n_in = dense
-        layers.append(nn.Linear(n_in, n_classes))
+        n_in = c.width * (1 if c.pool == "avg" else conv_lengths(c.clip_samples, c.frontend)[-1])
+        for i in range(c.dense_layers):
+            layers += [nn.Linear(n_in, c.dense), nn.ReLU()]
+            if i < c.dense_layers - 1:
+                layers.append(nn.Dropout(c.dropout))
+            n_in = c.dense
+        layers.append(nn.Linear(n_in, c.n_classes))
         self.classifier = nn.Sequential(*layers)
         self._init_weights()
 
     @classmethod
     def from_config(cls, cfg: ModelConfig | dict) -> "AudioNet":
-        cfg = cfg if isinstance(cfg, ModelConfig) else ModelConfig.from_dict(cfg)
-        return cls(**cfg.to_dict())
+        return cls(cfg if isinstance(cfg, ModelConfig) else ModelConfig.from_dict(cfg))
 
     def _init_weights(self) -> None:
         # Keras defaults of the reference: Glorot uniform on the first conv and the dense

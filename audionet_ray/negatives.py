@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from .bundle import NOT_KEYWORDS, Bundle
 from .discover import UNKNOWN, unescape_path
-from .prepare import load_manifest, pcm_from_binary
+from .dataset import PreparedDataset
+from .prepare import pcm_from_binary
 
 WAKEWORD_MANIFEST = "wakeword.json"  # wakeword.MANIFEST, not imported: wakeword pulls in espeak-ng
 TOP = 15
@@ -64,17 +64,16 @@ def kinds_of(source: str | Path | None) -> dict[str, str]:
     return {path: kind.replace("_", " ").rstrip("s") for path, kind in manifest.get("unknown", {}).items()}
 
 
-def _negative_rows(prepared: Path, m: dict, classes: list[str]):
+def _negative_rows(data: PreparedDataset, classes: list[str]):
     """(pcm, paths) batches of the test split's clips whose class is not a keyword of the bundle."""
-    negative = np.array([c not in classes or c in NOT_KEYWORDS for c in m["classes"]] + [False])
-    silence = m["classes"].index("_silence_") if "_silence_" in m["classes"] else -1
-    for name in m["split_shards"].get("test", []):
-        for batch in pq.ParquetFile(prepared / name).iter_batches(batch_size=256, columns=["pcm", "label", "path"]):
-            labels = batch.column("label").to_numpy()
-            keep = negative[labels] & (labels != silence)
-            if keep.any():
-                paths = [p for p, k in zip(batch.column("path").to_pylist(), keep) if k]
-                yield pcm_from_binary(batch.column("pcm"))[keep], paths
+    negative = np.array([c not in classes or c in NOT_KEYWORDS for c in data.classes] + [False])
+    silence = data.classes.index("_silence_") if "_silence_" in data.classes else -1
+    for batch in data.batches("test", ("pcm", "label", "path"), 256):
+        labels = batch.column("label").to_numpy()
+        keep = negative[labels] & (labels != silence)
+        if keep.any():
+            paths = [p for p, k in zip(batch.column("path").to_pylist(), keep) if k]
+            yield pcm_from_binary(batch.column("pcm"))[keep], paths
 
 
 def firing_negatives(bundle: Bundle, prepared: str | Path, threshold: float, source: str | Path | None = None,
@@ -84,10 +83,10 @@ def firing_negatives(bundle: Bundle, prepared: str | Path, threshold: float, sou
     keywords = [i for i, c in enumerate(bundle.classes) if c not in NOT_KEYWORDS]
     if not keywords:
         return []
-    m = load_manifest(Path(prepared))
-    kinds = kinds_of(source or unescape_path(m.get("source", "")))
+    data = PreparedDataset.open(prepared)
+    kinds = kinds_of(source or unescape_path(data.manifest.get("source", "")))
     probs: dict[str, list[np.ndarray]] = {}
-    for pcm, paths in _negative_rows(Path(prepared), m, bundle.classes):
+    for pcm, paths in _negative_rows(data, bundle.classes):
         p = bundle.predict_proba(pcm)[:, keywords]
         for path, row in zip(paths, p):
             probs.setdefault(path, []).append(row)

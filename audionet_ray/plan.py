@@ -256,13 +256,13 @@ def end_reserve_s(spec: SearchSpec, data: str | Path, export: bool = True) -> fl
     (streaming.DEFAULT_KEYWORD_FREE_HOURS), scaled by the costliest model's MACs and this machine's
     cores (measured on 2). 0 for a classifier, or without an export."""
     from .config import parse_keywords
-    from .prepare import load_manifest
+    from .dataset import PreparedDataset
     from .streaming import DEFAULT_KEYWORD_FREE_HOURS
 
     if not export or not parse_keywords(spec.fixed.get("keywords")):
         return 0.0
-    manifest = load_manifest(data)
-    macs = largest_macs(spec, len(manifest["classes"]), int(manifest.get("clip_samples", 16_000)))
+    dataset = PreparedDataset.open(data)
+    macs = largest_macs(spec, len(dataset.classes), dataset.clip_samples)
     speed = min(8, max(2, os.cpu_count() or 2)) / 2
     return END_FIXED_S + 2 * DEFAULT_KEYWORD_FREE_HOURS * macs * STREAM_S_PER_HOUR_MMAC / speed
 
@@ -291,9 +291,8 @@ def fmt_duration(seconds: float) -> str:
 
 def data_streams(data: str | Path, workers: int) -> bool:
     """Whether trials stream this data through Ray Data (and need CPUs for it) or hold it in memory."""
-    from .data import fits_in_memory
-    from .prepare import load_manifest
+    from .dataset import PreparedDataset
 
-    return not fits_in_memory(load_manifest(data), workers)
+    return not PreparedDataset.open(data).fits_in_memory(workers)
 
 

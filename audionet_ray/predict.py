@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import log
 from .audio import BadClip, iter_audio
 from .bundle import NOT_KEYWORDS, Bundle, BundleError, load_for
 from .discover import escape_path
@@ -344,7 +345,8 @@ def text_lines(r: dict, threshold: float, stride_ms: float) -> list[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m audionet_ray.predict", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m audionet_ray.predict", description=__doc__.splitlines()[0],
+                                 formatter_class=log.HelpFormatter)
     ap.add_argument("bundle", metavar="BUNDLE", help="a bundle folder from export (or the end of a search)")
     ap.add_argument("inputs", metavar="FILE_OR_DIR", nargs="+", help="audio files, or folders searched for them")
     ap.add_argument("--top-k", type=int, default=3, help="labels shown per one-window clip (default: 3)")
@@ -363,7 +365,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--format", choices=["text", "json"], default="text", help="json: one document on stdout")
     ap.add_argument("--onnx", action="store_true", help="run model.onnx with onnxruntime instead of torch")
     ap.add_argument("--int8", action="store_true", help="run the bundle's int8 model (model.int8.onnx) with onnxruntime")
-    ap.add_argument("--device", default="cpu", help="torch device: cpu, cuda, auto (default: cpu)")
+    ap.add_argument("--device", default="auto", help="torch device: auto (GPU if any), cpu, cuda (default: auto, "
+                                                     "as evaluate's)")
+    log.add_option(ap)
     return ap
 
 
@@ -374,6 +378,7 @@ def _stride_problem(stride_ms: float, window_s: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    log.setup(args.log_level)
     given = lambda v: v is not None  # noqa: E731 - options left out come from the bundle
     problems = [(args.top_k >= 1, f"--top-k must be at least 1, got {args.top_k}"),
                 (not given(args.stride_ms) or STRIDE_MS_MIN <= args.stride_ms, _stride_problem(args.stride_ms, 1.0)),
@@ -411,13 +416,13 @@ def main(argv: list[str] | None = None) -> int:
             results.append({"path": escape_path(path), "error": str(e)})
             continue
         results.append(r)
-        if args.format == "text":
+        if args.format == "text":  # the command's output, which users pipe: print, at every --log-level
             print("\n".join(text_lines(r, args.threshold, args.stride_ms)), flush=True)
     if args.format == "json":
         doc = {"bundle": str(bundle.path), "backend": bundle.backend, "classes": bundle.classes,
                "threshold": args.threshold, "stride_ms": args.stride_ms, "average_ms": args.average_ms,
                "suppress_ms": args.suppress_ms, "rule": args.rule, "operating_point": settings["from"], "files": results}
-        print(json.dumps(doc, indent=1))
+        print(json.dumps(doc, indent=1))  # the command's output: print, at every --log-level
     return 1 if failed else 0
 
 

@@ -26,6 +26,7 @@ Layout choices, each measured (benchmarks/bench_data.py, docs/performance.md):
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import math
@@ -47,10 +48,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from . import log
 from .audio import CLIP_SAMPLES, SAMPLE_RATE, WINDOW_RANGE_S, BadClip, decode_or_reason, read_audio, seconds_text, to_int16
-from .discover import SILENCE, DatasetError, Discovery, discover, escape_path, speaker_bucket
+from .discover import SILENCE, DatasetError, Discovery, discover, escape_path, is_test_speaker, speaker_bucket
 from .errors import ConfigError
 from .storage import is_uri, local_cache, location, publish
+
+logger = log.get(__name__)
 
 FORMAT_VERSION = 3  # 3: the manifest lists the buckets of trainval speakers
 ROWS_PER_SHARD = 2048  # 64 MiB of PCM: large sequential reads, still many files to shuffle
@@ -368,7 +372,7 @@ def _prepare_into(stage: Path, found: Discovery, opts: PrepareOptions, key: str,
         n = max(1, sum(counts["trainval"].values()) // max(1, len(found.classes) - 1))
         for i, pcm in enumerate(_silence_clips(noise, n, opts.seed, clip_samples)):
             spk = f"silence{i:05d}"
-            split = "test" if speaker_bucket(spk, "test:") < 0.1 else "trainval"
+            split = "test" if is_test_speaker(spk) else "trainval"
             writers[split].add(pcm.astype("<i2").tobytes(), found.classes.index(SILENCE), spk, f"{SILENCE}/{i}", split)
             counts[split][SILENCE] = counts[split].get(SILENCE, 0) + 1
             if split == "trainval":
@@ -405,11 +409,35 @@ def _prepare_into(stage: Path, found: Discovery, opts: PrepareOptions, key: str,
     return manifest
 
 
+def _file_version(path) -> tuple | None:
+    """What changes when a file is rewritten: a local file's inode, mtime and size (prepare
+    replaces the manifest by a rename), a URI's size; None when there is no file."""
+    try:
+        if is_uri(path):
+            return (path.size(),)
+        st = path.stat()
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed_manifest(path, version: tuple) -> dict:
+    """manifest.json parsed, once per process and version of the file."""
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise DatasetError(f"{escape_path(path)} is not valid JSON ({e}): run prepare again") from None
+
+
 def load_manifest(prepared: str | Path) -> dict:
+    """A prepared folder's manifest, read once per process (a rewritten one is read again).
+    Shared by every caller: read it, do not change it."""
     path = location(prepared) / MANIFEST  # a local folder or a URI (s3://...) on a cluster
-    if not path.exists():
+    version = _file_version(path)
+    if version is None:
         raise DatasetError(f"{escape_path(path.parent)} is not a prepared dataset (no {MANIFEST}): run `python -m audionet_ray.prepare DATA_ROOT OUT` first")
-    m = json.loads(path.read_text())
+    m = _parsed_manifest(path if is_uri(path) else path.resolve(), version)
     if m.get("format") != FORMAT_VERSION:
         raise DatasetError(f"{escape_path(path.parent)} was prepared by another version (format {m.get('format')}, need {FORMAT_VERSION}): run prepare again")
     return m
@@ -460,10 +488,9 @@ def _synthesized_source(args: argparse.Namespace) -> tuple[str, str]:
     return str(source), ",".join(folders)
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m audionet_ray.prepare",
-                                 description="decode a Speech Commands-style folder into Parquet shards, once")
-    p = ap
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m audionet_ray.prepare", formatter_class=log.HelpFormatter,
+                                description="decode a Speech Commands-style folder into Parquet shards, once")
     p.add_argument("root", help="dataset root: one folder of clips per word (with --synthesize: optional)")
     p.add_argument("out", nargs="?", help="output folder for shards and manifest.json")
     p.add_argument("--words", help="comma-separated words to keep as classes (default: all)")
@@ -472,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--unknown", action="store_true", help="with --words: other words become _unknown_")
     p.add_argument("--silence", action="store_true", help="add a _silence_ class cut from background noise")
     p.add_argument("--strict", action="store_true", help="fail on the first bad file instead of skipping it")
-    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: CPUs, max 8)")
+    p.add_argument("--jobs", type=int, default=None, help="decoding processes (default: CPUs, max 8)")
     p.add_argument("--window", metavar="SECONDS",
                    help=f"clip length: longer clips are cut, shorter ones padded ({WINDOW_RANGE_S[0]:g}-"
                         f"{WINDOW_RANGE_S[1]:g} s; default: the source's {SOURCE_MANIFEST} clip_samples, else 1)")
@@ -481,7 +508,15 @@ def main(argv: list[str] | None = None) -> int:
                         "them without ROOT, are spoken by espeak-ng with confusable negatives (keyword_source)")
     p.add_argument("--synthesize-speakers", type=int, metavar="N", help="with --synthesize: speakers (default 120)")
     p.add_argument("--synthesize-engines", metavar="E,..", help="with --synthesize: espeak, espeak-klatt (default: both)")
+    log.add_option(p)
+    log.add_renamed(p, "--workers", "--jobs", type=int)  # --jobs: processes, as speech_data and far_field name them
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
     args = ap.parse_args(argv)
+    log.setup(args.log_level)
     if args.out is None:  # `prepare --synthesize --keywords "hey jarvis" OUT`: the one path is OUT
         args.root, args.out = (None, args.root) if args.synthesize else ap.error("OUT is missing")
     words = [w.strip() for w in args.words.split(",") if w.strip()] if args.words else None
@@ -499,12 +534,13 @@ def main(argv: list[str] | None = None) -> int:
             words, args.unknown, args.silence = opts.words, opts.unknown, opts.silence
         if args.unknown and not words:
             raise DatasetError("--unknown needs --words (the words that stay classes of their own)")
-        if args.workers is not None and args.workers < 1:
-            raise DatasetError(f"--workers must be at least 1, got {args.workers}")
+        if args.jobs is not None and args.jobs < 1:
+            raise DatasetError(f"--jobs must be at least 1, got {args.jobs}")
         clip_samples = resolve_clip_samples(args.root, None if args.window is None else window_option(args.window))
         out = local_cache(args.out, "prepared") if is_uri(args.out) else args.out  # a bucket: prepared here first
         m = prepare(args.root, out, PrepareOptions(words, args.unknown, args.silence, args.strict,
-                                                   clip_samples=clip_samples), workers=args.workers)
+                                                   clip_samples=clip_samples), workers=args.jobs,
+                    progress=not log.quiet())
         if is_uri(args.out):
             publish(out, args.out)
     except (ConfigError, DatasetError) as e:
@@ -513,8 +549,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # e.g. OUT on a read-only or full disk
         print(f"error: {escape_path(e.filename or args.out)}: {e.strerror or e} (check that OUT is writable)", file=sys.stderr)
         return 2
-    print(summary_line(m))
-    print(f"manifest: {escape_path(location(args.out) / 'manifest.json')}")
+    summary = summary_line(m)
+    (logger.warning if "warning: " in summary else logger.info)(summary)  # e.g. one class: said at any level
+    logger.info(f"manifest: {escape_path(location(args.out) / 'manifest.json')}")
     return 0
 
 

@@ -29,9 +29,12 @@ import numpy as np
 from .config import TrainConfig
 from .discover import DatasetError
 from .errors import ConfigError
-from .experiment import Trial, best_checkpoint, load_spec_json, load_trials, pareto_front
+from .experiment import Trial, best, best_checkpoint, load_spec_json, load_trials, pareto_front, ranked
 from .storage import is_uri, redact, write_atomic
 from .study import load_study, study_from_trials
+from . import log as logs
+
+log = logs.get(__name__)
 
 REPORT = "report.html"
 PLOTS = "plots"
@@ -171,10 +174,8 @@ def _trial_table(trials: list[Trial], search: list[str], metric: str, mode: str,
                  best_id: str | None) -> str:
     ending = {"finished": "finished", "stopped": "stopped early", "failed": "failed", "unfinished": "not finished"}
     head = ["trial", "ended", "epochs", f"best {metric}", f"last {metric}", "last val_loss", *search, "clips/s"]
-    sign = -1 if mode == "max" else 1
-    order = sorted(trials, key=lambda t: (t.best(metric, mode) is None, sign * (t.best(metric, mode) or 0)))
     rows = []
-    for t in order:
+    for t in ranked(trials, metric, mode, key=lambda t: t.best(metric, mode)):  # best first, unscored last
         cells = [t.trial_id, ending[t.ending(max_epochs)], t.last.get("epoch", 0), t.best(metric, mode),
                  t.last.get(metric), t.last.get("val_loss"), *(t.config.get(k) for k in search),
                  t.last.get("clips_per_s")]
@@ -183,6 +184,38 @@ def _trial_table(trials: list[Trial], search: list[str], metric: str, mode: str,
         rows.append(f'<tr{" class=best" if t.trial_id == best_id else ""}>{tds}</tr>')
     return ("<table>\n<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>\n"
             + "\n".join(rows) + "\n</table>\n")
+
+
+def _best_trial(exp_dir: Path, trials: list[Trial], metric: str, mode: str) -> tuple[Trial, float]:
+    """(the best trial, its score): the trial of the best checkpointed epoch, as export picks it (an
+    unsaved epoch cannot be used); with no checkpoint yet, the trial with the best epoch."""
+    scored = [t for t in trials if t.best(metric, mode) is not None]
+    if not scored:
+        raise ConfigError(f"{exp_dir}: no trial has reported {metric} yet: nothing to plot")
+    try:
+        trial_id, _, meta = best_checkpoint(exp_dir, metric, mode)
+        by_id = {t.trial_id: t for t in scored}
+        if trial_id in by_id:
+            return by_id[trial_id], meta["metrics"][metric]
+    except ConfigError:  # no whole checkpoint yet
+        pass
+    top = best(scored, metric, mode, key=lambda t: t.best(metric, mode))
+    return top, top.best(metric, mode)
+
+
+def _summary(spec: dict, trials: list[Trial], best_trial: Trial, best_score: float, max_epochs: int) -> str:
+    """The page's first paragraph: what ran, how the trials ended, the best trial and its settings."""
+    tune, metric = spec["tune"], spec["tune"]["metric"]
+    endings = [t.ending(max_epochs) for t in trials]
+    counts = ", ".join(f"{endings.count(k)} {label}" for k, label in
+                       [("finished", "ran every epoch"), ("stopped", "stopped early"), ("failed", "failed"),
+                        ("unfinished", "not finished")] if endings.count(k))
+    params = ", ".join(f"{k}={_fmt(best_trial.config.get(k))}" for k in spec["search"])
+    asked = (f"{len(trials)} trials in a {tune['time_budget']} budget" if tune.get("time_budget")
+             else f"{len(trials)} trials of {tune['num_samples']} asked")
+    return (f"{asked} ({counts}); {tune['searcher']} "
+            f"+ {tune['scheduler']}, up to {max_epochs} epochs each. Best: trial {best_trial.trial_id}, "
+            f"{metric} {_fmt(best_score)} ({params}).")
 
 
 def write_report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -198,17 +231,7 @@ def write_report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
     out = Path(out).expanduser().resolve() if out else exp_dir / REPORT
     img_dir = out.parent / PLOTS
     trials = load_trials(exp_dir)
-    ranked = [t for t in trials if t.best(metric, mode) is not None]
-    if not ranked:
-        raise ConfigError(f"{exp_dir}: no trial has reported {metric} yet: nothing to plot")
-    try:  # "best" is the best checkpointed epoch, as export picks it; an unsaved epoch cannot be used
-        best_ckpt = best_checkpoint(exp_dir, metric, mode)
-    except ConfigError:
-        best_ckpt = None
-    by_id = {t.trial_id: t for t in ranked}
-    best_trial = by_id.get(best_ckpt[0]) if best_ckpt else None
-    if best_trial is None:
-        best_trial = (max if mode == "max" else min)(ranked, key=lambda t: t.best(metric, mode))
+    best_trial, best_score = _best_trial(exp_dir, trials, metric, mode)
 
     parts = []
     curves = plots.learning_curves(trials, metric, max_epochs, best_trial.trial_id, img_dir / "learning_curves.png")
@@ -241,17 +264,7 @@ def write_report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
     test_part, summary_test = _test_section(exp_dir / "bundle", saved["data"], img_dir, out.parent)
     parts.append(test_part)
 
-    endings = [t.ending(max_epochs) for t in trials]
-    counts = ", ".join(f"{endings.count(k)} {label}" for k, label in
-                       [("finished", "ran every epoch"), ("stopped", "stopped early"), ("failed", "failed"),
-                        ("unfinished", "not finished")] if endings.count(k))
-    params = ", ".join(f"{k}={_fmt(best_trial.config.get(k))}" for k in search)
-    asked = (f"{len(trials)} trials in a {spec['tune']['time_budget']} budget" if spec["tune"].get("time_budget")
-             else f"{len(trials)} trials of {spec['tune']['num_samples']} asked")
-    summary = (f"{asked} ({counts}); {spec['tune']['searcher']} "
-               f"+ {spec['tune']['scheduler']}, up to {max_epochs} epochs each. Best: trial {best_trial.trial_id}, "
-               f"{metric} {_fmt(best_ckpt[2]['metrics'][metric] if best_ckpt else best_trial.best(metric, mode))} "
-               f"({params}).{summary_test}")
+    summary = _summary(spec, trials, best_trial, best_score, max_epochs) + summary_test
     live = "tensorboard --logdir " + str(exp_dir)
     if saved.get("optuna_storage"):
         live += "  |  optuna-dashboard " + redact(saved["optuna_storage"])  # an older search.json may hold a password
@@ -268,10 +281,13 @@ def write_report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m audionet_ray.report", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m audionet_ray.report", description=__doc__.splitlines()[0],
+                                 formatter_class=logs.HelpFormatter)
+    logs.add_option(ap)
     ap.add_argument("experiment", help="an experiment folder (<storage>/<name>, with search.json)")
     ap.add_argument("--out", help=f"where the page goes (default: EXPERIMENT/{REPORT}; plots/ beside it)")
     args = ap.parse_args(argv)
+    logs.setup(args.log_level)
     if is_uri(args.experiment):
         print(f"error: {args.experiment}: the report reads a local experiment folder; copy it here first",
               file=sys.stderr)
@@ -281,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"report: {path}")
+    log.info(f"report: {path}")
     return 0
 
 

@@ -22,31 +22,34 @@ With a time budget the budget is the search's length: trials keep starting until
 and the number of trials only has a cap (`trial_cap`): `--num-samples` where the command line
 gives it, else MAX_TRIALS; a file's `num_samples` is the size of a search without a budget.
 
-Every mistake is a `ConfigError` naming the file and the key, raised before Ray starts; among
-them an ASHA rung that is not a checkpoint epoch (`check_rungs_on_checkpoints`).
+A file's mistakes are one `ConfigError` naming the file and listing every key that is wrong (with
+the nearest name for a misspelt one: schema.py derives the checks from the config dataclasses),
+raised before Ray starts; among them an ASHA rung that is not a checkpoint epoch
+(`check_rungs_on_checkpoints`).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .augment import AugmentConfig
-from .config import ConfigError, TrainConfig, check_types, shown
+from . import schema
+from .config import ConfigError, TrainConfig, setting, shown
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
 SEARCH_SPACES = resources.files("audionet_ray") / "search_spaces"  # package data: a checkout's or a wheel's
 DISTRIBUTIONS = {"loguniform": 2, "uniform": 2, "randint": 2, "qloguniform": 3, "quniform": 3, "choice": None}
-SEARCHABLE = {f.name for f in fields(TrainConfig)} - {"data", "augment"} | {f.name for f in fields(AugmentConfig)}
-WHOLE = {f.name: f.type == "int" for f in (*fields(TrainConfig), *fields(AugmentConfig))}  # settings that take ints
+SEARCHABLE = set(schema.settings(TrainConfig)) - {"data"}  # TrainConfig's, the model's and the augmentation's, flat
+DEFAULTS = schema.flat_defaults(TrainConfig)
+WHOLE = {name: hint is int for name, hint in schema.flat_hints(TrainConfig).items()}  # settings that take ints
 
 
 @dataclass
@@ -176,57 +179,78 @@ class SearchSpec:
         if name in self.search:
             (kind, args), = self.search[name].items()
             return (min(args), max(args)) if kind == "choice" else (args[0], args[1])
-        value = self.fixed.get(name, getattr(TrainConfig(data=""), name))
+        value = setting(self.fixed, name)
+        value = DEFAULTS[name] if value is None else value
         return value, value
 
 
-def _dataclass_from(kind: type, raw: Any, where: str):
+def _section(kind: type, raw: Any, name: str) -> tuple[Any, list[str]]:
+    """A `tune:` or `resources:` section as its dataclass, and its mistakes (all of them)."""
     if raw is None:
-        return kind()
+        return kind(), []
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
-    names = {f.name for f in fields(kind)}
-    unknown = sorted(set(raw) - names, key=str)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(map(shown, unknown))}; known: {', '.join(sorted(names))}")
-    obj = kind(**raw)
-    check_types(obj, f"{where}.")
-    return obj
+        return None, [f"{name}: expected a mapping, got {type(raw).__name__}"]
+    typed = {k: v for k, v in raw.items() if k not in OWN_CHECKS}
+    found = schema.mistakes(kind, typed, name, unknown="unknown key(s) {key}")
+    return (None if found else kind(**raw)), found
 
 
-def _check_distribution(name: str, spec: Any, where: str) -> None:
+OWN_CHECKS = ("objectives", "constraints")  # checked by _objective_mistakes, which says what they may hold
+
+
+def _distribution_mistake(name: str, spec: Any) -> str | None:
+    """What is wrong with one `search:` entry, if anything (the first thing: the rest depends on it)."""
     if name not in SEARCHABLE:
-        raise ConfigError(f"{where}: search.{shown(name)} is not a setting; searchable: {', '.join(sorted(SEARCHABLE))}")
+        return schema.unknown_name(name, sorted(SEARCHABLE), f"search.{shown(name)} is not a setting", "searchable")
     if not isinstance(spec, dict) or len(spec) != 1:
-        raise ConfigError(f"{where}: search.{name} must be one of {{{', '.join(DISTRIBUTIONS)}: [...]}}"
-                          " (and optionally when: {...})")
+        return f"search.{name} must be one of {{{', '.join(DISTRIBUTIONS)}: [...]}} (and optionally when: {{...}})"
     (kind, args), = spec.items()
     if kind not in DISTRIBUTIONS:
-        raise ConfigError(f"{where}: search.{name}: unknown distribution {kind!r}; use one of {', '.join(DISTRIBUTIONS)}")
+        return f"search.{name}: unknown distribution {kind!r}; use one of {', '.join(DISTRIBUTIONS)}"
     if not isinstance(args, list) or not args:
-        raise ConfigError(f"{where}: search.{name}.{kind} needs a list of values")
+        return f"search.{name}.{kind} needs a list of values"
     if kind == "choice":
         odd = [a for a in args if not isinstance(a, (str, int, float, bool)) or a is None]
         if odd or len({repr(a) for a in args}) != len(args):
-            raise ConfigError(f"{where}: search.{name}.choice needs distinct plain values (text, numbers, true/false), got {args}")
+            return f"search.{name}.choice needs distinct plain values (text, numbers, true/false), got {args}"
+        return None
     n = DISTRIBUTIONS[kind]
-    if n is not None:
-        if len(args) != n or not all(isinstance(a, (int, float)) for a in args):
-            raise ConfigError(f"{where}: search.{name}.{kind} needs {n} numbers, got {args}")
-        if not args[0] < args[1]:
-            raise ConfigError(f"{where}: search.{name}.{kind}: low {args[0]} must be below high {args[1]}")
-        if kind.startswith(("log", "qlog")) and args[0] <= 0:
-            raise ConfigError(f"{where}: search.{name}.{kind}: bounds must be > 0 on a log scale")
-        if kind != "randint" and WHOLE.get(name):  # Optuna would hand the trial 32.0, which TrainConfig refuses
-            raise ConfigError(f"{where}: search.{name}.{kind} samples fractions, but {name} is a whole number: "
-                              f"use randint or choice")
+    if len(args) != n or not all(isinstance(a, (int, float)) for a in args):
+        return f"search.{name}.{kind} needs {n} numbers, got {args}"
+    if not args[0] < args[1]:
+        return f"search.{name}.{kind}: low {args[0]} must be below high {args[1]}"
+    if kind.startswith(("log", "qlog")) and args[0] <= 0:
+        return f"search.{name}.{kind}: bounds must be > 0 on a log scale"
+    if kind != "randint" and WHOLE.get(name):  # Optuna would hand the trial 32.0, which TrainConfig refuses
+        return f"search.{name}.{kind} samples fractions, but {name} is a whole number: use randint or choice"
+    return None
 
 
-def load_spec(path: str | Path) -> SearchSpec:
-    """Read and check a search-space YAML; a name without a folder is a built-in one."""
-    p = _locate(path)
+def _read_search(raw: Any) -> tuple[dict, dict, list[str]]:
+    """The `search:` section: each parameter's distribution and its `when`, and every mistake."""
+    search = raw or {}
+    if not isinstance(search, dict):
+        return {}, {}, ["search must be a mapping of setting -> distribution"]
+    when, found = {}, []
+    for name, spec in search.items():
+        cond = None
+        if isinstance(spec, dict) and "when" in spec:
+            spec = dict(spec)
+            cond = spec.pop("when")
+            search[name] = spec
+        mistake = _distribution_mistake(name, spec)
+        if mistake:
+            found.append(mistake)
+        elif cond is not None:
+            when[name], more = _check_condition(name, cond, search)
+            found += more
+    return search, when, found
+
+
+def _read_yaml(p: Path | Traversable) -> Any:
+    """The file's YAML, or one line saying why it cannot be read."""
     try:
-        raw = yaml.safe_load(p.read_bytes().decode("utf-8"))
+        return yaml.safe_load(p.read_bytes().decode("utf-8"))
     except OSError as e:  # a folder, unreadable
         raise ConfigError(f"{p}: cannot read it ({e.strerror or e}): give a search-space YAML file") from None
     except UnicodeDecodeError as e:
@@ -238,38 +262,38 @@ def load_spec(path: str | Path) -> SearchSpec:
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = (str(getattr(e, "problem", None) or e).splitlines() or [""])[0]
         raise ConfigError(f"{p}: not valid YAML{at}: {problem}") from None
-    where = str(p)
+
+
+def load_spec(path: str | Path) -> SearchSpec:
+    """Read and check a search-space YAML; a name without a folder is a built-in one. Every mistake
+    of the file in one ConfigError naming it: first those of keys and types, then (once those are
+    right) those of values, and then of the values the trials can sample."""
+    p = _locate(path)
+    raw, where = _read_yaml(p), str(p)
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping with search/fixed/tune/resources")
-    unknown = sorted(set(raw) - {"search", "fixed", "tune", "resources"}, key=str)
-    if unknown:
-        raise ConfigError(f"{where}: unknown section(s) {', '.join(map(shown, unknown))}; sections: search, fixed, tune, resources")
-    search = raw.get("search") or {}
-    if not isinstance(search, dict):
-        raise ConfigError(f"{where}: search must be a mapping of setting -> distribution")
-    when = {}
-    for name, spec in search.items():
-        cond = None
-        if isinstance(spec, dict) and "when" in spec:
-            spec = dict(spec)
-            cond = spec.pop("when")
-            search[name] = spec
-        _check_distribution(name, spec, where)
-        if cond is not None:
-            when[name] = _check_condition(name, cond, search, where)
+    found = [f"unknown section(s) {', '.join(map(shown, sorted(set(raw) - SECTIONS, key=str)))}; "
+             f"sections: search, fixed, tune, resources"] if set(raw) - SECTIONS else []
+    search, when, more = _read_search(raw.get("search"))
     fixed = raw.get("fixed") or {}
     if not isinstance(fixed, dict):
-        raise ConfigError(f"{where}: fixed must be a mapping of setting -> value")
+        more.append("fixed must be a mapping of setting -> value")
+        fixed = {}
     fixed, source = split_data_keys(fixed, where)
-    try:
-        TrainConfig.from_dict({**fixed, "data": ""})
-    except (ConfigError, TypeError) as e:
-        raise ConfigError(f"{where}: fixed: {e}") from None
-    spec = SearchSpec(search, fixed, _dataclass_from(TuneSettings, raw.get("tune"), f"{where}: tune"),
-                      _dataclass_from(Resources, raw.get("resources"), f"{where}: resources"), str(p), when, source)
-    _check_sampled_values(spec, where)
-    check_settings(spec, where)
+    fixed_found = TrainConfig.mistakes_in({**fixed, "data": ""}, "fixed", known=list(DATA_KEYS))
+    tune, tune_found = _section(TuneSettings, raw.get("tune"), "tune")
+    resources, resources_found = _section(Resources, raw.get("resources"), "resources")
+    found += more + fixed_found + tune_found + resources_found
+    spec = SearchSpec(search, fixed, tune, resources, str(p), when, source)
+    found += (_tune_mistakes(spec, rungs=False) if tune else []) + (_resources_mistakes(resources) if resources else [])
+    if not found:  # the values trials sample, and then ASHA's rungs, which need them right
+        found = _sampled_mistakes(spec) or [m for m in [_rung_mistake(spec)] if m]
+    if found:
+        raise schema.error(found, where)
     return spec
+
+
+SECTIONS = {"search", "fixed", "tune", "resources"}
 
 
 def builtin_spaces() -> dict[str, Traversable]:
@@ -291,53 +315,59 @@ def _locate(path: str | Path) -> Path | Traversable:
     raise ConfigError(f"--search-space {path}: no such file (built in: {', '.join(sorted(builtin))})")
 
 
-def _check_condition(name: str, cond: Any, search: dict, where: str) -> dict[str, list]:
+def _check_condition(name: str, cond: Any, search: dict) -> tuple[dict[str, list], list[str]]:
     """`when: {norm: group}` or `{norm: [group, layer]}`: each key an earlier choice parameter."""
     earlier = list(search)[:list(search).index(name)]
     if not isinstance(cond, dict) or not cond:
-        raise ConfigError(f"{where}: search.{name}.when must map an earlier choice parameter to its value(s), "
-                          f"e.g. when: {{norm: group}}")
-    out = {}
+        return {}, [f"search.{name}.when must map an earlier choice parameter to its value(s), e.g. when: {{norm: group}}"]
+    out, found = {}, []
     for parent, values in cond.items():
         values = values if isinstance(values, list) else [values]
         choices = (search.get(parent) or {}).get("choice") if isinstance(search.get(parent), dict) else None
         if parent not in earlier or not isinstance(choices, list):
-            raise ConfigError(f"{where}: search.{name}.when.{shown(parent)}: must name a choice parameter listed above {name}")
+            found.append(f"search.{name}.when.{shown(parent)}: must name a choice parameter listed above {name}")
+            continue
         missing = [v for v in values if v not in choices]
         if missing or not values:
-            raise ConfigError(f"{where}: search.{name}.when.{parent}: {missing or values} not among its choices {choices}")
+            found.append(f"search.{name}.when.{parent}: {missing or values} not among its choices {choices}")
+            continue
         out[parent] = values
-    return out
+    return out, found
 
 
-def _check_sampled_values(spec: SearchSpec, where: str) -> None:
+def _sampled_mistakes(spec: SearchSpec) -> list[str]:
     """Every value a trial can get must make a valid TrainConfig, so that a typo (norm: btach) or a
     clash (norm_groups that does not divide a sampled width) is one line now, not a failed trial
-    hours in: each bound alone, and every combination of the choices (up to a few thousand)."""
-    choices = {n: d["choice"] for n, d in spec.search.items() if "choice" in d}
+    hours in: each bound alone, and every combination of the choices (up to a few thousand). The
+    first bad combination of each parameter is reported."""
+    found: dict[str, str] = {}
     for name, dist in spec.search.items():
         (kind, args), = dist.items()
         if kind == "choice":
             continue
         cond = {p: vs[0] for p, vs in spec.when.get(name, {}).items()}
         for value in ([args[0], args[1] - 1] if kind == "randint" else args[:2]):
-            _check_values(spec, {**cond, name: value}, where, name)
+            _check_values(spec, {**cond, name: value}, name, found)
     combos = [{}]
-    for name, values in choices.items():
+    for name, values in {n: d["choice"] for n, d in spec.search.items() if "choice" in d}.items():
         combos = [{**c, name: v} if is_active(spec.when.get(name, {}), c) else c for c in combos for v in values]
         combos = list({repr(sorted(c.items())): c for c in combos}.values())
         if len(combos) > 5000:
-            return
+            return list(found.values())
     for c in combos:
-        _check_values(spec, c, where, next(reversed(c), ""))
+        _check_values(spec, c, next(reversed(c), ""), found)
+    return list(found.values())
 
 
-def _check_values(spec: SearchSpec, values: dict, where: str, name: str) -> None:
+def _check_values(spec: SearchSpec, values: dict, name: str, found: dict[str, str]) -> None:
+    """The mistake of a trial that samples `values` under `name` (unless `name` has one already)."""
+    if name in found:
+        return
     try:
         TrainConfig.from_dict({**spec.fixed, **values, "data": ""})
     except (ConfigError, TypeError) as e:
         shown = ", ".join(f"{k} {v}" for k, v in values.items())
-        raise ConfigError(f"{where}: search.{name} ({shown}): {e}") from None
+        found[name] = f"search.{name} ({shown}): {e}"
 
 
 def is_active(when: dict[str, list], values: dict[str, Any]) -> bool:
@@ -371,44 +401,69 @@ class DefineByRun:
 
 
 def check_settings(spec: SearchSpec, where: str) -> None:
-    t, r = spec.tune, spec.resources
-    if t.searcher not in ("optuna", "random"):
-        raise ConfigError(f"{where}: searcher {t.searcher!r} unknown; use optuna or random")
-    if t.scheduler not in ("asha", "fifo"):
-        raise ConfigError(f"{where}: scheduler {t.scheduler!r} unknown; use asha or fifo")
-    if t.num_samples < 1 or t.max_concurrent < 0:
-        raise ConfigError(f"{where}: num_samples must be >= 1 and max_concurrent >= 0")
-    if t.startup_trials < 0:
-        raise ConfigError(f"{where}: startup_trials must be >= 0 (0: a third of num_samples, 2 to 10)")
-    if t.grace_period < 2:
-        raise ConfigError(f"{where}: grace_period must be >= 2 epochs, so that every kept trial has a checkpoint")
-    if t.reduction_factor < 2:
-        raise ConfigError(f"{where}: reduction_factor must be >= 2 (ASHA keeps 1 in reduction_factor trials at each rung)")
-    check_rungs_on_checkpoints(spec, where)
+    """Raise one ConfigError naming `where` with every mistake of the space's tune and resources settings."""
+    found = settings_mistakes(spec)
+    if found:
+        raise schema.error(found, where)
+
+
+def settings_mistakes(spec: SearchSpec, rungs: bool = True) -> list[str]:
+    """The bad values of `tune:` and `resources:` (their types are right), every one; `rungs`:
+    ASHA's rungs against the checkpoint epochs too (that needs a right `fixed`)."""
+    return _tune_mistakes(spec, rungs) + _resources_mistakes(spec.resources)
+
+
+def _tune_mistakes(spec: SearchSpec, rungs: bool) -> list[str]:
+    t = spec.tune
+    checks = [
+        (t.searcher in ("optuna", "random"), f"searcher {t.searcher!r} unknown; use optuna or random"),
+        (t.scheduler in ("asha", "fifo"), f"scheduler {t.scheduler!r} unknown; use asha or fifo"),
+        (t.num_samples >= 1 and t.max_concurrent >= 0, "num_samples must be >= 1 and max_concurrent >= 0"),
+        (t.startup_trials >= 0, "startup_trials must be >= 0 (0: a third of num_samples, 2 to 10)"),
+        (t.grace_period >= 2, "grace_period must be >= 2 epochs, so that every kept trial has a checkpoint"),
+        (t.reduction_factor >= 2,
+         "reduction_factor must be >= 2 (ASHA keeps 1 in reduction_factor trials at each rung)"),
+    ]
+    found = [msg for ok, msg in checks if not ok]
+    if rungs and t.grace_period >= 2 and t.reduction_factor >= 2:  # else rung_epochs would not end
+        found += [m for m in [_rung_mistake(spec)] if m]
     if t.time_budget is not None:
-        parse_duration(t.time_budget, f"{where}: tune.time_budget")
+        try:
+            parse_duration(t.time_budget, "tune.time_budget")
+        except ConfigError as e:
+            found.append(str(e))
+    return found + _objective_mistakes(t)
+
+
+def _objective_mistakes(t: TuneSettings) -> list[str]:
     from .costs import CONSTRAINTS, OBJECTIVES
 
+    found = []
     if not isinstance(t.objectives, list) or len(t.objectives) > 1 or any(o not in OBJECTIVES for o in t.objectives):
-        raise ConfigError(f"{where}: tune.objectives must be a list of at most one of {', '.join(OBJECTIVES)} "
-                          f"(minimised beside {t.metric}), got {shown(t.objectives)}")
+        found.append(f"tune.objectives must be a list of at most one of {', '.join(OBJECTIVES)} "
+                     f"(minimised beside {t.metric}), got {shown(t.objectives)}")
     if not isinstance(t.constraints, dict):
-        raise ConfigError(f"{where}: tune.constraints must map limits ({', '.join(CONSTRAINTS)}) to numbers")
+        return found + [f"tune.constraints must map limits ({', '.join(CONSTRAINTS)}) to numbers"]
     for k, v in t.constraints.items():
         if k not in CONSTRAINTS:
-            raise ConfigError(f"{where}: tune.constraints: unknown limit {shown(k)}; known: {', '.join(CONSTRAINTS)}")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-            raise ConfigError(f"{where}: tune.constraints.{k} must be a number above 0, got {shown(v)}")
-    if r.workers_per_trial < 1:
-        raise ConfigError(f"{where}: workers_per_trial must be >= 1")
-    if r.gpus_per_trial != "auto" and not (isinstance(r.gpus_per_trial, (int, float)) and r.gpus_per_trial >= 0):
-        raise ConfigError(f"{where}: gpus_per_trial must be 'auto' or a number >= 0")
-    if r.cpus_per_worker != "auto" and not (isinstance(r.cpus_per_worker, (int, float))
-                                            and not isinstance(r.cpus_per_worker, bool) and r.cpus_per_worker > 0):
-        raise ConfigError(f"{where}: cpus_per_worker must be 'auto' or a number > 0")
-    if r.trainer not in TRAINERS:
-        raise ConfigError(f"{where}: trainer must be auto, trial (Tune's trial process trains) or torch "
-                          f"(a TorchTrainer per trial), got {shown(r.trainer)}")
+            found.append(schema.unknown_name(k, list(CONSTRAINTS), f"tune.constraints: unknown limit {shown(k)}", "known"))
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+            found.append(f"tune.constraints.{k} must be a number above 0, got {shown(v)}")
+    return found
+
+
+def _resources_mistakes(r: Resources) -> list[str]:
+    checks = [
+        (r.workers_per_trial >= 1, "workers_per_trial must be >= 1"),
+        (r.gpus_per_trial == "auto" or (isinstance(r.gpus_per_trial, (int, float)) and r.gpus_per_trial >= 0),
+         "gpus_per_trial must be 'auto' or a number >= 0"),
+        (r.cpus_per_worker == "auto" or (isinstance(r.cpus_per_worker, (int, float))
+                                         and not isinstance(r.cpus_per_worker, bool) and r.cpus_per_worker > 0),
+         "cpus_per_worker must be 'auto' or a number > 0"),
+        (r.trainer in TRAINERS, f"trainer must be auto, trial (Tune's trial process trains) or torch "
+                                f"(a TorchTrainer per trial), got {shown(r.trainer)}"),
+    ]
+    return [msg for ok, msg in checks if not ok]
 
 
 def rung_epochs(grace_period: int, reduction_factor: int, epochs: int) -> list[int]:
@@ -432,6 +487,13 @@ def _whole_values(spec: SearchSpec, name: str) -> Iterable[int]:
 
 
 def check_rungs_on_checkpoints(spec: SearchSpec, where: str) -> None:
+    """Raise `_rung_mistake`'s line, naming `where`, if there is one."""
+    mistake = _rung_mistake(spec)
+    if mistake:
+        raise ConfigError(f"{where}: {mistake}")
+
+
+def _rung_mistake(spec: SearchSpec) -> str | None:
     """With ASHA every rung before the last epoch must be a checkpoint epoch (train.py saves at
     multiples of checkpoint_every, and at the end), so that every trial ASHA stops keeps the
     checkpoint of the epoch it was ranked at instead of one up to checkpoint_every - 1 epochs older.
@@ -439,21 +501,22 @@ def check_rungs_on_checkpoints(spec: SearchSpec, where: str) -> None:
     grace_period; checked for every checkpoint_every the space can sample."""
     t = spec.tune
     if t.scheduler != "asha":
-        return
+        return None
     epochs = int(spec.fixed.get("epochs", TrainConfig.epochs))  # ASHA's max_t (tune.make_scheduler)
     rungs = rung_epochs(t.grace_period, t.reduction_factor, epochs)
     if not rungs:
-        return
+        return None
     key = ("search." if "checkpoint_every" in spec.search else "fixed.") + "checkpoint_every"
     for every in _whole_values(spec, "checkpoint_every"):  # sorted: a bad value comes within grace_period + 1
         off = [r for r in rungs if r % every]
         if off:
-            raise ConfigError(
-                f"{where}: tune.grace_period {t.grace_period} and reduction_factor {t.reduction_factor} put ASHA's "
+            return (
+                f"tune.grace_period {t.grace_period} and reduction_factor {t.reduction_factor} put ASHA's "
                 f"rungs at epochs {', '.join(map(str, rungs))} (of {epochs}), but {key} {every} checkpoints at "
                 f"multiples of {every}: a trial ASHA stops at epoch {off[0]} would lose the epochs since its last "
                 f"checkpoint; make grace_period a multiple of checkpoint_every (e.g. checkpoint_every 2 with "
                 f"grace_period 2 or 4)")
+    return None
 
 
 def to_tune_space(search: dict[str, dict]) -> dict:

@@ -51,8 +51,11 @@ from pathlib import Path
 
 import numpy as np
 
+from . import log
 from .audio import CLIP_SAMPLES, SAMPLE_RATE, resample, to_int16
 from .rooms import mic_curve
+
+logger = log.get(__name__)
 
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 OTHER_WORDS = ("bed", "bird", "cat", "dog", "house", "tree")  # Speech Commands' own _unknown_ words
@@ -835,24 +838,28 @@ def one_line_errors(work, out: Path, jobs: int | None) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m audionet_ray.speech_data", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m audionet_ray.speech_data", description=__doc__.splitlines()[0],
+                                formatter_class=log.HelpFormatter)
     p.add_argument("out", type=Path, help="output folder (new, empty, or made by this generator before)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="full",
                    help="a named size: " + ", ".join(f"{k} = {v.speakers} speakers x {v.takes} takes"
                                                      f" + {v.other_words} other words, seed {v.seed}"
                                                      for k, v in PRESETS.items()) + " (default: full)")
     p.add_argument("--words", help=f"comma-separated words, one folder each (default: {','.join(DEFAULT_WORDS)})")
-    p.add_argument("--speakers", type=int, help="number of speakers (overrides the preset)")
-    p.add_argument("--takes", type=int, help="clips per speaker and word (overrides the preset)")
-    p.add_argument("--other-words", type=int, help="other words per speaker, into _unknown_/ (overrides the preset)")
+    p.add_argument("--speakers", type=int, help="number of speakers (default: the preset's)")
+    p.add_argument("--takes", type=int, help="clips per speaker and word (default: the preset's)")
+    p.add_argument("--other-words", type=int, help="other words per speaker, into _unknown_/ (default: the preset's)")
     p.add_argument("--seed", type=int, help="the dataset's seed (default: the preset's)")
     p.add_argument("--jobs", type=int, default=None, help="processes (default: the CPUs this process may use)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (also with --log-level warning)")
     p.add_argument("--far-field", action="store_true",
                    help="write a far-field, noisy copy (rooms, microphones, babble, noise; audionet_ray.far_field, "
                         "seeded by the dataset's seed) into OUT and keep the clean set in OUT.clean beside it "
                         "(reused when it was made with the same settings)")
+    log.add_option(p)
     a = p.parse_args(argv)
+    log.setup(a.log_level)
+    a.quiet = a.quiet or log.quiet()
     cfg = PRESETS[a.preset]
     words = tuple(w.strip() for w in a.words.split(",") if w.strip()) if a.words is not None else cfg.words
     cfg = SpeechConfig(speakers=cfg.speakers if a.speakers is None else a.speakers,
@@ -875,8 +882,8 @@ def main(argv: list[str] | None = None) -> int:
 
     other = f" + {cfg.other_words} other words x {cfg.speakers} speakers" if cfg.other_words else ""
     where = f"{a.out} (far field; clean: {far_field.clean_path(a.out)})" if a.far_field else a.out
-    print(f"speech_data: {len(cfg.words)} words x {cfg.speakers} speakers x {cfg.takes} takes{other} = {cfg.clips} "
-          f"clips -> {where} in {time.perf_counter() - t0:.1f} s")
+    logger.info(f"speech_data: {len(cfg.words)} words x {cfg.speakers} speakers x {cfg.takes} takes{other} = {cfg.clips} "
+                f"clips -> {where} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 

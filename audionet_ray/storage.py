@@ -20,6 +20,10 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
+from . import log
+
+logger = log.get(__name__)
+
 
 def is_uri(p: str | os.PathLike) -> bool:
     return isinstance(p, UriPath) or "://" in str(p)
@@ -322,7 +326,7 @@ def recover_folder(out: Path) -> None:
             continue  # another export at work
         if kind == "old" and not out.exists():
             os.rename(p, out)
-            print(f"note: {out} restored from {p.name}, left by an export that was killed", flush=True)
+            logger.warning(f"note: {out} restored from {p.name}, left by an export that was killed")
         else:
             shutil.rmtree(p, ignore_errors=True)
     fsync_dir(out.parent)

@@ -28,12 +28,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from .bundle import NOT_KEYWORDS, Bundle
 from .discover import UNKNOWN, DatasetError
 from .predict import Detection, Windows, scan
-from .prepare import load_manifest, pcm_from_binary
+from .dataset import DEFAULT_TRAIN_RATIO, PreparedDataset, read_noise
 
 POISSON_95_ZERO = 2.996  # -ln(0.05): 95 % upper bound of a rate when no event was seen, x 1/exposure
 
@@ -100,27 +99,14 @@ class StreamSummary:
 
 # ----------------------------------------------------------------------------- data
 
-def split_clips(prepared: Path, part: str, train_ratio: float = 0.9) -> tuple[np.ndarray, np.ndarray]:
-    """(int16 clips (N, clip_samples), label ids) of "test", "val" or "train" (speakers' bucket vs train_ratio)."""
-    m = load_manifest(prepared)
-    shards = m["split_shards"]["test" if part == "test" else "trainval"]
-    xs, ys = [np.zeros((0, m["clip_samples"]), np.int16)], [np.zeros(0, np.int64)]
-    for name in shards:
-        t = pq.read_table(prepared / name, columns=["pcm", "label", "bucket"])
-        keep = np.ones(t.num_rows, bool)
-        if part != "test":
-            bucket = t.column("bucket").to_numpy()
-            keep = bucket < train_ratio if part == "train" else bucket >= train_ratio
-        xs.append(pcm_from_binary(t.column("pcm"), m["clip_samples"])[keep])
-        ys.append(t.column("label").to_numpy()[keep].astype(np.int64))
-    return np.concatenate(xs), np.concatenate(ys)
+def split_clips(prepared: Path, part: str, train_ratio: float = DEFAULT_TRAIN_RATIO) -> tuple[np.ndarray, np.ndarray]:
+    """(int16 clips (N, clip_samples), label ids) of "test", "val" or "train" (`PreparedDataset.arrays`)."""
+    return PreparedDataset.open(prepared).arrays(part, train_ratio)
 
 
 def dataset_noise(prepared: Path) -> np.ndarray:
     """The dataset's background noise, all of it (int16, all files end to end; empty when it has none)."""
-    from .data import load_noise
-
-    return load_noise(prepared, cap_s=None)
+    return read_noise(prepared, cap_s=None)
 
 
 # ----------------------------------------------------------------------------- streams
@@ -353,24 +339,24 @@ def scan_streams(bundle: Bundle, streams, opts: StreamOptions) -> tuple[list[Win
 
 
 def evaluate_streams(bundle: Bundle, prepared: Path, split: str = "test", opts: StreamOptions | None = None,
-                     target_fa_per_hour: float = 1.0, train_ratio: float = 0.9,
+                     target_fa_per_hour: float = 1.0, train_ratio: float = DEFAULT_TRAIN_RATIO,
                      keywords: list[str] | None = None) -> StreamingResult:
     """Build the streams of `split`, run the detector once per stream, score every threshold.
     `keywords`: judge only these (default: every keyword class the model and the data share)."""
     opts = opts or StreamOptions()
-    m = load_manifest(prepared)
-    if m.get("clip_samples", 16_000) != bundle.clip_samples:  # each clip must fit one window, whole
-        raise DatasetError(f"{prepared}: clips of {m.get('clip_samples')} samples, but the bundle's window is "
+    data = PreparedDataset.open(prepared)
+    if data.clip_samples != bundle.clip_samples:  # each clip must fit one window, whole
+        raise DatasetError(f"{prepared}: clips of {data.clip_samples} samples, but the bundle's window is "
                            f"{bundle.clip_samples}: evaluate on data prepared with the bundle's window")
-    clips, ids = split_clips(prepared, split, train_ratio)
+    clips, ids = data.arrays(split, train_ratio)
     if not len(clips):
         raise DatasetError(f"{prepared}: the {split} split has no clips to build streams from")
-    labels = [m["classes"][i] for i in ids]
-    keywords = stream_keywords(bundle.classes, m["classes"], keywords)
+    labels = [data.classes[i] for i in ids]
+    keywords = stream_keywords(bundle.classes, data.classes, keywords)
     if not keywords:
         raise DatasetError(f"{prepared}: none of the bundle's keywords ({', '.join(bundle.classes[:8])}) "
                            f"is a class of this dataset: evaluate on the data the model was trained for")
-    noise = dataset_noise(prepared)
+    noise = data.noise(cap_s=None)
     windows, streams = scan_streams(bundle, iter_streams(clips, labels, set(keywords), noise, opts), opts)
     r = score(windows, streams, keywords, opts)
     ok, note = enough_audio(r["keyword_free_hours"], target_fa_per_hour)

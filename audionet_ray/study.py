@@ -18,6 +18,7 @@ from ray.tune.result import TRAINING_ITERATION
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from . import log
 from .errors import ConfigError
 from .ray_private import (forget_optuna_trial, mark_optuna_told, optuna_study, optuna_told, optuna_trial,
                           optuna_trial_finished)
@@ -25,6 +26,8 @@ from .storage import hides_password, is_uri, redact, redact_text
 
 if TYPE_CHECKING:
     from .experiment import Trial
+
+logger = log.get(__name__)
 
 OPTUNA_DB = "optuna.db"
 TRIAL_ID_ATTR = "tune_trial_id"  # user attribute of each Optuna trial: its Tune trial id
@@ -139,8 +142,8 @@ class StudySearch(OptunaSearch):
             ot_trial.set_user_attr(REJECTED_ATTR, "; ".join(broken))
             optuna_study(self).tell(ot_trial, state=optuna_state("FAIL"))
             forget_optuna_trial(self, trial_id)
-        print(f"no configuration within the search's limits ({self.limits}) in {MAX_REJECTED} samples in a row: "
-              f"no more trials start", flush=True)
+        logger.warning(f"no configuration within the search's limits ({self.limits}) in {MAX_REJECTED} samples in "
+                       f"a row: no more trials start")
         return Searcher.FINISHED
 
     def finished_in_study(self, trial_id: str) -> bool:
@@ -220,7 +223,7 @@ def close_orphans(url: str, study_name: str) -> int:
     try:
         study = optuna.load_study(study_name=study_name, storage=open_storage(url))
     except (ConfigError, KeyError) as e:  # e.g. a password search.json hides and the command line did not give
-        print(f"warning: Optuna trials left running not closed: {e}", flush=True)
+        logger.warning(f"warning: Optuna trials left running not closed: {e}")
         return 0
     orphans = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     for t in orphans:

@@ -26,14 +26,14 @@ import ray.train.torch
 from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from . import checkpoint
+from . import checkpoint, registry, schema
 from .audio import SAMPLE_RATE
 from .augment import Capture, Roles, augment, epoch_generator, standardise, stream_windows
 from .config import ConfigError, RunSettings, TrainConfig
 from .costs import model_costs
-from .data import check_train_ratio, fits_in_memory, load_noise, read_split, split_datasets, torch_batches
+from .data import check_train_ratio, torch_batches
+from .dataset import PreparedDataset, fits_in_memory, split_sizes
 from .discover import SILENCE, DatasetError
-from .model import AudioNet
 from .prepare import load_manifest, window_option
 from .ray_private import UserCallback, train_run_folder, without_dataset_manager
 from .storage import is_uri
@@ -118,7 +118,7 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig,
 def steps_per_epoch(manifest: dict, cfg: TrainConfig, world: int) -> int:
     """Optimizer steps per epoch on each worker, from the manifest's clips per speaker bucket:
     Ray splits the training rows equally between workers (dropping the remainder)."""
-    n_train = sum(n for b, n in manifest["trainval_buckets"] if b < cfg.train_ratio)
+    n_train = split_sizes(manifest, cfg.train_ratio)["train"]
     return max(1, math.ceil((n_train // world) / max(1, cfg.batch_size // world)))
 
 
@@ -130,7 +130,7 @@ def make_probe(cfg: TrainConfig, classes: list[str], noise):
 
     if cfg.detector_minutes <= 0:
         return None
-    pcm, ids, _ = read_split(cfg.data, cfg.train_ratio, "val")
+    pcm, ids = PreparedDataset.open(cfg.data).arrays("val", cfg.train_ratio)
     return DetectorProbe(pcm, [classes[i] for i in ids], stream_keywords(classes, classes), noise,
                          cfg.detector_minutes, cfg.target_fa_per_hour, seed=cfg.seed)
 
@@ -165,7 +165,7 @@ def _read_shard(cfg: TrainConfig, split: str, rank: int, world: int,
                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """This worker's part of a split, read straight from the shards, as int16 clips and labels on `device`.
     Training parts are equal in size on every worker, so that DDP's steps stay in lockstep."""
-    pcm, labels, _ = read_split(cfg.data, cfg.train_ratio, split, rank, world, equal=split == "train")
+    pcm, labels = PreparedDataset.open(cfg.data).arrays(split, cfg.train_ratio, rank, world, equal=split == "train")
     return torch.from_numpy(pcm).to(device), torch.from_numpy(labels).to(device)
 
 
@@ -226,12 +226,22 @@ def train_loop_per_worker(config: dict) -> None:
     fit(config, TrainSession())
 
 
-def fit(config: dict, session) -> None:
-    """The training loop, whoever runs it (`session`: TrainSession or trial_process.TrialSession)."""
+def _loop_config(config: dict | TrainConfig, in_memory: bool | None,
+                 measure_latency: bool) -> tuple[TrainConfig, bool | None, bool]:
+    """The settings, whether the data is in memory, and whether to measure latency. A dict crossed a
+    process boundary (Ray Train's train_loop_config, with build_trainer's choices in it) and is read
+    back once here; a TrainConfig (the trial process's own, checked already) is used as it is."""
+    if isinstance(config, TrainConfig):
+        return config, in_memory, measure_latency
     config = dict(config)
-    in_memory = config.pop(IN_MEMORY_KEY, None)  # decided by build_trainer, which gave no Datasets then
-    measure_latency = config.pop(LATENCY_KEY, False)
-    cfg = TrainConfig.from_dict(config)
+    in_memory = config.pop(IN_MEMORY_KEY, in_memory)  # decided by build_trainer, which gave no Datasets then
+    measure_latency = config.pop(LATENCY_KEY, measure_latency)
+    return TrainConfig.from_dict(config), in_memory, measure_latency
+
+
+def fit(config: dict | TrainConfig, session, in_memory: bool | None = None, measure_latency: bool = False) -> None:
+    """The training loop, whoever runs it (`session`: TrainSession or trial_process.TrialSession)."""
+    cfg, in_memory, measure_latency = _loop_config(config, in_memory, measure_latency)
     threads = _use_cpus()
     rank, world, device = session.rank, session.world, session.device
     on_gpu = device.type == "cuda"
@@ -240,12 +250,12 @@ def fit(config: dict, session) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    manifest = load_manifest(cfg.data)
+    manifest = PreparedDataset.open(cfg.data).manifest  # read once per process
     classes = manifest["classes"]
     clip_samples = cfg.data_clip_samples(manifest, cfg.data)  # the data's window: the model is built for it
     model_cfg = cfg.model_config(len(classes), clip_samples)
     torch.manual_seed(cfg.seed)  # the same initial weights on every worker and every rerun
-    model = AudioNet.from_config(model_cfg)
+    model = registry.build(getattr(cfg, "architecture", registry.DEFAULT), model_cfg)  # TrainConfig has no architecture yet
     opt = make_optimizer(model, cfg)
     sched = make_scheduler(opt, cfg, steps_per_epoch(manifest, cfg, world))
     # what the model costs to run, a search's second objective: the same every epoch
@@ -269,7 +279,7 @@ def fit(config: dict, session) -> None:
             if torch.is_tensor(v) and k != "step":
                 state[k] = v.to(device)
 
-    noise_np = load_noise(cfg.data)
+    noise_np = PreparedDataset.open(cfg.data).noise()
     noise = torch.from_numpy(noise_np).to(device)
     cap = Capture.of(cfg.augment, cfg.seed, clip_samples, device)  # None unless a far-field setting is on
     silence = classes.index(SILENCE) if SILENCE in classes else -1  # babble never turns silence into speech
@@ -383,14 +393,14 @@ def build_trainer(cfg: TrainConfig, run: RunSettings, callbacks: list | None = N
     `measure_latency`: every epoch's metrics carry the model's latency per window (a search's objective)."""
     cfg.validate()
     ray.data.DataContext.get_current().enable_progress_bars = False  # Tune/Train show progress
-    manifest = load_manifest(cfg.data)
-    cfg.data_clip_samples(manifest, cfg.data)  # a clip_samples setting that is not the data's: one line, here
-    in_memory = fits_in_memory(manifest, run.workers)
-    if in_memory:  # each worker reads its part itself (read_split): no Ray Data pipeline to start
-        check_train_ratio(manifest, cfg.train_ratio, cfg.data)
+    dataset = PreparedDataset.open(cfg.data)
+    cfg.data_clip_samples(dataset.manifest, cfg.data)  # a clip_samples setting that is not the data's: one line, here
+    in_memory = dataset.fits_in_memory(run.workers)
+    if in_memory:  # each worker reads its part itself (PreparedDataset.arrays): no Ray Data pipeline to start
+        dataset.check_train_ratio(cfg.train_ratio, cfg.data)
         datasets = None
     else:
-        datasets = split_datasets(cfg.data, cfg.train_ratio, shuffle_files=not cfg.deterministic)
+        datasets = dataset.ray_datasets(cfg.train_ratio, shuffle_files=not cfg.deterministic)
     data_config = None
     if cfg.deterministic:
         from ray.data import ExecutionOptions
@@ -438,7 +448,10 @@ def storage_uri(storage: str) -> str:
 # ----------------------------------------------------------------------------- CLI
 
 def _parser() -> argparse.ArgumentParser:
-    d, r = TrainConfig(), RunSettings()
+    """`train`'s options: --data, --keywords and --window say what data; one option per setting of
+    TrainConfig (the model's and the augmentation's included), made from its fields (schema.py);
+    then where and on what it runs."""
+    r = RunSettings()
     ap = argparse.ArgumentParser(prog="python -m audionet_ray.train",
                                  description="Train AudioNet once with Ray Train (no search).")
     ap.add_argument("--data", required=True, help="a dataset root (prepared on first use) or a prepared folder")
@@ -446,29 +459,7 @@ def _parser() -> argparse.ArgumentParser:
                                        "checkpoints kept by frr_at_target")
     ap.add_argument("--window", metavar="SECONDS", help="a dataset root's clip length when it is prepared "
                                                         "(default: the source's wakeword.json, else 1 s)")
-    ap.add_argument("--epochs", type=int, default=d.epochs)
-    ap.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch, split across workers")
-    ap.add_argument("--lr", type=float, default=d.lr)
-    ap.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    ap.add_argument("--train-ratio", type=float, default=d.train_ratio, help="share of non-test speakers that train")
-    ap.add_argument("--width", type=int, default=d.width, help="conv channels (256 = reference)")
-    ap.add_argument("--dense", type=int, default=d.dense, help="dense units (512 = reference)")
-    ap.add_argument("--dense-layers", type=int, default=d.dense_layers, help="hidden dense layers (4 = reference)")
-    ap.add_argument("--dropout", type=float, default=d.dropout, help="after each hidden dense layer but the last")
-    ap.add_argument("--norm", default=d.norm, help="after each conv: none (reference), batch, group or layer")
-    ap.add_argument("--norm-groups", type=int, default=d.norm_groups, help="groups for --norm group; divides --width")
-    ap.add_argument("--pool", default=d.pool, help="flatten (reference) or avg: the last conv's steps to the dense layers")
-    ap.add_argument("--frontend", default=d.frontend,
-                    help="conv (reference: the first conv reads the samples) or filterbank (learned Gabor filterbank, log power)")
-    ap.add_argument("--filters", type=int, default=d.filters, help="filterbank bands for --frontend filterbank")
-    ap.add_argument("--spec-augment", action="store_true", help="mask random bands and frames in training (--frontend filterbank)")
-    ap.add_argument("--optimizer", default=d.optimizer, help="nadam (reference) or adamw")
-    ap.add_argument("--schedule", default=d.schedule, help="learning rate per batch: constant (reference), cosine or onecycle")
-    ap.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs, help="linear warm-up of --schedule cosine")
-    ap.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="of the training loss, 0 to <1")
-    ap.add_argument("--class-balance", action="store_true", help="weight the training loss by inverse class frequency")
-    ap.add_argument("--seed", type=int, default=d.seed)
-    ap.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="epochs between checkpoints")
+    schema.add_options(ap, TrainConfig, skip=("data", "keywords"))
     ap.add_argument("--workers", type=int, default=r.workers, help="Ray Train workers (one per GPU)")
     ap.add_argument("--gpus-per-worker", type=float, default=None, help="default: 1 if Ray sees a GPU, else 0")
     ap.add_argument("--cpus-per-worker", type=float, default=r.cpus_per_worker)
@@ -476,8 +467,18 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--storage", default=r.storage, help="where runs and checkpoints go (local dir or s3://)")
     ap.add_argument("--name", default=r.name, help="run name; the same name again resumes that run")
     ap.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="attach to a Ray cluster ('auto')")
-    ap.add_argument("--deterministic", action="store_true", help="fixed data order, for exactly repeatable runs")
     return ap
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The settings the command line gave, over TrainConfig's defaults (and a keyword task's,
+    config.KEYWORD_DEFAULTS, where it gave none), checked once: every mistake in one line."""
+    given = schema.values(args, TrainConfig, given_only=True)
+    if args.keywords is None:
+        return TrainConfig.from_dict(given)
+    from .config import keywords_option, with_keyword_defaults
+
+    return TrainConfig.from_dict({**with_keyword_defaults(given), "keywords": ",".join(keywords_option(args.keywords))})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -485,21 +486,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     try:
-        cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          weight_decay=args.weight_decay, train_ratio=args.train_ratio, width=args.width,
-                          dense=args.dense, dense_layers=args.dense_layers, dropout=args.dropout, norm=args.norm,
-                          norm_groups=args.norm_groups, pool=args.pool, frontend=args.frontend,
-                          filters=args.filters, spec_augment=args.spec_augment, optimizer=args.optimizer,
-                          schedule=args.schedule, warmup_epochs=args.warmup_epochs,
-                          label_smoothing=args.label_smoothing, class_balance=args.class_balance, seed=args.seed,
-                          checkpoint_every=args.checkpoint_every, deterministic=args.deterministic)
-        if args.keywords is not None:
-            from .config import KEYWORD_DEFAULTS, keywords_option
-
-            aug = {**cfg.augment.to_dict(), **KEYWORD_DEFAULTS["augment"]}
-            cfg = TrainConfig.from_dict({**cfg.to_dict(), **KEYWORD_DEFAULTS, "augment": aug,
-                                         "keywords": ",".join(keywords_option(args.keywords))})
-        cfg.validate()  # before preparing: a mistyped option should not wait for a dataset's decoding
+        cfg = config_from_args(args)  # before preparing: a mistyped option should not wait for a dataset's decoding
         window = None if args.window is None else window_option(args.window)
         prepared = ensure_prepared(args.data, keywords=cfg.keyword_list or None, window=window)
         cfg.data = str(prepared)

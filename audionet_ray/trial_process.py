@@ -26,7 +26,7 @@ import torch
 
 from . import checkpoint
 from .config import RunSettings, TrainConfig
-from .train import IN_MEMORY_KEY, LATENCY_KEY, fit, storage_uri
+from .train import fit, storage_uri
 
 
 class TrialSession:
@@ -96,6 +96,6 @@ class TrialSession:
 
 
 def fit_in_trial(cfg: TrainConfig, run: RunSettings, measure_latency: bool = False) -> None:
-    """One trial's whole training, here in Tune's trial process (data in memory, one worker)."""
-    cfg.validate()
-    fit({**cfg.to_dict(), IN_MEMORY_KEY: True, LATENCY_KEY: measure_latency}, TrialSession(run))
+    """One trial's whole training, here in Tune's trial process (data in memory, one worker). `cfg`
+    is checked already (TrainConfig.from_dict, in run_trial) and goes to the loop as it is."""
+    fit(cfg, TrialSession(run), in_memory=True, measure_latency=measure_latency)

@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import log
 from .cluster import cluster_capacity, cluster_nodes
 from .config import METRIC_MODES, ConfigError, TrainConfig, setting
 from .discover import DatasetError
@@ -36,11 +37,14 @@ from .keyword_source import DEFAULT_SPEAKERS, DEFAULT_TAKES, parse_engines
 from .plan import (END_FIXED_S, MIN_TRIALS_S, STREAM_S_PER_HOUR_MMAC, TimeBudget,  # noqa: F401 - tune's names too
                    choose_trainer, data_streams, end_reserve_s, fmt_duration, largest_macs, plan_resources,
                    planned_trials, search_over, trial_resources)
+from .ranking import ranked
 from .search_space import TRAINERS, SearchSpec, check_settings, load_spec, parse_duration, trial_cap
 from .speech_data import ENGINES
 from .storage import hides_password, is_uri, location, redact
 from .tuner import (BudgetRecorder, TrialLines, _fmt, build_tuner, make_scheduler,  # noqa: F401 - tune's names too
                     refill_asha, run_trial)
+
+logger = log.get(__name__)
 
 # ----------------------------------------------------------------------------- results
 
@@ -49,24 +53,19 @@ def print_table(rows: list[dict], metric: str, mode: str = "max") -> None:
     if not rows:
         return
     cols = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in ("val_loss", "train_loss")]
-    sign = -1 if mode == "max" else 1
-
-    def rank(r: dict) -> tuple:
-        v = r.get(f"best_{metric}")
-        return (0, sign * float(v)) if isinstance(v, (int, float)) else (1, 0.0)
-
-    table = [[_fmt(r.get(c)) for c in cols] for r in sorted(rows, key=rank)]
+    table = [[_fmt(r.get(c)) for c in cols] for r in ranked(rows, f"best_{metric}", mode)]
     widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(cols)]
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    logger.info("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
     for t in table:
-        print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+        logger.info("  ".join(v.ljust(w) for v, w in zip(t, widths)))
 
 
 # ----------------------------------------------------------------------------- CLI
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m audionet_ray.tune", description=__doc__.splitlines()[0])
-    ap.add_argument("--search-space", default="default", help="YAML file, or a name in search_spaces/ (default, smoke, large)")
+    ap = argparse.ArgumentParser(prog="python -m audionet_ray.tune", description=__doc__.splitlines()[0],
+                                 formatter_class=log.HelpFormatter)
+    ap.add_argument("--search-space", default="default", help="YAML file, or a name in search_spaces/: default, smoke, large, pareto, robust")
     ap.add_argument("--data", help="dataset root (prepared on first use) or prepared folder; default: the demo dataset")
     ap.add_argument("--keywords", help="a keyword search: these words (comma-separated) are detected, every other "
                                        "word is _unknown_, noise is _silence_; trials rank by frr_at_target")
@@ -87,17 +86,20 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--num-samples", type=int, help="trials in total; with a time budget, a cap (default: trials "
                                                     "keep starting until the budget is spent, at most 1000)")
     ap.add_argument("--max-concurrent", type=int, help="trials at once (default: what the resources fit)")
-    ap.add_argument("--epochs", type=int, help="epochs per trial (ASHA's max_t)")
-    ap.add_argument("--gpus-per-trial", help="GPUs per trial; fractions share a GPU (0.5, 0.25); 'auto'")
-    ap.add_argument("--workers-per-trial", type=int, help="Ray Train workers per trial (DDP; one per GPU)")
-    ap.add_argument("--cpus-per-worker", help="CPUs per Ray Train worker, or 'auto' (every core trains)")
+    ap.add_argument("--epochs", type=int, help="epochs per trial (ASHA's max_t; default: the space's)")
+    ap.add_argument("--gpus-per-trial", help="GPUs per trial; fractions share a GPU (0.5, 0.25); 'auto' "
+                                             "(default: the space's)")
+    ap.add_argument("--workers-per-trial", type=int, help="Ray Train workers per trial (DDP; one per GPU; "
+                                                          "default: the space's)")
+    ap.add_argument("--cpus-per-worker", help="CPUs per Ray Train worker, or 'auto' (every core trains; "
+                                              "default: the space's)")
     ap.add_argument("--trainer", choices=TRAINERS,
                     help="who trains a trial: torch, a Ray Train TorchTrainer (its own processes); trial, Tune's trial "
                          "process (one worker, data in memory, one machine: starts in seconds); auto (default): trial "
                          "where it can")
-    ap.add_argument("--searcher", choices=["optuna", "random"])
-    ap.add_argument("--scheduler", choices=["asha", "fifo"])
-    ap.add_argument("--seed", type=int, help="seed of the searcher")
+    ap.add_argument("--searcher", choices=["optuna", "random"], help="who proposes trials (default: the space's)")
+    ap.add_argument("--scheduler", choices=["asha", "fifo"], help="asha stops weak trials early (default: the space's)")
+    ap.add_argument("--seed", type=int, help="seed of the searcher (default: the space's)")
     ap.add_argument("--time-budget", metavar="DURATION",
                     help="wall time of the whole command from launch (90s, 30m, 1.5h or seconds): synthesis and "
                          "preparation come out of it and the export and its evaluation are reserved; trials keep starting "
@@ -106,16 +108,29 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--storage", default="runs", help="where experiments go: a local folder, NFS or s3:// (default: ./runs)")
     ap.add_argument("--name", help="experiment name (default: search-<date>-<time>)")
     ap.add_argument("--resume", metavar="EXPERIMENT_DIR", help="continue an interrupted search")
-    ap.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="attach to a running Ray cluster ('auto')")
+    ap.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                    help="attach to a running Ray cluster ('auto'; default: $RAY_ADDRESS, else a local Ray)")
     ap.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
     ap.add_argument("--no-export", action="store_true", help="do not export the best trial at the end")
     ap.add_argument("--optuna-storage", metavar="URL",
                     help="SQLAlchemy URL of the Optuna study (default: sqlite:///EXPERIMENT_DIR/optuna.db); "
                          "watch it with optuna-dashboard URL")
     out = ap.add_mutually_exclusive_group()
-    out.add_argument("--quiet", action="store_true", help="only the final table")
+    out.add_argument("--quiet", action="store_true", help="no progress display, only the final table "
+                                                          "(--log-level warning: not even that)")
     out.add_argument("--verbose", action="store_true", help="also every epoch of every trial and the workers' logs")
+    log.add_option(ap)
     return ap
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """tune's options, --log-level applied: warning and error also quiet Tune's progress (as --quiet)."""
+    args = _parser().parse_args(argv)
+    log.setup(args.log_level)
+    args.quiet = args.quiet or log.quiet()
+    logger.debug("tune's options: " + ", ".join(f"{k}={redact(v) if k == 'optuna_storage' else v}"
+                                                for k, v in sorted(vars(args).items())))
+    return args
 
 
 def apply_keywords(spec: SearchSpec, args: argparse.Namespace) -> None:
@@ -226,16 +241,16 @@ def demo_dataset() -> Path:
     if speech_data.generated_with(root) == cfg.to_dict():
         return root
     try:
-        print(f"generating the demo dataset (espeak-ng speech: {len(cfg.words)} words x {cfg.speakers} "
-              f"speakers x {cfg.takes} takes) into {root} ...", flush=True)
+        logger.info(f"generating the demo dataset (espeak-ng speech: {len(cfg.words)} words x {cfg.speakers} "
+                    f"speakers x {cfg.takes} takes) into {root} ...")
         return speech_data.generate(root, cfg)
     except speech_data.SpeechUnavailable as e:
-        print(f"espeak-ng cannot be used ({e}): the demo uses the formant synthesizer (demo_data) instead", flush=True)
+        logger.warning(f"espeak-ng cannot be used ({e}): the demo uses the formant synthesizer (demo_data) instead")
     from .demo_data import generate
 
     root = cache / "demo_data"
     if not (root / "testing_list.txt").exists():
-        print(f"generating the demo dataset (formant synthesizer) into {root} ...", flush=True)
+        logger.info(f"generating the demo dataset (formant synthesizer) into {root} ...")
         generate(root)
     return root
 
@@ -299,7 +314,7 @@ def start_ray(args: argparse.Namespace) -> dict:
 
 # ----------------------------------------------------------------------------- --resume's options
 
-RESUME_RUN_OPTIONS = {"resume", "address", "num_cpus", "quiet", "verbose", "no_export"}  # how this run runs
+RESUME_RUN_OPTIONS = {"resume", "address", "num_cpus", "quiet", "verbose", "no_export", "log_level"}  # how this run runs
 
 
 def _given_options(argv: list[str] | None) -> dict:
@@ -397,7 +412,7 @@ def check_resume_options(args: argparse.Namespace, argv: list[str] | None, spec:
 
 def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()  # the time budget counts from here: preparing data and starting Ray included
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         spec, data, exp_dir = prepare_search(args)  # takes the experiment's lock
         if args.resume:
@@ -422,35 +437,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     timing = f"; {budget.split_line()}" if budget else ""
-    print(f"search {exp_dir.name}: {planned_trials(spec.tune.num_samples, budget)}, {spec.tune.searcher} + {spec.tune.scheduler}, "
-          f"space {spec.source or 'saved'}{timing}; {why}; {trainer_why}", flush=True)
+    logger.info(f"search {exp_dir.name}: {planned_trials(spec.tune.num_samples, budget)}, {spec.tune.searcher} + "
+                f"{spec.tune.scheduler}, space {spec.source or 'saved'}{timing}; {why}; {trainer_why}")
     study_url = study_url_of(load_spec_json(exp_dir).get("optuna_storage"), args.optuna_storage)
     if not args.quiet:
-        print(f"watch it: tensorboard --logdir {exp_dir}" + (f"  |  optuna-dashboard {redact(study_url)}" if study_url else ""))
+        logger.info(f"watch it: tensorboard --logdir {exp_dir}" + (f"  |  optuna-dashboard {redact(study_url)}" if study_url else ""))
     tuner = build_tuner(spec, data, exp_dir, gpus_per_worker, concurrent, driver_resources,
                         resume=bool(args.resume), verbosity=0 if args.quiet else 2 if args.verbose else 1,
                         optuna_storage=study_url, budget=budget, in_trial=in_trial)
     if budget and budget.left() <= 0:
-        print(f"the time budget of {fmt_duration(budget.budget_s)} is spent: no trial runs; the results so far follow",
-              flush=True)
+        logger.warning(f"the time budget of {fmt_duration(budget.budget_s)} is spent: no trial runs; the results so far "
+                       "follow")
         results = tuner.get_results()
     else:
         results = tuner.fit()
         if budget and budget.left() <= 0:
-            print(f"\ntime budget of {fmt_duration(budget.budget_s)} reached: unfinished trials stopped "
-                  "(their checkpoints are kept)", flush=True)
+            logger.info(f"\ntime budget of {fmt_duration(budget.budget_s)} reached: unfinished trials stopped "
+                        "(their checkpoints are kept)")
         elif budget and budget.closed:
             spent, left, need = budget.closed
-            print(f"\ntime budget of {fmt_duration(budget.budget_s)}: no trial started after {fmt_duration(spent)}, "
-                  f"as the {fmt_duration(left)} left was less than the {fmt_duration(need or 0)} trials took to reach "
-                  f"epoch {budget.first_rung}", flush=True)
+            logger.info(f"\ntime budget of {fmt_duration(budget.budget_s)}: no trial started after {fmt_duration(spent)}, "
+                        f"as the {fmt_duration(left)} left was less than the {fmt_duration(need or 0)} trials took to reach "
+                        f"epoch {budget.first_rung}")
     rows = write_results(results, exp_dir, spec.tune.metric, spec.tune.mode)
     finished = search_over(len(results), results.num_terminated + results.num_errors, spec.tune.num_samples, budget)
     if study_url and finished:
         from .study import close_orphans
 
         close_orphans(study_url, exp_dir.name)
-    print()
+    logger.info("")
     print_table(rows, spec.tune.metric, spec.tune.mode)
     errors = sum(1 for r in results if r.error)
     try:
@@ -458,22 +473,22 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"\nbest trial {trial_id}: {spec.tune.metric} {meta['metrics'][spec.tune.metric]:.4f} at epoch "
-          f"{meta['epoch']} with " + ", ".join(f"{k}={_fmt(setting(meta['train_config'], k))}" for k in spec.search))
-    print(f"best checkpoint: {ckpt}")
+    logger.info(f"\nbest trial {trial_id}: {spec.tune.metric} {meta['metrics'][spec.tune.metric]:.4f} at epoch "
+                f"{meta['epoch']} with " + ", ".join(f"{k}={_fmt(setting(meta['train_config'], k))}" for k in spec.search))
+    logger.info(f"best checkpoint: {ckpt}")
     for objective in spec.tune.objectives:
         print_front(exp_dir, spec.tune.metric, spec.tune.mode, objective)
     if errors:
-        print(f"warning: {errors} trial(s) failed; see {exp_dir}", file=sys.stderr)
+        logger.warning(f"warning: {errors} trial(s) failed; see {exp_dir}", extra=log.STDERR)
     if not args.no_export:
         export_best(exp_dir, spec.tune.metric, data, spec.tune.mode)
     if not is_uri(exp_dir):
         report_or_warn(exp_dir)
     if budget:
         write_budget(exp_dir, budget.state())
-        print(f"time spent: {fmt_duration(budget.spent())} of the {fmt_duration(budget.budget_s)} budget, "
-              f"{len(results)} trial(s)")
-    print(f"experiment: {exp_dir}  (results.csv; resume with --resume {exp_dir})")
+        logger.info(f"time spent: {fmt_duration(budget.spent())} of the {fmt_duration(budget.budget_s)} budget, "
+                    f"{len(results)} trial(s)")
+    logger.info(f"experiment: {exp_dir}  (results.csv; resume with --resume {exp_dir})")
     return 0
 
 
@@ -482,22 +497,22 @@ def print_front(exp_dir: Path, metric: str, mode: str, objective: str) -> None:
     from .costs import LIMIT_OF
 
     points, front = pareto_front(exp_dir, metric, mode, objective)
-    print(f"\nPareto front of {metric} against {objective} ({len(front)} of {len(points)} trials' best checkpoints):")
+    logger.info(f"\nPareto front of {metric} against {objective} ({len(front)} of {len(points)} trials' best checkpoints):")
     for value, cost, trial_id, ckpt, meta in front:
-        print(f"  {metric} {value:.4f}  {objective} {cost:g}  trial {trial_id}, epoch {meta['epoch']}")
+        logger.info(f"  {metric} {value:.4f}  {objective} {cost:g}  trial {trial_id}, epoch {meta['epoch']}")
     if len(front) > 1:
-        print(f"export a cheaper point: python -m audionet_ray.export {exp_dir} BUNDLE "
-              f"--pick {LIMIT_OF[objective]}={front[0][1]:g}")
+        logger.info(f"export a cheaper point: python -m audionet_ray.export {exp_dir} BUNDLE "
+                    f"--pick {LIMIT_OF[objective]}={front[0][1]:g}")
 
 
 def report_or_warn(exp_dir: Path) -> None:
     from .report import write_report
 
     try:
-        print(f"report: {write_report(exp_dir)}")
+        logger.info(f"report: {write_report(exp_dir)}")
     except Exception as e:  # noqa: BLE001 - the search is done and saved; a failed plot must not fail it
-        print(f"warning: no report ({type(e).__name__}: {e}); try python -m audionet_ray.report {exp_dir}",
-              file=sys.stderr)
+        logger.warning(f"warning: no report ({type(e).__name__}: {e}); try python -m audionet_ray.report {exp_dir}",
+                       extra=log.STDERR)
 
 
 def export_best(exp_dir: Path, metric: str, data: str, mode: str = "max") -> None:
@@ -509,28 +524,28 @@ def export_best(exp_dir: Path, metric: str, data: str, mode: str = "max") -> Non
 
     local = local_experiment(exp_dir, metric, mode)  # on s3:// etc.: its best checkpoint, copied here
     bundle = export(local, local / "bundle", metric=metric, mode=mode)
-    print(f"exported the best model to {bundle}  (python -m audionet_ray.predict {bundle} CLIP.wav)")
+    logger.info(f"exported the best model to {bundle}  (python -m audionet_ray.predict {bundle} CLIP.wav)")
     try:
         b = load(bundle)
         s = evaluate(b, data, bundle)
     except DatasetError as e:  # e.g. a dataset with no test split: the bundle stands without it
-        print(f"not evaluated on a test split: {e}")
+        logger.warning(f"not evaluated on a test split: {e}")
         return
-    print(f"its test accuracy: {s['accuracy']:.4f} on {s['n_clips']} clips ({METRICS_FILE}, {PNG_FILE} in the bundle)")
+    logger.info(f"its test accuracy: {s['accuracy']:.4f} on {s['n_clips']} clips ({METRICS_FILE}, {PNG_FILE} in the bundle)")
     if b.config.get("task") == "keywords":  # a keyword detector: judged as one, on test-speaker streams
         try:
             r = evaluate_streaming(b, data, bundle)
         except DatasetError as e:
-            print(f"not judged on test-speaker streams: {e}")
+            logger.warning(f"not judged on test-speaker streams: {e}")
             return
         op, at = r["operating_point"], r["bundle_threshold"]["point"]
-        print(f"as a keyword spotter on test-speaker streams ({r['keyword_free_hours']:.1f} h keyword-free): "
-              f"false rejects {100 * at['frr']:.1f} % at {at['fa_per_hour']:.2g} false accepts/h (the bundle's "
-              f"threshold {at['threshold']:g}); " + (f"{100 * op['frr']:.1f} % at <= {r['target_fa_per_hour']:g}/h "
-              f"(threshold {op['threshold']:g})" if op else f"no threshold reaches {r['target_fa_per_hour']:g}/h")
-              + f"; clip accuracy {s['accuracy']:.4f} ({STREAMING_FILE}, {DET_FILE})")
+        logger.info(f"as a keyword spotter on test-speaker streams ({r['keyword_free_hours']:.1f} h keyword-free): "
+                    f"false rejects {100 * at['frr']:.1f} % at {at['fa_per_hour']:.2g} false accepts/h (the bundle's "
+                    f"threshold {at['threshold']:g}); " + (f"{100 * op['frr']:.1f} % at <= {r['target_fa_per_hour']:g}/h "
+                    f"(threshold {op['threshold']:g})" if op else f"no threshold reaches {r['target_fa_per_hour']:g}/h")
+                    + f"; clip accuracy {s['accuracy']:.4f} ({STREAMING_FILE}, {DET_FILE})")
     if is_uri(exp_dir):
-        print(f"and copied it to {(exp_dir / 'bundle').upload_from(bundle)}")
+        logger.info(f"and copied it to {(exp_dir / 'bundle').upload_from(bundle)}")
 
 
 if __name__ == "__main__":

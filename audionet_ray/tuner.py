@@ -10,10 +10,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from . import ranking
 from .config import RunSettings, TrainConfig
 from .experiment import TRAIN_RUNS, trial_results, write_budget
 from .plan import TimeBudget, trial_resources
 from .search_space import DefineByRun, SearchSpec, tpe_startup_trials
+from . import log as logs
+
+log = logs.get(__name__)
 
 
 # ----------------------------------------------------------------------------- one trial
@@ -84,7 +88,7 @@ def refill_asha(scheduler, results: dict[str, list[dict]], metric: str, mode: st
     without this a resumed ASHA stops nothing until its rungs refill. Returns {epoch: results}."""
     from .ray_private import asha_rungs
 
-    sign = 1.0 if mode == "max" else -1.0
+    sign = ranking.sign(mode)  # ASHA records sign * value, higher better
     counts = {}
     for milestone, recorded in asha_rungs(scheduler):
         for trial_id, rows in results.items():
@@ -148,8 +152,8 @@ def build_tuner(spec: SearchSpec, data: str, exp_dir: Path, gpus_per_worker: flo
         if t.scheduler == "asha":
             counts = refill_asha(tune_config.scheduler, trial_results(exp_dir), t.metric, t.mode)
             if verbosity:
-                print("ASHA's rungs refilled from the recorded results: "
-                      + ", ".join(f"epoch {e}: {n} trial(s)" for e, n in counts.items()), flush=True)
+                log.info("ASHA's rungs refilled from the recorded results: "
+                         + ", ".join(f"epoch {e}: {n} trial(s)" for e, n in counts.items()))
         return tuner
 
     import optuna
@@ -205,9 +209,8 @@ def _trial_lines_class():
         def _print(self, trial, verb: str, extra: str = "") -> None:
             r = trial.last_result or {}
             params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted((trial.config or {}).items()))
-            print(f"trial {trial.trial_id} {verb} at epoch {r.get('epoch', 0)}/{self.max_epochs}: "
-                  f"{self.metric} {_fmt(r.get(self.metric))}, val_loss {_fmt(r.get('val_loss'))} ({params}){extra}",
-                  flush=True)
+            log.info(f"trial {trial.trial_id} {verb} at epoch {r.get('epoch', 0)}/{self.max_epochs}: "
+                     f"{self.metric} {_fmt(r.get(self.metric))}, val_loss {_fmt(r.get('val_loss'))} ({params}){extra}")
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             done = (trial.last_result or {}).get("epoch", 0) >= self.max_epochs

@@ -58,8 +58,11 @@ from pathlib import Path
 import numpy as np
 
 from . import confusables as cf
+from . import log
 from . import speech_data as sd
 from .audio import CLIP_SAMPLES, SAMPLE_RATE
+
+logger = log.get(__name__)
 
 MANIFEST = "wakeword.json"
 NOISE_DIR = "_background_noise_"
@@ -225,5 +228,5 @@ def synthesize(out: str | Path, cfg: WakewordConfig, jobs: int | None = None, pr
         voices={sid: sd.make_speaker(cfg.seed, i, voices).voice for i, sid in enumerate(ids)})
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     if progress:
-        print(f"{describe(manifest)} -> {out}")
+        logger.info(f"{describe(manifest)} -> {out}")
     return out

@@ -49,11 +49,11 @@ def train_small(prepared: Path, ckpt: Path, width: int, dense: int, epochs: int,
     from audionet_ray.checkpoint import save as save_checkpoint
 
     classes = load_manifest(prepared)["classes"]
-    cfg = TrainConfig(data=str(prepared), epochs=epochs, batch_size=32, lr=2e-3, width=width, dense=dense, seed=seed,
-                      augment=AugmentConfig())
+    cfg = TrainConfig.from_dict(dict(data=str(prepared), epochs=epochs, batch_size=32, lr=2e-3, width=width, dense=dense, seed=seed,
+                      augment=AugmentConfig()))
     x, y = (torch.from_numpy(a) for a in split_clips(prepared, "train", cfg.train_ratio))
     xv, yv = (torch.from_numpy(a) for a in split_clips(prepared, "val", cfg.train_ratio))
-    model_cfg = ModelConfig(len(classes), width, dense, cfg.dropout)
+    model_cfg = ModelConfig(len(classes), width, dense, cfg.model.dropout)
     torch.manual_seed(seed)
     torch.set_num_threads(1)  # small batches on a shared 2-core machine: one thread is the faster
     model = AudioNet.from_config(model_cfg)

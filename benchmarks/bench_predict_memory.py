@@ -47,8 +47,8 @@ def make_bundle(folder: Path, width: int, dense: int) -> Path:
     from audionet_ray.model import AudioNet, ModelConfig
 
     classes = ["_silence_", "_unknown_", "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
-    cfg = TrainConfig(epochs=1, width=width, dense=dense, seed=0)
-    model_cfg = ModelConfig(len(classes), width, dense, cfg.dropout)
+    cfg = TrainConfig.from_dict(dict(epochs=1, width=width, dense=dense, seed=0))
+    model_cfg = ModelConfig(len(classes), width, dense, cfg.model.dropout)
     torch.manual_seed(0)
     model = AudioNet.from_config(model_cfg)
     ckpt = folder / "ckpt" / "checkpoint_000001"

@@ -239,7 +239,7 @@ def bare_run(cfg, rows: dict, threads: int, device: str, ckpt_dir: str) -> dict:
     t_run = time.time()
     dev = torch.device(device)
     on_gpu = dev.type == "cuda"
-    model_cfg = ModelConfig(rows["n_classes"], cfg.width, cfg.dense, cfg.dropout)
+    model_cfg = ModelConfig(rows["n_classes"], cfg.model.width, cfg.model.dense, cfg.model.dropout)
     torch.manual_seed(cfg.seed)
     model = AudioNet.from_config(model_cfg).to(dev)
     opt = torch.optim.NAdam(model.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
@@ -357,8 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --gpu: torch sees no GPU here", file=sys.stderr)
         return 2
     data = args.data or str(demo_prepared(*((12, 2) if args.quick else (24, 3))))
-    cfg = TrainConfig(data=str(data), epochs=args.epochs, batch_size=args.batch_size, lr=1e-3, width=args.width,
-                      dense=args.dense, seed=0, checkpoint_every=2, train_ratio=0.75 if args.quick else 0.9)
+    cfg = TrainConfig.from_dict(dict(data=str(data), epochs=args.epochs, batch_size=args.batch_size, lr=1e-3, width=args.width,
+                      dense=args.dense, seed=0, checkpoint_every=2, train_ratio=0.75 if args.quick else 0.9))
     threads = max(1, int(args.cpus_per_worker))  # what Ray gives the worker (OMP_NUM_THREADS)
 
     # As the CLIs start Ray: with its own dashboard, which Train's placement-group cleaner asks
@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine_line(info)}")
     rows = load_rows(cfg)
     print(f"data: {data}: {len(rows['train'][1])} train clips, {len(rows['val'][1])} val clips; AudioNet width "
-          f"{cfg.width} dense {cfg.dense}, batch {cfg.batch_size}, NAdam, {cfg.epochs} epochs, checkpoint every "
+          f"{cfg.model.width} dense {cfg.model.dense}, batch {cfg.batch_size}, NAdam, {cfg.epochs} epochs, checkpoint every "
           f"{cfg.checkpoint_every}; worker {args.cpus_per_worker:g} CPU, {threads} torch thread(s) on both sides; "
           f"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S={os.environ['RAY_TRAIN_HEALTH_CHECK_INTERVAL_S']}", flush=True)
 

@@ -355,8 +355,8 @@ def tiny_checkpoint(odd_data, tmp_path_factory) -> Path:
 
     prepared = tmp_path_factory.mktemp("odd_prepared") / "p"
     classes = prepare(odd_data, prepared, workers=1, progress=False)["classes"]
-    cfg = TrainConfig(data=str(prepared), epochs=1, width=4, dense=8)
-    model_cfg = ModelConfig(len(classes), cfg.width, cfg.dense, cfg.dropout)
+    cfg = TrainConfig.from_dict(dict(data=str(prepared), epochs=1, width=4, dense=8))
+    model_cfg = ModelConfig(len(classes), cfg.model.width, cfg.model.dense, cfg.model.dropout)
     torch.manual_seed(0)
     model = AudioNet.from_config(model_cfg)
     ckpt = tmp_path_factory.mktemp("odd_ckpt") / "checkpoint_000001"

@@ -79,7 +79,7 @@ def test_a_saved_checkpoint_is_whole_and_one_cut_short_is_not(tmp_path):
     from audionet_ray.config import TrainConfig
     from audionet_ray.model import AudioNet
 
-    cfg = TrainConfig(width=4, dense=8, norm="batch", pool="avg", frontend="filterbank", filters=4)
+    cfg = TrainConfig.from_dict(dict(width=4, dense=8, norm="batch", pool="avg", frontend="filterbank", filters=4))
     model_cfg = cfg.model_config(3)
     model = AudioNet.from_config(model_cfg)
     opt = torch.optim.NAdam(model.parameters())
@@ -114,6 +114,19 @@ def test_best_is_the_best_metric_then_the_later_epoch(scores, mode):
     sign = 1 if mode == "max" else -1
     top = max(scored, key=lambda c: (sign * c[0], c[1]))
     assert (got[2]["metrics"]["val_accuracy"], got[2]["epoch"]) == top
+
+
+@given(st.lists(st.tuples(st.one_of(st.floats(allow_nan=True), st.none(), st.text(max_size=1)), st.integers(1, 9)),
+                max_size=8), st.sampled_from(["max", "min"]))
+def test_a_checkpoint_that_recorded_nan_or_no_number_is_never_the_best(scores, mode):
+    """NaN (a diverged run) or a value that is not a number never wins, whatever the mode."""
+    found = [(f"t{i}", None, {"epoch": e, "metrics": {"val_loss": v}}) for i, (v, e) in enumerate(scores)]
+    got = best(found, "val_loss", mode)
+    valid = [(v, e) for v, e in scores if isinstance(v, float) and v == v]
+    assert (got is None) == (not valid)
+    if valid:
+        sign = 1 if mode == "max" else -1
+        assert (got[2]["metrics"]["val_loss"], got[2]["epoch"]) == max(valid, key=lambda c: (sign * c[0], c[1]))
 
 
 @pytest.mark.parametrize("module", ["audionet_ray.experiment", "audionet_ray.checkpoint", "audionet_ray.errors"])
@@ -152,7 +165,7 @@ def _saved(d, epoch: int) -> None:
     from audionet_ray.config import TrainConfig
     from audionet_ray.model import AudioNet
 
-    cfg = TrainConfig(width=4, dense=8, norm="batch", pool="avg", frontend="filterbank", filters=4)
+    cfg = TrainConfig.from_dict(dict(width=4, dense=8, norm="batch", pool="avg", frontend="filterbank", filters=4))
     model = AudioNet.from_config(cfg.model_config(3))
     d.mkdir(parents=True)
     checkpoint.save(d, model, torch.optim.NAdam(model.parameters()), epoch, cfg, cfg.model_config(3), ["a", "b", "c"],

@@ -134,3 +134,76 @@ def test_search_json_never_holds_the_password(tmp_path):
     save_spec(tmp_path, {"spec": {}, "data": "d", "optuna_storage": "postgresql://ann:s3cret@db.example/optuna"})
     assert "s3cret" not in (tmp_path / SPEC_FILE).read_text()
     assert load_spec_json(tmp_path)["optuna_storage"] == "postgresql://ann:***@db.example/optuna"
+
+
+# ----------------------------------------------------------------------------- the one "best"
+
+# a row's metric as results, histories and checkpoints hold it: a number, NaN, None, no key at all,
+# or something that is not a score (a bool, text)
+metric_values = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 5), st.none(),
+                          st.just("missing"), st.booleans(), st.text(max_size=2))
+rows_of_metric = st.lists(metric_values, max_size=12).map(
+    lambda vs: [{"epoch": i} if v == "missing" else {"epoch": i, "m": v} for i, v in enumerate(vs)])
+
+
+def _valid(row: dict) -> bool:
+    v = row.get("m")
+    return type(v) in (int, float) and v == v  # not a bool, not NaN
+
+
+@given(rows=rows_of_metric, mode=st.sampled_from(["max", "min"]))
+def test_best_is_the_brute_force_best_of_the_valid_values_first_on_a_tie(rows, mode):
+    from audionet_ray.experiment import best
+
+    valid = [r for r in rows if _valid(r)]
+    got = best(rows, "m", mode)
+    if not valid:
+        assert got is None
+        return
+    top = (max if mode == "max" else min)(r["m"] for r in valid)
+    assert got is next(r for r in valid if r["m"] == top)  # the first row that has it
+
+
+@given(rows=rows_of_metric, mode=st.sampled_from(["max", "min"]))
+def test_ranked_puts_the_valid_values_best_first_and_the_rest_last_in_order(rows, mode):
+    from audionet_ray.experiment import best, ranked
+
+    order = ranked(rows, "m", mode)
+    assert sorted(map(id, order)) == sorted(map(id, rows))
+    n = sum(map(_valid, rows))
+    head, tail = order[:n], order[n:]
+    assert all(map(_valid, head)) and [r["epoch"] for r in tail] == [r["epoch"] for r in rows if not _valid(r)]
+    sign = 1 if mode == "max" else -1
+    assert all(sign * a["m"] >= sign * b["m"] for a, b in zip(head, head[1:]))
+    assert (head[0] if head else None) is best(rows, "m", mode)
+
+
+@settings(deadline=None, max_examples=60)  # the first example imports Ray Tune and pandas
+@given(rows=rows_of_metric, mode=st.sampled_from(["max", "min"]))
+def test_a_trials_best_and_results_csv_agree_with_the_one_best(rows, mode, tmp_path_factory):
+    """Trial.best over its epochs and results.csv's best_<metric> (from Tune's real Result)."""
+    import pandas as pd
+    from ray.tune import Result
+
+    from audionet_ray.experiment import RESULTS_FILE, Trial, best, write_results
+
+    numeric = [r for r in rows if not isinstance(r.get("m"), str)]  # a DataFrame column of one kind
+    want = best(numeric, "m", mode)
+    assert Trial("t", {}, "TERMINATED", numeric).best("m", mode) == (None if want is None else want["m"])
+    frame = pd.DataFrame([{"epoch": r["epoch"], "m": r.get("m")} for r in numeric]) if numeric else None
+    result = Result(metrics={"trial_id": "t", "m": 0.0, "config": {}}, checkpoint=None, error=None,
+                    path="/nowhere/t", metrics_dataframe=frame)
+    exp = tmp_path_factory.mktemp("exp")
+    (row,) = write_results([result], exp, "m", mode)
+    assert row["best_m"] == (None if want is None else float(want["m"]))
+    assert (exp / RESULTS_FILE).is_file()
+
+
+def test_the_pareto_front_keeps_the_points_no_other_beats_cheapest_first():
+    from audionet_ray.ranking import pareto_front
+
+    points = [(0.9, 100, "a"), (0.8, 50, "b"), (0.85, 120, "c"), (0.95, 400, "d"), (float("nan"), 10, "e"),
+              (0.8, 60, "f")]
+    assert [p[2] for p in pareto_front(points, "max")] == ["b", "a", "d"]
+    losses = [(0.3, 100, "a"), (0.5, 50, "b"), (0.2, 300, "c"), (0.4, 200, "d")]
+    assert [p[2] for p in pareto_front(losses, "min")] == ["b", "a", "c"]

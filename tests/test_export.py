@@ -66,9 +66,9 @@ def word_checkpoint(word_data, tmp_path_factory) -> Path:
     classes = json.loads((word_data / "manifest.json").read_text())["classes"]
     x, y, _ = _split(word_data, "trainval")
     x, y = torch.from_numpy(x), torch.from_numpy(y)
-    cfg = TrainConfig(data=str(word_data), epochs=40, batch_size=8, lr=1e-3, width=16, dense=64, seed=0,
-                      augment=AugmentConfig(background_prob=0.0))
-    model_cfg = ModelConfig(len(classes), cfg.width, cfg.dense, cfg.dropout)
+    cfg = TrainConfig.from_dict(dict(data=str(word_data), epochs=40, batch_size=8, lr=1e-3, width=16, dense=64, seed=0,
+                      augment=AugmentConfig(background_prob=0.0)))
+    model_cfg = ModelConfig(len(classes), cfg.model.width, cfg.model.dense, cfg.model.dropout)
     torch.manual_seed(cfg.seed)
     model = AudioNet.from_config(model_cfg)
     opt = torch.optim.NAdam(model.parameters(), lr=cfg.lr)
@@ -349,7 +349,7 @@ def test_export_picks_the_best_checkpoint_of_an_experiment(ray_session, prepared
     (exp / "search.json").write_text(json.dumps({"spec": {"search": {"lr": {"loguniform": [1e-4, 1e-2]}},
                                                           "tune": {"metric": "val_accuracy", "mode": "max"}},
                                                  "data": str(prepared_demo)}))
-    cfg = TrainConfig(data=str(prepared_demo), epochs=4, width=8, dense=32, batch_size=32, lr=2e-3, checkpoint_every=2)
+    cfg = TrainConfig.from_dict(dict(data=str(prepared_demo), epochs=4, width=8, dense=32, batch_size=32, lr=2e-3, checkpoint_every=2))
     result = build_trainer(cfg, RunSettings(storage=str(exp / "train_runs"), name="abc_00001", keep_checkpoints=5)).fit()
     assert result.error is None
     assert len(list((exp / "train_runs" / "abc_00001").glob("checkpoint_*/meta.json"))) == 2
@@ -398,8 +398,8 @@ def _variant_checkpoint(word_data: Path, out: Path, **variant) -> Path:
     classes = json.loads((word_data / "manifest.json").read_text())["classes"]
     x, y, _ = _split(word_data, "trainval")
     x, y = torch.from_numpy(x), torch.from_numpy(y)
-    cfg = TrainConfig(data=str(word_data), epochs=3, batch_size=16, lr=3e-3, width=8, dense=32, seed=0,
-                      schedule="cosine", augment=AugmentConfig(background_prob=0.0), **variant)
+    cfg = TrainConfig.from_dict(dict(data=str(word_data), epochs=3, batch_size=16, lr=3e-3, width=8, dense=32, seed=0,
+                      schedule="cosine", augment=AugmentConfig(background_prob=0.0), **variant))
     model_cfg = cfg.model_config(len(classes))
     torch.manual_seed(0)
     model = AudioNet.from_config(model_cfg)
@@ -575,7 +575,7 @@ def test_export_without_data_leaves_out_int8_and_calibration_and_says_why(word_c
 # ----------------------------------------------------------------------------- a killed export
 
 def _tiny_checkpoint(d: Path, epoch: int) -> Path:
-    cfg = TrainConfig(width=4, dense=8, seed=epoch)
+    cfg = TrainConfig.from_dict(dict(width=4, dense=8, seed=epoch))
     torch.manual_seed(epoch)
     model = AudioNet.from_config(cfg.model_config(3))
     d.mkdir(parents=True)

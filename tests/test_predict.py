@@ -37,8 +37,8 @@ def tiny_bundle(tmp_path_factory) -> Path:
     from audionet_ray.export import export
     from audionet_ray.model import AudioNet, ModelConfig
 
-    cfg = TrainConfig(epochs=1, width=8, dense=16, seed=0)
-    model_cfg = ModelConfig(len(CLASSES), cfg.width, cfg.dense, cfg.dropout)
+    cfg = TrainConfig.from_dict(dict(epochs=1, width=8, dense=16, seed=0))
+    model_cfg = ModelConfig(len(CLASSES), cfg.model.width, cfg.model.dense, cfg.model.dropout)
     torch.manual_seed(0)
     model = AudioNet.from_config(model_cfg).eval()
     ckpt = tmp_path_factory.mktemp("ckpt") / "checkpoint_000001"

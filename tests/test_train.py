@@ -23,7 +23,7 @@ SMALL = dict(width=8, dense=32, batch_size=32, lr=1e-3, seed=0, checkpoint_every
 
 
 def _cfg(prepared, **kw) -> TrainConfig:
-    return TrainConfig(data=str(prepared), **{**SMALL, **kw})
+    return TrainConfig.from_dict(dict(data=str(prepared), **{**SMALL, **kw}))
 
 
 def _checkpoint_epochs(run_dir: Path) -> list[int]:

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _checkpoint(d: Path, epoch: int, score: float) -> None:
-    cfg = TrainConfig(width=4, dense=8, seed=epoch)
+    cfg = TrainConfig.from_dict(dict(width=4, dense=8, seed=epoch))
     model = AudioNet.from_config(cfg.model_config(3))
     d.mkdir(parents=True)
     save_checkpoint(d, model, torch.optim.NAdam(model.parameters()), epoch, cfg, cfg.model_config(3), ["a", "b", "c"],

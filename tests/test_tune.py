@@ -687,8 +687,8 @@ def test_multi_objective_search_keeps_a_front_and_export_picks_a_point_of_it(ray
     from audionet_ray.experiment import pareto_front
 
     n_classes = len(load_manifest(prepared_demo)["classes"])
-    cost = {w: model_costs(TrainConfig(width=w, dense=16, dense_layers=1, frontend="filterbank", filters=8,
-                                       norm="batch", pool="avg").model_config(n_classes)) for w in (2, 4, 8, 16, 64)}
+    cost = {w: model_costs(TrainConfig.from_dict(dict(width=w, dense=16, dense_layers=1, frontend="filterbank", filters=8,
+                                       norm="batch", pool="avg")).model_config(n_classes)) for w in (2, 4, 8, 16, 64)}
     limit = cost[16]["params"]  # width 64 is over it, every other width within
     space = tmp_path / "pareto.yaml"
     space.write_text(PARETO_SPACE % limit)
@@ -756,7 +756,7 @@ def test_a_configuration_over_the_limits_is_never_suggested_and_optuna_records_w
     from audionet_ray.ray_private import optuna_study
 
     fixed = {"frontend": "filterbank", "filters": 8, "norm": "batch", "pool": "avg", "dense": 16, "dense_layers": 1}
-    small = model_costs(TrainConfig(width=4, **fixed).model_config(5))["params"]
+    small = model_costs(TrainConfig.from_dict(dict(width=4, **fixed)).model_config(5))["params"]
     search = {"width": {"choice": [4, 64]}, "lr": {"loguniform": [1e-3, 1e-2]}}
     s = StudySearch(space=DefineByRun(search, {}), metric=["val_accuracy", "macs"], mode=["max", "min"],
                     sampler=optuna.samplers.RandomSampler(seed=0))

@@ -192,7 +192,7 @@ def test_the_model_is_built_for_its_window(frontend):
 def test_a_window_the_convs_cannot_take_and_a_clip_samples_setting_unlike_the_data_are_one_line():
     with pytest.raises(ValueError, match="^clip_samples must be at least 10572 for frontend conv"):
         ModelConfig(3, clip_samples=8_000).validate()
-    cfg = TrainConfig(clip_samples=SR)
+    cfg = TrainConfig.from_dict(dict(clip_samples=SR))
     assert cfg.data_clip_samples({"clip_samples": SR}, "d") == SR
     assert TrainConfig().data_clip_samples({"clip_samples": N15}, "d") == N15
     with pytest.raises(ConfigError) as e:
@@ -218,8 +218,8 @@ def _train(prepared: Path, storage: Path, epochs: int) -> dict:
     """A small run (its dense layer's size follows the window: pool flatten); the same storage again resumes."""
     from audionet_ray.train import build_trainer
 
-    cfg = TrainConfig(data=str(prepared), epochs=epochs, batch_size=16, lr=3e-3, width=8, dense=16, dense_layers=1,
-                      norm="batch", pool="flatten", train_ratio=0.5, seed=0, checkpoint_every=1)
+    cfg = TrainConfig.from_dict(dict(data=str(prepared), epochs=epochs, batch_size=16, lr=3e-3, width=8, dense=16, dense_layers=1,
+                      norm="batch", pool="flatten", train_ratio=0.5, seed=0, checkpoint_every=1))
     result = build_trainer(cfg, RunSettings(storage=str(storage), name="w15", keep_checkpoints=5)).fit()
     assert result.error is None, result.error
     return result.metrics
