@@ -14,10 +14,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
 from matplotlib.lines import Line2D
 
+from .distributions import DISTRIBUTIONS
+
 DPI = 100
 END_MARKERS = {"finished": ("o", "ran every epoch"), "stopped": ("x", "stopped early by the scheduler"),
                "failed": ("X", "failed"), "unfinished": (">", "not finished (interrupted or running)")}
-LOG_DISTRIBUTIONS = {"loguniform", "qloguniform"}
 MATRIX_CLASSES = 40  # a confusion matrix draws at most this many classes (19 x 18 inches)
 MAX_LABEL = 40  # characters of a class name on an axis
 
@@ -90,7 +91,7 @@ def params_vs_metric(trials: list, search: dict, metric: str, mode: str, max_epo
         if choices is not None:
             ax.set_xticks(range(len(choices)), choices)
             ax.set_xlim(-0.5, len(choices) - 0.5)
-        elif dist in LOG_DISTRIBUTIONS:
+        elif DISTRIBUTIONS[dist].log:
             ax.set_xscale("log")
             ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 3.0)))  # 1e-4, 3e-4, 1e-3: a range of one decade
             ax.xaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))

@@ -40,13 +40,13 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from . import schema
+from .distributions import DISTRIBUTIONS, tune_domain
 from .config import ConfigError, TrainConfig, setting, shown
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
 
 SEARCH_SPACES = resources.files("audionet_ray") / "search_spaces"  # package data: a checkout's or a wheel's
-DISTRIBUTIONS = {"loguniform": 2, "uniform": 2, "randint": 2, "qloguniform": 3, "quniform": 3, "choice": None}
 SEARCHABLE = set(schema.settings(TrainConfig)) - {"data"}  # TrainConfig's, the model's and the augmentation's, flat
 DEFAULTS = schema.flat_defaults(TrainConfig)
 WHOLE = {name: hint is int for name, hint in schema.flat_hints(TrainConfig).items()}  # settings that take ints
@@ -178,7 +178,7 @@ class SearchSpec:
         """The lowest and highest value any trial can get for a TrainConfig setting."""
         if name in self.search:
             (kind, args), = self.search[name].items()
-            return (min(args), max(args)) if kind == "choice" else (args[0], args[1])
+            return DISTRIBUTIONS[kind].bounds(args)
         value = setting(self.fixed, name)
         value = DEFAULTS[name] if value is None else value
         return value, value
@@ -214,14 +214,14 @@ def _distribution_mistake(name: str, spec: Any) -> str | None:
         if odd or len({repr(a) for a in args}) != len(args):
             return f"search.{name}.choice needs distinct plain values (text, numbers, true/false), got {args}"
         return None
-    n = DISTRIBUTIONS[kind]
+    n = DISTRIBUTIONS[kind].arity
     if len(args) != n or not all(isinstance(a, (int, float)) for a in args):
         return f"search.{name}.{kind} needs {n} numbers, got {args}"
     if not args[0] < args[1]:
         return f"search.{name}.{kind}: low {args[0]} must be below high {args[1]}"
-    if kind.startswith(("log", "qlog")) and args[0] <= 0:
+    if DISTRIBUTIONS[kind].log and args[0] <= 0:
         return f"search.{name}.{kind}: bounds must be > 0 on a log scale"
-    if kind != "randint" and WHOLE.get(name):  # Optuna would hand the trial 32.0, which TrainConfig refuses
+    if not DISTRIBUTIONS[kind].whole and WHOLE.get(name):  # Optuna would hand the trial 32.0, which TrainConfig refuses
         return f"search.{name}.{kind} samples fractions, but {name} is a whole number: use randint or choice"
     return None
 
@@ -389,14 +389,7 @@ class DefineByRun:
             if not is_active(self.when.get(name, {}), values):
                 continue
             (kind, args), = dist.items()
-            if kind == "choice":
-                values[name] = trial.suggest_categorical(name, args)
-            elif kind == "randint":  # Tune's randint excludes the upper bound; Optuna's includes it
-                values[name] = trial.suggest_int(name, int(args[0]), int(args[1]) - 1)
-            elif kind == "quniform":
-                values[name] = trial.suggest_float(name, args[0], args[1], step=args[2])
-            else:  # loguniform, uniform; qloguniform loses its step as in Ray's OptunaSearch
-                values[name] = trial.suggest_float(name, args[0], args[1], log=kind != "uniform")
+            values[name] = DISTRIBUTIONS[kind].suggest(trial, name, args)
         return None
 
 
@@ -482,7 +475,7 @@ def _whole_values(spec: SearchSpec, name: str) -> Iterable[int]:
     randint's range, or the fixed (or default) one."""
     if name in spec.search:
         (kind, args), = spec.search[name].items()
-        return sorted(args) if kind == "choice" else range(int(args[0]), int(args[1]))
+        return DISTRIBUTIONS[kind].whole_values(args)
     return [spec.fixed.get(name, getattr(TrainConfig, name))]
 
 
@@ -522,12 +515,4 @@ def _rung_mistake(spec: SearchSpec) -> str | None:
 def to_tune_space(search: dict[str, dict]) -> dict:
     """YAML distributions -> Ray Tune domains, every parameter, conditions aside (for the report's
     view of the space; the search itself samples through `DefineByRun`)."""
-    from ray import tune
-
-    make = {"loguniform": tune.loguniform, "uniform": tune.uniform, "randint": tune.randint,
-            "qloguniform": tune.qloguniform, "quniform": tune.quniform}
-    space = {}
-    for name, spec in search.items():
-        (kind, args), = spec.items()
-        space[name] = tune.choice(args) if kind == "choice" else make[kind](*args)
-    return space
+    return {name: tune_domain(*next(iter(spec.items()))) for name, spec in search.items()}
