@@ -67,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
 # ----------------------------------------------------------------------------- runs
 
 def _default_storage() -> str:
-    """Where `tune` puts experiments when --storage does not say: its own parser's default."""
-    from .tune import _parser
+    """Where `tune` puts experiments (and `train` its runs) when --storage does not say: the one default."""
+    from .config import DEFAULT_STORAGE
 
-    return _parser().get_default("storage")
+    return DEFAULT_STORAGE
 
 
 def _score(value) -> str:

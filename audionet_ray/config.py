@@ -193,9 +193,12 @@ class TrainConfig:
         return found
 
 
+DEFAULT_STORAGE = "runs"  # where train's runs and tune's experiments go, and where `runs` looks: ./runs
+
+
 @dataclass
 class RunSettings:
-    storage: str = "~/audionet_runs"  # local folder, NFS path or s3:// URI (shared on clusters)
+    storage: str = DEFAULT_STORAGE  # local folder, NFS path or s3:// URI (shared on clusters)
     name: str = "audionet"
     workers: int = 1  # Ray Train workers (DDP), one per GPU when there are GPUs
     gpus_per_worker: float = 0.0  # fractions let several trials share one GPU

@@ -140,6 +140,118 @@ def _listdir(folder: Path) -> list[Path]:
         raise DatasetError(f"cannot list {escape_path(folder)}: {e.strerror}") from None
 
 
+def _audio_files(folder: Path) -> list[Path]:
+    return [p for p in _listdir(folder) if p.suffix.lower() in AUDIO_SUFFIXES]
+
+
+def _class_folders(root: Path, shown: str) -> tuple[list[str], dict[str, list[Path]], list[str]]:
+    """Word folders (not hidden, not `_`-prefixed), the clips in each, and those without clips."""
+    folders = [p.name for p in _listdir(root) if p.is_dir() and not p.name.startswith((".", "_"))]
+    if not folders:
+        raise DatasetError(
+            f"dataset root {shown} has no class folders: expected one sub-folder of clips per word"
+        )
+    files = {f: _audio_files(root / f) for f in folders}
+    return folders, files, [f for f in folders if not files[f]]
+
+
+def _split_words(words: list[str] | None, unknown: bool, silence: bool) -> tuple[list[str] | None, bool, bool]:
+    """Words without repeats, with `_unknown_` and `_silence_` taken out into their flags."""
+    if not words:
+        return words, unknown, silence
+    words = list(dict.fromkeys(w for w in words if w))  # drop repeats, keep order
+    unknown = unknown or UNKNOWN in words
+    silence = silence or SILENCE in words
+    return [w for w in words if w not in (UNKNOWN, SILENCE)], unknown, silence
+
+
+def _chosen_folders(words: list[str], folders: list[str], empty: list[str], name: dict[str, str], shown: str) -> set[str]:
+    """The folders `--words` names (by folder or class name); each must exist and hold clips."""
+    folder_of = {**{n: f for f, n in name.items()}, **{f: f for f in folders}}  # --words may give either
+    missing = [escape_path(w) for w in words if w not in folder_of]
+    if missing:
+        there = sorted(name[f] for f in folders if f not in empty)
+        more = f" ... ({len(there)} in all)" if len(there) > _SHOWN_WORDS else ""
+        raise DatasetError(f"--words: no folder for {', '.join(missing)} in {shown}; the words there are: "
+                           f"{', '.join(there[:_SHOWN_WORDS]) or 'none'}{more}")
+    chosen = {folder_of[w] for w in words}
+    no_clips = [name[f] for f in sorted(chosen) if f in empty]
+    if no_clips:
+        raise DatasetError(f"--words: the folder for {', '.join(no_clips)} in {shown} has no .wav or .flac clips")
+    return chosen
+
+
+def _noise_files(root: Path, silence: bool) -> list[str]:
+    """Background noise clips, relative to the root; `_silence_` cannot be made without them."""
+    noise_dir = root / NOISE_DIR
+    noise_files = [
+        p.relative_to(root).as_posix()
+        for p in (_listdir(noise_dir) if noise_dir.is_dir() else [])
+        if p.suffix.lower() in AUDIO_SUFFIXES
+    ]
+    if silence and not noise_files:
+        raise DatasetError(f"_silence_ needs background noise files in {escape_path(noise_dir)}")
+    return noise_files
+
+
+def _fixed_split(rel: str, speaker: str, test_list: set[str] | None) -> str:
+    """testing_list.txt decides the test set; without one, a speaker hash does."""
+    if test_list is not None:
+        return "test" if rel in test_list else "trainval"
+    return "test" if speaker_bucket(speaker, "test:") < TEST_FRACTION else "trainval"
+
+
+def _hold_out_test_speakers(items: list[Item]) -> tuple[list[Item], list[str]]:
+    """Drop the trainval clips of test speakers, so no voice sits on both sides of the split.
+
+    testing_list.txt is the fixed test set; a speaker it names only partly (a hand-made list,
+    clips added later) must not leak into train/val, so their other clips are held out.
+    """
+    test_speakers = {it.speaker for it in items if it.split == "test"}
+    held_out = [it.path for it in items if it.split == "trainval" and it.speaker in test_speakers]
+    if held_out:
+        items = [it for it in items if it.split == "test" or it.speaker not in test_speakers]
+    return items, held_out
+
+
+def _check_keyword_clips(items: list[Item], classes: list[str], shown: str) -> None:
+    """Every keyword needs MIN_KEYWORD_CLIPS clips outside the test set to train and validate on."""
+    trainval = {c: 0 for c in classes if c not in (UNKNOWN, SILENCE)}
+    for it in items:
+        if it.split == "trainval" and classes[it.label] in trainval:
+            trainval[classes[it.label]] += 1
+    few = [f"{c} ({n})" for c, n in trainval.items() if n < MIN_KEYWORD_CLIPS]
+    if few:
+        raise DatasetError(f"keyword {', '.join(few)}: too few clips outside the test set in {shown}, "
+                           f"training needs at least {MIN_KEYWORD_CLIPS} each")
+
+
+def _label_items(
+    root: Path,
+    folders: list[str],
+    files: dict[str, list[Path]],
+    name: dict[str, str],
+    classes: list[str],
+    test_list: set[str] | None,
+    keyword_task: bool,
+) -> list[Item]:
+    """One Item per clip of a chosen class; in a keyword task every other word's clips are `_unknown_`."""
+    index = {c: i for i, c in enumerate(classes)}
+    items: list[Item] = []
+    for folder in folders:
+        if folder != UNKNOWN and name[folder] in index:
+            label = index[name[folder]]
+        elif keyword_task:
+            label = index[UNKNOWN]
+        else:
+            continue
+        for p in files[folder]:
+            rel = p.relative_to(root).as_posix()
+            spk = speaker_of(p.name)
+            items.append(Item(rel, label, spk, _fixed_split(rel, spk, test_list)))
+    return items
+
+
 def discover(
     root: str | Path,
     words: list[str] | None = None,
@@ -157,86 +269,27 @@ def discover(
     shown = escape_path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset root {shown} does not exist or is not a folder")
-    folders = [p.name for p in _listdir(root) if p.is_dir() and not p.name.startswith((".", "_"))]
-    if not folders:
-        raise DatasetError(
-            f"dataset root {shown} has no class folders: expected one sub-folder of clips per word"
-        )
-    files = {f: [p for p in _listdir(root / f) if p.suffix.lower() in AUDIO_SUFFIXES] for f in folders}
-    empty = [f for f in folders if not files[f]]
+    folders, files, empty = _class_folders(root, shown)
     name = {f: escape_path(f) for f in folders}  # the class name of each folder
-    folder_of = {**{n: f for f, n in name.items()}, **{f: f for f in folders}}  # --words may give either
+    words, unknown, silence = _split_words(words, unknown, silence)
     chosen: set[str] = set()
     if words:
-        words = list(dict.fromkeys(w for w in words if w))  # drop repeats, keep order
-        unknown = unknown or UNKNOWN in words
-        silence = silence or SILENCE in words
-        words = [w for w in words if w not in (UNKNOWN, SILENCE)]
-    if words:
-        missing = [escape_path(w) for w in words if w not in folder_of]
-        if missing:
-            there = sorted(name[f] for f in folders if f not in empty)
-            more = f" ... ({len(there)} in all)" if len(there) > _SHOWN_WORDS else ""
-            raise DatasetError(f"--words: no folder for {', '.join(missing)} in {shown}; the words there are: "
-                               f"{', '.join(there[:_SHOWN_WORDS]) or 'none'}{more}")
-        chosen = {folder_of[w] for w in words}
-        no_clips = [name[f] for f in sorted(chosen) if f in empty]
-        if no_clips:
-            raise DatasetError(f"--words: the folder for {', '.join(no_clips)} in {shown} has no .wav or .flac clips")
+        chosen = _chosen_folders(words, folders, empty, name, shown)
         classes = sorted(name[f] for f in chosen) + ([UNKNOWN] if unknown else []) + ([SILENCE] if silence else [])
     else:
         unknown = False  # "all other words" means nothing when every word is a class
         classes = [name[f] for f in folders if f not in empty] + ([SILENCE] if silence else [])
-    index = {c: i for i, c in enumerate(classes)}
-
-    noise_dir = root / NOISE_DIR
-    noise_files = [
-        p.relative_to(root).as_posix()
-        for p in (_listdir(noise_dir) if noise_dir.is_dir() else [])
-        if p.suffix.lower() in AUDIO_SUFFIXES
-    ]
-    if silence and not noise_files:
-        raise DatasetError(f"_silence_ needs background noise files in {escape_path(noise_dir)}")
-
+    noise_files = _noise_files(root, silence)
     keyword_task = bool(words) and unknown
     if keyword_task and (root / UNKNOWN).is_dir():  # keyword-free speech: all of it _unknown_
         folders = [*folders, UNKNOWN]
-        files[UNKNOWN] = [p for p in _listdir(root / UNKNOWN) if p.suffix.lower() in AUDIO_SUFFIXES]
-
-    test_list = _read_list(root, "testing_list.txt")
-    items: list[Item] = []
-    for folder in folders:
-        if folder != UNKNOWN and name[folder] in index:
-            label = index[name[folder]]
-        elif words and unknown:
-            label = index[UNKNOWN]
-        else:
-            continue
-        for p in files[folder]:
-            rel = p.relative_to(root).as_posix()
-            spk = speaker_of(p.name)
-            if test_list is not None:
-                split = "test" if rel in test_list else "trainval"
-            else:
-                split = "test" if is_test_speaker(spk) else "trainval"
-            items.append(Item(rel, label, spk, split))
+        files[UNKNOWN] = _audio_files(root / UNKNOWN)
+    items = _label_items(root, folders, files, name, classes, _read_list(root, "testing_list.txt"), keyword_task)
     if not items:
         raise DatasetError(f"dataset root {shown} has class folders but no .wav or .flac clips in them")
-
-    # testing_list.txt is the fixed test set; a speaker it names only partly (a hand-made list,
-    # clips added later) must not leak into train/val, so their other clips are held out.
-    test_speakers = {it.speaker for it in items if it.split == "test"}
-    held_out = [it.path for it in items if it.split == "trainval" and it.speaker in test_speakers]
-    if held_out:
-        items = [it for it in items if it.split == "test" or it.speaker not in test_speakers]
+    items, held_out = _hold_out_test_speakers(items)
     if keyword_task:
-        trainval = {c: 0 for c in classes if c not in (UNKNOWN, SILENCE)}
-        for it in items:
-            if it.split == "trainval" and classes[it.label] in trainval:
-                trainval[classes[it.label]] += 1
-        few = [f"{c} ({n})" for c, n in trainval.items() if n < MIN_KEYWORD_CLIPS]
-        if few:
-            raise DatasetError(f"keyword {', '.join(few)}: too few clips outside the test set in {shown}, "
-                               f"training needs at least {MIN_KEYWORD_CLIPS} each")
+        _check_keyword_clips(items, classes, shown)
     relevant_empty = [f for f in empty if not words or unknown or f in chosen]
     return Discovery(str(root), classes, items, noise_files, relevant_empty, held_out)
+

@@ -29,6 +29,7 @@ import shutil
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ from .bundle import (CONFIG_FILE, FORMAT, INT8_FILE, KIND, ONNX_FILE, NOT_KEYWOR
 from .audio import SAMPLE_RATE
 from .augment import standardise
 from .config import ConfigError, setting
+from .dataset import DEFAULT_TRAIN_RATIO
 from .discover import UNKNOWN, DatasetError
 from . import registry
 from .model import count_parameters, flops_per_clip
@@ -287,19 +289,11 @@ def calibration_clips(prepared: Path, train_ratio: float, n: int = INT8_CALIBRAT
 FLOAT_NODES = ("/frontend/",)  # ONNX node names (torch.onnx's module paths) that int8 leaves in float
 
 
-def quantize_int8(folder: Path, prepared: Path, train_ratio: float, classes: list[str],
-                  std_floor: float = 0.0) -> dict:
-    """model.int8.onnx from folder/model.onnx: static QDQ quantisation (per-channel int8 weights,
-    int8 activations, MinMax ranges from INT8_CALIBRATION_CLIPS training clips), then the float
-    and int8 graphs side by side on the test split."""
+def _quantize_static(folder: Path, feed: np.ndarray) -> bool:
+    """Write folder/model.int8.onnx from folder/model.onnx, activation ranges from `feed`; True when
+    the filterbank front end was left in float."""
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
                                           quantize_static)
-    import onnxruntime as ort
-
-    calib = calibration_clips(prepared, train_ratio)
-    if not len(calib):
-        raise DatasetError(f"{prepared}: no training clips to calibrate the int8 model on")
-    feed = standardise(torch.from_numpy(calib), floor=std_floor).numpy()  # as the bundle's preprocessing
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -321,18 +315,21 @@ def quantize_int8(folder: Path, prepared: Path, train_ratio: float, classes: lis
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=float_nodes)
     finally:
         pre.unlink(missing_ok=True)
-    info = {"file": INT8_FILE, "quantisation": "onnxruntime quantize_static, QDQ, per-channel int8 weights, "
-            "int8 activations, MinMax calibration" + (", filterbank front end in float" if float_nodes else ""),
-            "calibration_clips": int(len(feed)),
-            "calibration_split": "train", "input": ONNX_INPUT, "output": ONNX_OUTPUT}
+    return bool(float_nodes)
+
+
+def _int8_vs_float(folder: Path, prepared: Path, train_ratio: float, classes: list[str], std_floor: float) -> dict:
+    """The float and int8 graphs side by side on the test split (the clips of the model's classes),
+    so the bundle says what quantisation cost."""
+    import onnxruntime as ort
+
     x, y = _clips(prepared, "test", train_ratio)
     m = load_manifest_classes(prepared)
     to_model = np.array([classes.index(c) if c in classes else -1 for c in m])
     y = to_model[y] if len(y) else y
     x, y = x[y >= 0], y[y >= 0]
     if not len(x):
-        info["test_clips"] = 0
-        return info
+        return {"test_clips": 0}
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     xs = standardise(torch.from_numpy(x), floor=std_floor).numpy()
@@ -343,11 +340,30 @@ def quantize_int8(folder: Path, prepared: Path, train_ratio: float, classes: lis
     probs = {k: np.exp(v - v.max(1, keepdims=True)) / np.exp(v - v.max(1, keepdims=True)).sum(1, keepdims=True)
              for k, v in out.items()}
     acc = {k: float((v.argmax(1) == y).mean()) for k, v in out.items()}
-    info.update({"test_clips": int(len(x)), "test_accuracy": acc["int8"], "float_test_accuracy": acc["float"],
-                 "accuracy_drop_points": round(100 * (acc["float"] - acc["int8"]), 3),
-                 "top1_agreement_with_float": float((out["int8"].argmax(1) == out["float"].argmax(1)).mean()),
-                 "max_abs_prob_diff_vs_float": float(np.abs(probs["int8"] - probs["float"]).max()),
-                 "max_abs_logit_diff_vs_float": float(np.abs(out["int8"] - out["float"]).max())})
+    return {"test_clips": int(len(x)), "test_accuracy": acc["int8"], "float_test_accuracy": acc["float"],
+            "accuracy_drop_points": round(100 * (acc["float"] - acc["int8"]), 3),
+            "top1_agreement_with_float": float((out["int8"].argmax(1) == out["float"].argmax(1)).mean()),
+            "max_abs_prob_diff_vs_float": float(np.abs(probs["int8"] - probs["float"]).max()),
+            "max_abs_logit_diff_vs_float": float(np.abs(out["int8"] - out["float"]).max())}
+
+
+def quantize_int8(folder: Path, prepared: Path, train_ratio: float, classes: list[str],
+                  std_floor: float = 0.0) -> dict:
+    """model.int8.onnx from folder/model.onnx: static QDQ quantisation (per-channel int8 weights,
+    int8 activations, MinMax ranges from INT8_CALIBRATION_CLIPS training clips), then the float
+    and int8 graphs side by side on the test split."""
+    import onnxruntime.quantization  # noqa: F401 - an ImportError before any work: export says int8 was skipped
+
+    calib = calibration_clips(prepared, train_ratio)
+    if not len(calib):
+        raise DatasetError(f"{prepared}: no training clips to calibrate the int8 model on")
+    feed = standardise(torch.from_numpy(calib), floor=std_floor).numpy()  # as the bundle's preprocessing
+    float_front = _quantize_static(folder, feed)
+    info = {"file": INT8_FILE, "quantisation": "onnxruntime quantize_static, QDQ, per-channel int8 weights, "
+            "int8 activations, MinMax calibration" + (", filterbank front end in float" if float_front else ""),
+            "calibration_clips": int(len(feed)),
+            "calibration_split": "train", "input": ONNX_INPUT, "output": ONNX_OUTPUT}
+    info.update(_int8_vs_float(folder, prepared, train_ratio, classes, std_floor))
     return info
 
 
@@ -395,20 +411,16 @@ def _prepared_data(data: str | Path | None, train_config: dict, clip_samples: in
         return None, f"no usable training data ({str(e).splitlines()[0][:160]}): pass --data ROOT"
 
 
-def write_bundle(choice: dict, out_dir: str | Path, data: str | Path | None = None, calibrate_fa: float | None = 1.0,
-                 int8: bool = True, calibration_minutes: float = 10.0) -> Path:
-    """Write the bundle of `choice` (from `pick`) into out_dir, replacing an earlier bundle there.
-
-    With the training data (`data`, else the checkpoint's), the operating point is calibrated at
-    `calibrate_fa` false accepts per hour (None: not calibrated) and the int8 model is written
-    (`int8`); without it both are left out and config.json says why.
-    """
-    out = Path(out_dir).expanduser().resolve()
+def _check_bundle_folder(out: Path) -> None:
+    """OUT_DIR may be new, empty or an earlier bundle; finish a swap an earlier export was killed in."""
     if out.parent.is_dir():
         recover_folder(out)  # what an export killed while replacing this bundle left behind
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / CONFIG_FILE).is_file())):
         raise ConfigError(f"{out} exists and is not a bundle folder: choose a new or empty OUT_DIR")
-    ckpt, meta = choice["checkpoint"], choice["meta"]
+
+
+def _load_model(ckpt: Path, meta: dict) -> torch.nn.Module:
+    """The checkpoint's model (its recorded architecture) in eval mode; ConfigError in one line if it cannot be."""
     try:
         state = load_weights(ckpt)
         model = registry.build(registry.recorded(meta), meta["model"])  # the checkpoint's architecture
@@ -420,79 +432,136 @@ def write_bundle(choice: dict, out_dir: str | Path, data: str | Path | None = No
     classes = meta["classes"]
     if len(classes) != model.config.n_classes:
         raise ConfigError(f"{ckpt / META_FILE}: {len(classes)} classes for a model with {model.config.n_classes} outputs")
+    return model
 
+
+@dataclass(frozen=True)
+class _CalibrationData:
+    """The prepared data a bundle is calibrated on, read as the checkpoint was trained on it."""
+
+    prepared: Path | None
+    why: str  # why there is none
+    classes: list[str]
+    train_ratio: float
+    std_floor: float
+
+
+def _operating_point(model: torch.nn.Module, cd: _CalibrationData, calibrate_fa: float | None, minutes: float,
+                     skipped: dict) -> dict | None:
+    """The calibrated operating point, or None with the reason in `skipped` (no data, unreadable shards)."""
+    if calibrate_fa and cd.prepared:
+        try:
+            return calibrate(model, cd.classes, cd.prepared, cd.train_ratio, calibrate_fa, minutes, cd.std_floor)
+        except (DatasetError, OSError) as e:  # e.g. shards behind a URI this machine cannot read
+            skipped["operating_point_skipped"] = str(e).splitlines()[0][:300]
+    elif calibrate_fa:
+        skipped["operating_point_skipped"] = cd.why
+    return None
+
+
+
+def _int8_model(tmp: Path, cd: _CalibrationData, int8: bool, onnx_info: dict | None, skipped: dict) -> dict | None:
+    """model.int8.onnx and its figures, or None with the reason in `skipped`; a full disk is raised, not skipped."""
+    if int8 and onnx_info and cd.prepared:
+        try:
+            return quantize_int8(tmp, cd.prepared, cd.train_ratio, cd.classes, cd.std_floor)
+        except ImportError:
+            skipped["int8_skipped"] = "onnxruntime is not installed (pip install 'audionet-ray[onnx]')"
+        except (DatasetError, OSError) as e:
+            if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+                raise  # a full disk: no new bundle, rather than one quietly without its int8 model
+            skipped["int8_skipped"] = str(e).splitlines()[0][:300]
+    elif int8:
+        skipped["int8_skipped"] = cd.why if onnx_info else "no model.onnx (the onnx package is not installed)"
+    return None
+
+
+def _bundle_config(choice: dict, model: torch.nn.Module, products: dict) -> dict:
+    """config.json: the model, its classes and preprocessing, how it was trained and chosen, and
+    `products` (onnx, int8, operating point, deployment figures, what was skipped, the files)."""
+    ckpt, meta = choice["checkpoint"], choice["meta"]
+    classes = meta["classes"]
+    train_config = meta.get("train_config", {})
+    return {
+        "kind": KIND,
+        "format": FORMAT,
+        "package_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": {"architecture": registry.name_of(model), "config": model.config.to_dict(),
+                  "parameters": count_parameters(model)},
+        "classes": classes,
+        # a keyword detector (classes with _unknown_) reports these only; a classifier every class
+        "task": "keywords" if train_config.get("keywords") else "classifier",
+        "keywords": [c for c in classes if c not in NOT_KEYWORDS],
+        "preprocessing": preprocessing_config(float(train_config.get("std_floor", 0.0)), model.config.clip_samples),
+        "training": {"epoch": meta.get("epoch"), "metrics": meta.get("metrics", {}),
+                     "hyperparameters": train_config, "searched": _searched(choice["source"], train_config)},
+        "selection": {"metric": choice["metric"], "mode": choice["mode"],
+                      "value": meta["metrics"][choice["metric"]], "candidates": choice["candidates"],
+                      **({"limits": choice["limits"]} if choice.get("limits") else {})},  # export --pick
+        "source": {"kind": choice["kind"], "path": str(choice["source"]), "checkpoint": str(ckpt),
+                   ("trial_id" if choice["kind"] == "search" else "run"): choice["name"],
+                   "model_pt_sha256": sha256_file(ckpt / MODEL_FILE)},
+        **products,
+    }
+
+
+def _write_contents(choice: dict, model: torch.nn.Module, tmp: Path, data: str | Path | None,
+                    calibrate_fa: float | None, int8: bool, calibration_minutes: float) -> dict:
+    """Weights, model.onnx, the operating point, model.int8.onnx and the deployment figures into
+    `tmp`; returns config.json's content."""
+    from safetensors.torch import save_file
+
+    from .predict import DEFAULTS
+
+    meta = choice["meta"]
+    classes = meta["classes"]
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / WEIGHTS_FILE),
+              metadata={"format": "audionet-ray", "classes": json.dumps(classes)})
+    onnx_info = export_onnx(model, tmp / ONNX_FILE)
+    train_config = meta.get("train_config", {})
+    train_ratio = float(train_config.get("train_ratio", DEFAULT_TRAIN_RATIO))
+    std_floor = float(train_config.get("std_floor", 0.0))
+    prepared, why = (_prepared_data(data, train_config, model.config.clip_samples) if (int8 or calibrate_fa)
+                     else (None, "not asked for"))
+    cd = _CalibrationData(prepared, why, classes, train_ratio, std_floor)
+    skipped: dict = {}
+    operating = _operating_point(model, cd, calibrate_fa, calibration_minutes, skipped)
+    int8_info = _int8_model(tmp, cd, int8, onnx_info, skipped)
+    files = [WEIGHTS_FILE] + ([ONNX_FILE] if onnx_info else []) + ([INT8_FILE] if int8_info else [])
+    deployment = deployment_figures(model, tmp, files, (operating or DEFAULTS)["stride_ms"])
+    return _bundle_config(choice, model, {"onnx": onnx_info, "int8": int8_info, "operating_point": operating,
+                                          "deployment": deployment, **skipped, "files": files})
+
+
+def _publish(tmp: Path, out: Path, config: dict) -> None:
+    """config.json last, files readable as a plain file is, then swap the new bundle in whole."""
+    write_config(tmp, config)
+    mode = (tmp / CONFIG_FILE).stat().st_mode & 0o777  # what the umask gives a plain file
+    for f in tmp.iterdir():  # safetensors writes owner-only files; a bundle is for sharing
+        f.chmod(mode)
+    crash_point("export:written")
+    replace_folder(tmp, out)  # at every moment OUT holds the old bundle or the new one
+
+
+def write_bundle(choice: dict, out_dir: str | Path, data: str | Path | None = None, calibrate_fa: float | None = 1.0,
+                 int8: bool = True, calibration_minutes: float = 10.0) -> Path:
+    """Write the bundle of `choice` (from `pick`) into out_dir, replacing an earlier bundle there.
+
+    With the training data (`data`, else the checkpoint's), the operating point is calibrated at
+    `calibrate_fa` false accepts per hour (None: not calibrated) and the int8 model is written
+    (`int8`); without it both are left out and config.json says why.
+    """
+    out = Path(out_dir).expanduser().resolve()
+    _check_bundle_folder(out)
+    model = _load_model(choice["checkpoint"], choice["meta"])
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        from safetensors.torch import save_file
-
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / WEIGHTS_FILE),
-                  metadata={"format": "audionet-ray", "classes": json.dumps(classes)})
-        onnx_info = export_onnx(model, tmp / ONNX_FILE)
-        train_config = meta.get("train_config", {})
-        train_ratio = float(train_config.get("train_ratio", 0.9))
-        std_floor = float(train_config.get("std_floor", 0.0))
-        prepared, why = (_prepared_data(data, train_config, model.config.clip_samples) if (int8 or calibrate_fa)
-                         else (None, "not asked for"))
-        operating, int8_info, skipped = None, None, {}
-        if calibrate_fa and prepared:
-            try:
-                operating = calibrate(model, classes, prepared, train_ratio, calibrate_fa, calibration_minutes,
-                                      std_floor)
-            except (DatasetError, OSError) as e:  # e.g. shards behind a URI this machine cannot read
-                skipped["operating_point_skipped"] = str(e).splitlines()[0][:300]
-        elif calibrate_fa:
-            skipped["operating_point_skipped"] = why
-        if int8 and onnx_info and prepared:
-            try:
-                int8_info = quantize_int8(tmp, prepared, train_ratio, classes, std_floor)
-            except ImportError:
-                skipped["int8_skipped"] = "onnxruntime is not installed (pip install 'audionet-ray[onnx]')"
-            except (DatasetError, OSError) as e:
-                if getattr(e, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
-                    raise  # a full disk: no new bundle, rather than one quietly without its int8 model
-                skipped["int8_skipped"] = str(e).splitlines()[0][:300]
-        elif int8:
-            skipped["int8_skipped"] = why if onnx_info else "no model.onnx (the onnx package is not installed)"
-        files = [WEIGHTS_FILE] + ([ONNX_FILE] if onnx_info else []) + ([INT8_FILE] if int8_info else [])
-        from .predict import DEFAULTS
-
-        deployment = deployment_figures(model, tmp, files, (operating or DEFAULTS)["stride_ms"])
-        config = {
-            "kind": KIND,
-            "format": FORMAT,
-            "package_version": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "model": {"architecture": registry.name_of(model), "config": model.config.to_dict(),
-                      "parameters": count_parameters(model)},
-            "classes": classes,
-            # a keyword detector (classes with _unknown_) reports these only; a classifier every class
-            "task": "keywords" if train_config.get("keywords") else "classifier",
-            "keywords": [c for c in classes if c not in NOT_KEYWORDS],
-            "preprocessing": preprocessing_config(std_floor, model.config.clip_samples),
-            "training": {"epoch": meta.get("epoch"), "metrics": meta.get("metrics", {}),
-                         "hyperparameters": train_config, "searched": _searched(choice["source"], train_config)},
-            "selection": {"metric": choice["metric"], "mode": choice["mode"],
-                          "value": meta["metrics"][choice["metric"]], "candidates": choice["candidates"],
-                          **({"limits": choice["limits"]} if choice.get("limits") else {})},  # export --pick
-            "source": {"kind": choice["kind"], "path": str(choice["source"]), "checkpoint": str(ckpt),
-                       ("trial_id" if choice["kind"] == "search" else "run"): choice["name"],
-                       "model_pt_sha256": sha256_file(ckpt / MODEL_FILE)},
-            "onnx": onnx_info,
-            "int8": int8_info,
-            "operating_point": operating,
-            "deployment": deployment,
-            **skipped,
-            "files": files,
-        }
-        write_config(tmp, config)
-        mode = (tmp / CONFIG_FILE).stat().st_mode & 0o777  # what the umask gives a plain file
-        for f in tmp.iterdir():  # safetensors writes owner-only files; a bundle is for sharing
-            f.chmod(mode)
-        crash_point("export:written")
-        replace_folder(tmp, out)  # at every moment OUT holds the old bundle or the new one
+        config = _write_contents(choice, model, tmp, data, calibrate_fa, int8, calibration_minutes)
+        _publish(tmp, out, config)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -508,7 +577,7 @@ def export(exp_dir: str | Path, out_dir: str | Path, metric: str = "val_accuracy
 
 # ----------------------------------------------------------------------------- CLI
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m audionet_ray.export", description=__doc__.splitlines()[0],
                                  formatter_class=logs.HelpFormatter)
     logs.add_option(ap)
@@ -529,27 +598,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pick", metavar="LIMITS",
                     help="the best checkpoint within cost limits, a point of a multi-objective search's Pareto front: "
                          "e.g. max_macs=5e6 or max_params=100000,max_latency_ms=1 (default: the best, no limits)")
-    args = ap.parse_args(argv)
-    logs.setup(args.log_level)
+    return ap
+
+
+def _bad_option(args: argparse.Namespace) -> str | None:
+    """The first option out of range, as its one-line message; None when all are usable."""
     for ok, msg in [(args.target_fa_per_hour >= 0, f"--target-fa-per-hour must be >= 0, got {args.target_fa_per_hour:g}"),
                     (args.calibration_minutes > 0, f"--calibration-minutes must be > 0, got {args.calibration_minutes:g}")]:
         if not ok:
-            print(f"error: {msg}", file=sys.stderr)
-            return 2
-    try:
-        args.metric = args.metric or default_metric(args.source)
-        choice = pick(args.source, args.metric, args.mode, parse_limits(args.pick))
-        out = write_bundle(choice, args.out_dir, data=args.data, calibrate_fa=args.target_fa_per_hour or None,
-                           int8=not args.no_int8, calibration_minutes=args.calibration_minutes)
-    except (ConfigError, BundleError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # e.g. a full disk: write_bundle replaces OUT_DIR only once the new bundle is whole
-        kept = ("an earlier bundle there is unchanged" if (Path(args.out_dir).expanduser() / CONFIG_FILE).is_file()
-                else "nothing was written")
-        print(f"error: {e.filename or args.out_dir}: {e.strerror or e} ({kept}): free some space or check that "
-              f"OUT_DIR is writable", file=sys.stderr)
-        return 2
+            return msg
+    return None
+
+
+def _say_what_was_written(args: argparse.Namespace, choice: dict, out: Path) -> None:
+    """Which checkpoint won, then what its bundle holds and what it left out and why."""
     meta = choice["meta"]
     who = {"search": f"trial {choice['name']}", "checkpoint": f"checkpoint {choice['checkpoint']}"}.get(
         choice["kind"], f"run {choice['name']}")
@@ -578,6 +640,30 @@ def main(argv: list[str] | None = None) -> int:
              f"MACs per second of audio" + "".join(f", {k} {v['median_ms']:.3g} ms per window" for k, v in lat.items()))
     log.info(f"bundle: {out}")
     log.info(f"try: python -m audionet_ray.predict {out} CLIP.wav")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logs.setup(args.log_level)
+    bad = _bad_option(args)
+    if bad:
+        print(f"error: {bad}", file=sys.stderr)
+        return 2
+    try:
+        args.metric = args.metric or default_metric(args.source)
+        choice = pick(args.source, args.metric, args.mode, parse_limits(args.pick))
+        out = write_bundle(choice, args.out_dir, data=args.data, calibrate_fa=args.target_fa_per_hour or None,
+                           int8=not args.no_int8, calibration_minutes=args.calibration_minutes)
+    except (ConfigError, BundleError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # e.g. a full disk: write_bundle replaces OUT_DIR only once the new bundle is whole
+        kept = ("an earlier bundle there is unchanged" if (Path(args.out_dir).expanduser() / CONFIG_FILE).is_file()
+                else "nothing was written")
+        print(f"error: {e.filename or args.out_dir}: {e.strerror or e} ({kept}): free some space or check that "
+              f"OUT_DIR is writable", file=sys.stderr)
+        return 2
+    _say_what_was_written(args, choice, out)
     return 0
 
 

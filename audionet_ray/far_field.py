@@ -210,21 +210,12 @@ def _shifted(x: np.ndarray, shift: int) -> np.ndarray:
     return y
 
 
-def record_clip(rel: str) -> dict:
-    """Write the far-field version of the clip at `rel`; its line of the clips table."""
-    st = _STATE
-    speaker, split = st.clips[rel]
-    src, dst = Path(st.src) / rel, Path(st.out) / rel
-    rng = clip_rng(st.seed, rel)
-    try:
-        pcm, _ = decode_clip(src)
-    except BadClip as e:  # copied as it is: preparing the far-field set skips it as it would the source's
-        shutil.copyfile(src, dst)
-        return {"path": escape_path(rel), "split": split, "skipped": str(e)}
-    x = pcm.astype(np.float64) / 32768.0
-    line: dict = {"path": escape_path(rel), "split": split}
+def _add_babble(st: _State, x: np.ndarray, speaker: str, split: str, rng: np.random.Generator,
+                line: dict) -> tuple[np.ndarray, bool]:
+    """1. Babble for BABBLE_SHARE of the clips: other speakers of the same split, so no voice crosses splits.
 
-    # 1. babble (BABBLE_SHARE of the clips; the others get noise in 4.): other speakers of the same split
+    Returns the mix and whether this clip was babbled (the others get noise in 4.).
+    """
     babbled = rng.random() < BABBLE_SHARE
     rels, spk_of = st.pools[split]
     others = np.flatnonzero(spk_of != st.speakers[speaker]) if babbled else np.zeros(0, int)
@@ -242,8 +233,11 @@ def record_clip(rel: str) -> dict:
         x = x + babble * np.sqrt(_power(x) / _power(babble) / 10 ** (snr / 10))
     line["babble"] = [escape_path(c) for c in chosen]
     line["babble_snr_db"] = round(snr, 2) if chosen else None
+    return x, babbled
 
-    # 2. a room of the split's bank; 3. a channel
+
+def _room_and_channel(st: _State, x: np.ndarray, split: str, rng: np.random.Generator, line: dict) -> np.ndarray:
+    """2. A room of the split's own bank; 3. a telephone or cheap microphone, as users' devices are."""
     room = int(rng.integers(len(st.rooms[split])))
     mic_seed = int(rng.integers(2**63))
     telephone = np.random.default_rng(mic_seed).random() < TELEPHONE_SHARE  # random_mic's own first draw
@@ -251,20 +245,32 @@ def record_clip(rel: str) -> dict:
     y = np.fft.irfft(np.fft.rfft(x, N_FFT) * st.rooms[split][room] * channel, N_FFT)[:CLIP_SAMPLES]
     line["room"] = room
     line["channel"] = "telephone" if telephone else "microphone"
+    return y
 
-    # 4. noise
+
+def _file_noise(st: _State, split: str, rng: np.random.Generator, line: dict) -> np.ndarray:
+    """A clip-long piece of one background noise file, from the split's own stretch so test noise is held out."""
+    names = sorted(st.noise)
+    name = names[int(rng.integers(len(names)))]
+    full = st.noise[name]
+    lo, hi = (int(f * len(full)) for f in NOISE_STRETCH[split])
+    stretch = full[lo:hi] if hi > lo else full
+    if len(stretch) < CLIP_SAMPLES:
+        stretch = np.resize(stretch, CLIP_SAMPLES)  # a short file: repeated
+    start = int(rng.integers(0, len(stretch) - CLIP_SAMPLES + 1))
+    line["noise"] = f"{escape_path(name)}@{(lo + start) / SAMPLE_RATE:.3f}s"
+    return stretch[start: start + CLIP_SAMPLES].astype(np.float64)
+
+
+def _add_noise(st: _State, y: np.ndarray, split: str, babbled: bool, rng: np.random.Generator,
+               line: dict) -> np.ndarray:
+    """4. Noise for the clips without babble: a noise file or coloured noise, at an SNR against what the mic heard.
+
+    The draws happen for babbled clips too, so each clip's later draws do not depend on the babble.
+    """
     snr = float(rng.uniform(*NOISE_SNR_DB))
     if st.noise and rng.random() < FILE_NOISE_SHARE:
-        names = sorted(st.noise)
-        name = names[int(rng.integers(len(names)))]
-        full = st.noise[name]
-        lo, hi = (int(f * len(full)) for f in NOISE_STRETCH[split])
-        stretch = full[lo:hi] if hi > lo else full
-        if len(stretch) < CLIP_SAMPLES:
-            stretch = np.resize(stretch, CLIP_SAMPLES)  # a short file: repeated
-        start = int(rng.integers(0, len(stretch) - CLIP_SAMPLES + 1))
-        noise = stretch[start: start + CLIP_SAMPLES].astype(np.float64)
-        line["noise"] = f"{escape_path(name)}@{(lo + start) / SAMPLE_RATE:.3f}s"
+        noise = _file_noise(st, split, rng, line)
     else:
         colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
         noise = coloured_noise(rng, CLIP_SAMPLES, COLOURS[colour])
@@ -274,8 +280,11 @@ def record_clip(rel: str) -> dict:
     line["noise_snr_db"] = None if babbled else round(snr, 2)
     if babbled:
         line["noise"] = None
+    return y
 
-    # 5. level
+
+def _write_at_level(dst: Path, y: np.ndarray, rng: np.random.Generator, line: dict) -> None:
+    """5. A random peak level, as recordings come at all levels; written as int16 in the clip's own format."""
     peak = float(rng.uniform(*PEAK_DBFS))
     y *= 10 ** (peak / 20) / (np.abs(y).max() + 1e-12)
     line["peak_dbfs"] = round(peak, 2)
@@ -286,6 +295,28 @@ def record_clip(rel: str) -> dict:
         import soundfile as sf
 
         sf.write(os.fsencode(dst), out, SAMPLE_RATE, subtype="PCM_16")
+
+
+def record_clip(rel: str) -> dict:
+    """Write the far-field version of the clip at `rel`; its line of the clips table.
+
+    The steps draw from one per-clip generator in a fixed order: keep it, or every copy changes.
+    """
+    st = _STATE
+    speaker, split = st.clips[rel]
+    src, dst = Path(st.src) / rel, Path(st.out) / rel
+    rng = clip_rng(st.seed, rel)
+    try:
+        pcm, _ = decode_clip(src)
+    except BadClip as e:  # copied as it is: preparing the far-field set skips it as it would the source's
+        shutil.copyfile(src, dst)
+        return {"path": escape_path(rel), "split": split, "skipped": str(e)}
+    x = pcm.astype(np.float64) / 32768.0
+    line: dict = {"path": escape_path(rel), "split": split}
+    x, babbled = _add_babble(st, x, speaker, split, rng, line)
+    y = _room_and_channel(st, x, split, rng, line)
+    y = _add_noise(st, y, split, babbled, rng, line)
+    _write_at_level(dst, y, rng, line)
     return line
 
 
@@ -339,24 +370,10 @@ def _noise_files(root: Path, names: list[str]) -> dict[str, np.ndarray]:
     return noise
 
 
-def far_field(src: str | Path, out: str | Path, seed: int = 0, progress: bool = True, jobs: int | None = None,
-              rooms: int = BANK_ROOMS) -> Path:
-    """Write the far-field copy of the dataset `src` under `out` (FarFieldError: one line for the user)."""
-    from tqdm import tqdm
-
-    from .prepare import _pool_context
-
-    if rooms < 1:
-        raise FarFieldError(f"--rooms must be at least 1, got {rooms}")
-    source = find_source(src)
-    out = check_out(out, source.root)
-    banks = {split: room_bank(bank_seed(seed, split), rooms, RT60_MAX) for split in SPLITS}
-    noise = _noise_files(source.root, source.noise)
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+def _manifest(source: Source, seed: int, rooms: int, noise: dict[str, np.ndarray]) -> dict:
+    """far_field.json: what the copy was made from and with, so a result can be traced and remade."""
     counts = {split: sum(1 for _, sp in source.clips.values() if sp == split) for split in SPLITS}
-    manifest = {
+    return {
         "version": 1,
         "seed": seed,
         "source": escape_path(source.root.resolve()),
@@ -377,10 +394,15 @@ def far_field(src: str | Path, out: str | Path, seed: int = 0, progress: bool = 
         "versions": {m: importlib.metadata.version(m) for m in ("numpy", "pyroomacoustics")},
         "complete": False,
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")  # an interrupted run's folder is ours
-    _copy_rest(source.root, out, _README.format(seed=seed, src=manifest["source"]))
-    state = _State(str(source.root), str(out), seed, source.clips, banks, noise)
-    rels = sorted(source.clips)
+
+
+def _record_all(state: _State, out: Path, jobs: int | None, progress: bool) -> None:
+    """Record every clip, in `jobs` processes, writing the clips table in path order whatever the jobs."""
+    from tqdm import tqdm
+
+    from .prepare import _pool_context
+
+    rels = sorted(state.clips)
     jobs = max(1, min(jobs or len(os.sched_getaffinity(0)), len(rels)))
     ctx = _pool_context()  # before tqdm's monitor thread, which would rule out fork
     with tqdm(total=len(rels), desc="far field", unit="clip", disable=not progress, mininterval=0.5) as bar, \
@@ -398,6 +420,24 @@ def far_field(src: str | Path, out: str | Path, seed: int = 0, progress: bool = 
         finally:
             if jobs > 1:
                 pool.terminate()
+
+
+def far_field(src: str | Path, out: str | Path, seed: int = 0, progress: bool = True, jobs: int | None = None,
+              rooms: int = BANK_ROOMS) -> Path:
+    """Write the far-field copy of the dataset `src` under `out` (FarFieldError: one line for the user)."""
+    if rooms < 1:
+        raise FarFieldError(f"--rooms must be at least 1, got {rooms}")
+    source = find_source(src)
+    out = check_out(out, source.root)
+    banks = {split: room_bank(bank_seed(seed, split), rooms, RT60_MAX) for split in SPLITS}
+    noise = _noise_files(source.root, source.noise)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    manifest = _manifest(source, seed, rooms, noise)
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")  # an interrupted run's folder is ours
+    _copy_rest(source.root, out, _README.format(seed=seed, src=manifest["source"]))
+    _record_all(_State(str(source.root), str(out), seed, source.clips, banks, noise), out, jobs, progress)
     manifest["complete"] = True
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     return out

@@ -14,8 +14,6 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
 from matplotlib.lines import Line2D
 
-from .distributions import DISTRIBUTIONS
-
 DPI = 100
 END_MARKERS = {"finished": ("o", "ran every epoch"), "stopped": ("x", "stopped early by the scheduler"),
                "failed": ("X", "failed"), "unfinished": (">", "not finished (interrupted or running)")}
@@ -67,8 +65,9 @@ def learning_curves(trials: list, metric: str, max_epochs: int, best_id: str | N
 
 
 def params_vs_metric(trials: list, search: dict, metric: str, mode: str, max_epochs: int,
-                     best_id: str | None, path: Path) -> Path:
-    """Each sampled hyperparameter against the trial's best metric (log axis where sampled on one)."""
+                     best_id: str | None, path: Path, log_scale: frozenset[str] = frozenset()) -> Path:
+    """Each sampled hyperparameter against the trial's best metric (a log axis for the names in
+    `log_scale`: those sampled on one, which the caller knows from the space's distributions)."""
     names = list(search)
     cols = min(3, max(1, len(names)))
     rows = math.ceil(len(names) / cols)
@@ -91,7 +90,7 @@ def params_vs_metric(trials: list, search: dict, metric: str, mode: str, max_epo
         if choices is not None:
             ax.set_xticks(range(len(choices)), choices)
             ax.set_xlim(-0.5, len(choices) - 0.5)
-        elif DISTRIBUTIONS[dist].log:
+        elif name in log_scale:
             ax.set_xscale("log")
             ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 3.0)))  # 1e-4, 3e-4, 1e-3: a range of one decade
             ax.xaxis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False))

@@ -257,6 +257,71 @@ def _fail_strict(opts: PrepareOptions, shown: str, reason: str) -> None:
         raise DatasetError(f"{shown}: {reason} (--strict turns every skip into an error; fix or remove the file)")
 
 
+def _check_out_folder(out: Path, rootp: Path) -> None:
+    """`out` must be a folder (or new) outside the dataset, which a later discovery would read as a class."""
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"output {escape_path(out)} exists and is not a folder")
+    try:
+        inside = rootp.is_dir() and out.resolve().is_relative_to(rootp.resolve())
+    except (OSError, RuntimeError) as e:  # a symlink loop on the way
+        raise DatasetError(f"cannot resolve {escape_path(out)} or {escape_path(rootp)}: {e}") from None
+    if inside:
+        raise DatasetError(f"output {escape_path(out)} is inside the dataset root {escape_path(rootp)}: "
+                           "choose a folder outside it")
+
+
+def _cached(out: Path, key: str, opts: PrepareOptions, rootp: Path) -> dict | None:
+    """The earlier preparation in `out` when it was made from the same data and options with all its shards."""
+    manifest_path = out / MANIFEST
+    if not manifest_path.exists():
+        return None
+    try:
+        old = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        old = {}
+    if old.get("cache_key") != key or not all((out / s).is_file() for s in old.get("shards", [])):
+        return None
+    if old["skipped"]:
+        _fail_strict(opts, f"{escape_path(rootp)}/{old['skipped'][0]['path']}", old["skipped"][0]["reason"])
+    old["cached"] = True
+    return old
+
+
+def _staged(out: Path, found: Discovery, opts: PrepareOptions, key: str, workers: int | None,
+            progress: bool) -> dict:
+    """Write a new preparation into `out`/.staging; a full disk is one line and leaves `out` as it was."""
+    had_old = (out / MANIFEST).exists()
+    stage = out / STAGING
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(stage, ignore_errors=True)  # left by a crash
+        stage.mkdir()
+        return _prepare_into(stage, found, opts, key, workers, progress)
+    except BaseException as e:
+        shutil.rmtree(stage, ignore_errors=True)
+        if not isinstance(e, OSError):
+            raise
+        kept = "the earlier preparation there is unchanged" if had_old else "nothing was kept"
+        raise DatasetError(f"{escape_path(getattr(e, 'filename', None) or out)}: {e.strerror or e} while writing "
+                           f"the prepared data ({kept}): free some space or choose another OUT, then run again") from None
+
+
+def _swap_in(out: Path, manifest: dict) -> None:
+    """Move the staged preparation over the old one.
+
+    The swap needs no new space. The manifest goes first and comes back last: its presence
+    always means a complete preparation, whenever a crash lands.
+    """
+    stage = out / STAGING
+    (out / MANIFEST).unlink(missing_ok=True)
+    for stale in [*out.glob("part-*.parquet"), *out.glob("trainval-*.parquet"), *out.glob("test-*.parquet")]:
+        stale.unlink()
+    for name in [NOISE_FILE, *manifest["shards"]]:
+        (stage / name).replace(out / name)
+    (stage / MANIFEST).replace(out / MANIFEST)
+    stage.rmdir()
+
+
 def prepare(
     root: str | Path,
     out: str | Path,
@@ -273,57 +338,88 @@ def prepare(
     opts = opts or PrepareOptions()
     out = Path(out).expanduser()
     rootp = Path(root).expanduser()
-    if out.exists() and not out.is_dir():
-        raise DatasetError(f"output {escape_path(out)} exists and is not a folder")
-    try:
-        inside = rootp.is_dir() and out.resolve().is_relative_to(rootp.resolve())
-    except (OSError, RuntimeError) as e:  # a symlink loop on the way
-        raise DatasetError(f"cannot resolve {escape_path(out)} or {escape_path(rootp)}: {e}") from None
-    if inside:
-        raise DatasetError(f"output {escape_path(out)} is inside the dataset root {escape_path(rootp)}: "
-                           "choose a folder outside it")
+    _check_out_folder(out, rootp)
     found = discover(rootp, opts.words, opts.unknown, opts.silence)
     opts = replace(opts, clip_samples=opts.clip_samples or resolve_clip_samples(rootp, None))
     key = _cache_key(found, opts, opts.clip_samples)
-    manifest_path = out / MANIFEST
-    if manifest_path.exists():
-        try:
-            old = json.loads(manifest_path.read_text())
-        except (OSError, ValueError):
-            old = {}
-        if old.get("cache_key") == key and all((out / s).is_file() for s in old.get("shards", [])):
-            if old["skipped"]:
-                _fail_strict(opts, f"{escape_path(rootp)}/{old['skipped'][0]['path']}", old["skipped"][0]["reason"])
-            old["cached"] = True
-            return old
-
+    old = _cached(out, key, opts, rootp)
+    if old is not None:
+        return old
     for s in found.empty_classes:
         _fail_strict(opts, escape_path(rootp / s), "empty class folder")
-    had_old = manifest_path.exists()
-    stage = out / STAGING
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(stage, ignore_errors=True)  # left by a crash
-        stage.mkdir()
-        manifest = _prepare_into(stage, found, opts, key, workers, progress)
-    except BaseException as e:
-        shutil.rmtree(stage, ignore_errors=True)
-        if not isinstance(e, OSError):
-            raise
-        kept = "the earlier preparation there is unchanged" if had_old else "nothing was kept"
-        raise DatasetError(f"{escape_path(getattr(e, 'filename', None) or out)}: {e.strerror or e} while writing "
-                           f"the prepared data ({kept}): free some space or choose another OUT, then run again") from None
-    # The swap needs no new space. The manifest goes first and comes back last: its presence
-    # always means a complete preparation, whenever a crash lands.
-    manifest_path.unlink(missing_ok=True)
-    for stale in [*out.glob("part-*.parquet"), *out.glob("trainval-*.parquet"), *out.glob("test-*.parquet")]:
-        stale.unlink()
-    for name in [NOISE_FILE, *manifest["shards"]]:
-        (stage / name).replace(out / name)
-    (stage / MANIFEST).replace(manifest_path)
-    stage.rmdir()
+    manifest = _staged(out, found, opts, key, workers, progress)
+    _swap_in(out, manifest)
     manifest["cached"] = False
     return manifest
+
+
+class _Tally:
+    """The shard writers of one preparation and what went into them, for the manifest."""
+
+    def __init__(self, stage: Path, clip_samples: int) -> None:
+        self.writers = {part: _ShardWriter(stage, part, clip_samples) for part in SPLIT_PARTS}
+        self.counts: dict[str, dict[str, int]] = {part: {} for part in SPLIT_PARTS}
+        self.speakers: Counter = Counter()  # trainval clips per speaker: which train_ratio leaves both splits
+
+    def add(self, pcm: bytes, label: int, cls: str, speaker: str, path: str, split: str) -> None:
+        self.writers[split].add(pcm, label, speaker, path, split)
+        self.counts[split][cls] = self.counts[split].get(cls, 0) + 1
+        if split == "trainval":
+            self.speakers[speaker] += 1
+
+    def shards(self) -> dict[str, list[str]]:
+        """Flush the last rows; the shard files of each split part."""
+        for w in self.writers.values():
+            w.flush()
+        return {part: self.writers[part].shards for part in SPLIT_PARTS}
+
+
+def _write_noise(stage: Path, found: Discovery, opts: PrepareOptions, skipped: list[dict]) -> np.ndarray:
+    """All background noise as one int16 array in noise.npy; unreadable files are skipped (or fail --strict)."""
+    rootp = Path(found.root)
+    noise_parts = []
+    for rel in found.noise_files:
+        try:
+            noise_parts.append(to_int16(read_audio(rootp / rel)))
+        except BadClip as e:
+            _fail_strict(opts, escape_path(rootp / rel), str(e))
+            skipped.append({"path": escape_path(rel), "reason": str(e)})
+    noise = np.concatenate(noise_parts) if noise_parts else np.zeros(0, np.int16)
+    np.save(stage / NOISE_FILE, noise, allow_pickle=False)
+    return noise
+
+
+def _write_clips(tally: _Tally, found: Discovery, opts: PrepareOptions, workers: int | None, progress: bool,
+                 skipped: list[dict], repaired: Counter) -> None:
+    """Decode every clip (in a pool when it pays) into the shards, in a seeded shuffled order.
+
+    Shuffled once, deterministically: every shard then mixes classes and speakers.
+    """
+    rootp = Path(found.root)
+    order = np.random.default_rng(opts.seed).permutation(len(found.items))
+    items = [found.items[i] for i in order]
+    workers = workers or min(8, os.cpu_count() or 1)
+    decoded = _decoded([str(rootp / it.path) for it in items], workers, _pool_context(),  # before tqdm's thread
+                       opts.clip_samples or CLIP_SAMPLES)
+    with closing(decoded), tqdm(total=len(items), desc="decoding clips", unit="clip",
+                                disable=None if progress else True) as bar:
+        for it, (pcm, notes) in zip(items, decoded):
+            bar.update()
+            if pcm is None:
+                _fail_strict(opts, escape_path(rootp / it.path), notes)
+                skipped.append({"path": escape_path(it.path), "reason": notes})
+                continue
+            repaired.update(notes)
+            tally.add(pcm, it.label, found.classes[it.label], it.speaker, it.path, it.split)
+
+
+def _write_silence(tally: _Tally, noise: np.ndarray, found: Discovery, opts: PrepareOptions, clip_samples: int) -> None:
+    """`_silence_` clips cut from the noise, as many as an average class has, split by their made-up speakers."""
+    n = max(1, sum(tally.counts["trainval"].values()) // max(1, len(found.classes) - 1))
+    for i, pcm in enumerate(_silence_clips(noise, n, opts.seed, clip_samples)):
+        spk = f"silence{i:05d}"
+        split = "test" if is_test_speaker(spk) else "trainval"
+        tally.add(pcm.astype("<i2").tobytes(), found.classes.index(SILENCE), SILENCE, spk, f"{SILENCE}/{i}", split)
 
 
 def _prepare_into(stage: Path, found: Discovery, opts: PrepareOptions, key: str, workers: int | None,
@@ -334,57 +430,18 @@ def _prepare_into(stage: Path, found: Discovery, opts: PrepareOptions, key: str,
     # every path that leaves for JSON or Parquet goes through escape_path (see the module docstring)
     skipped: list[dict] = [{"path": f"{escape_path(c)}/", "reason": "empty class folder"} for c in found.empty_classes]
     repaired: Counter = Counter()
-    noise_parts = []
-    for rel in found.noise_files:
-        try:
-            noise_parts.append(to_int16(read_audio(rootp / rel)))
-        except BadClip as e:
-            _fail_strict(opts, escape_path(rootp / rel), str(e))
-            skipped.append({"path": escape_path(rel), "reason": str(e)})
-    noise = np.concatenate(noise_parts) if noise_parts else np.zeros(0, np.int16)
-    np.save(stage / NOISE_FILE, noise, allow_pickle=False)
-
-    # Shuffled once, deterministically: every shard then mixes classes and speakers.
-    order = np.random.default_rng(opts.seed).permutation(len(found.items))
-    items = [found.items[i] for i in order]
+    noise = _write_noise(stage, found, opts, skipped)
     clip_samples = opts.clip_samples or CLIP_SAMPLES
-    writers = {part: _ShardWriter(stage, part, clip_samples) for part in SPLIT_PARTS}
-    counts: dict[str, dict[str, int]] = {part: {} for part in SPLIT_PARTS}
-    speakers: Counter = Counter()  # trainval clips per speaker: which train_ratio leaves both splits
-    workers = workers or min(8, os.cpu_count() or 1)
-    decoded = _decoded([str(rootp / it.path) for it in items], workers, _pool_context(),  # before tqdm's thread
-                       clip_samples)
-    with closing(decoded), tqdm(total=len(items), desc="decoding clips", unit="clip",
-                                disable=None if progress else True) as bar:
-        for it, (pcm, notes) in zip(items, decoded):
-            bar.update()
-            if pcm is None:
-                _fail_strict(opts, escape_path(rootp / it.path), notes)
-                skipped.append({"path": escape_path(it.path), "reason": notes})
-                continue
-            repaired.update(notes)
-            writers[it.split].add(pcm, it.label, it.speaker, it.path, it.split)
-            c = counts[it.split]
-            c[found.classes[it.label]] = c.get(found.classes[it.label], 0) + 1
-            if it.split == "trainval":
-                speakers[it.speaker] += 1
+    tally = _Tally(stage, clip_samples)
+    _write_clips(tally, found, opts, workers, progress, skipped, repaired)
     if opts.silence:
-        n = max(1, sum(counts["trainval"].values()) // max(1, len(found.classes) - 1))
-        for i, pcm in enumerate(_silence_clips(noise, n, opts.seed, clip_samples)):
-            spk = f"silence{i:05d}"
-            split = "test" if is_test_speaker(spk) else "trainval"
-            writers[split].add(pcm.astype("<i2").tobytes(), found.classes.index(SILENCE), spk, f"{SILENCE}/{i}", split)
-            counts[split][SILENCE] = counts[split].get(SILENCE, 0) + 1
-            if split == "trainval":
-                speakers[spk] += 1
-    for w in writers.values():
-        w.flush()
-    split_shards = {part: writers[part].shards for part in SPLIT_PARTS}
+        _write_silence(tally, noise, found, opts, clip_samples)
+    split_shards = tally.shards()
     if not any(split_shards.values()):
         reasons = Counter(s["reason"].split(" (")[0] for s in skipped).most_common(3)
         raise DatasetError(f"{escape_path(rootp)}: no clip could be read ({len(skipped)} skipped: "
                            + "; ".join(f"{r}: {n}" for r, n in reasons) + ")")
-
+    counts = tally.counts
     manifest = {
         "format": FORMAT_VERSION,
         "cache_key": key,
@@ -396,7 +453,7 @@ def _prepare_into(stage: Path, found: Discovery, opts: PrepareOptions, key: str,
         "n_clips": sum(sum(c.values()) for c in counts.values()),
         "noise_samples": int(len(noise)),
         # [bucket, clips] of each trainval speaker, by bucket: train_ratio r trains on those below r
-        "trainval_buckets": sorted([speaker_bucket(s), n] for s, n in speakers.items()),
+        "trainval_buckets": sorted([speaker_bucket(s), n] for s, n in tally.speakers.items()),
         "shards": split_shards["trainval"] + split_shards["test"],
         "split_shards": split_shards,
         "skipped": skipped,

@@ -28,6 +28,7 @@ import numpy as np
 
 from .config import TrainConfig
 from .discover import DatasetError
+from .distributions import DISTRIBUTIONS
 from .errors import ConfigError
 from .experiment import Trial, best, best_checkpoint, load_spec_json, load_trials, pareto_front, ranked
 from .storage import is_uri, redact, write_atomic
@@ -218,8 +219,18 @@ def _summary(spec: dict, trials: list[Trial], best_trial: Trial, best_score: flo
             f"{metric} {_fmt(best_score)} ({params}).")
 
 
+def page_paths(exp_dir: Path, out: str | Path | None = None) -> tuple[Path, Path]:
+    """(the page, its plots' folder beside it). `out` is a file (NAME.html, or an existing file) or a
+    folder (an existing one, or a new path without .html) that gets report.html; by default the
+    experiment folder does."""
+    page = Path(out).expanduser().resolve() if out else exp_dir / REPORT
+    if out and (page.is_dir() or (page.suffix.lower() not in (".html", ".htm") and not page.exists())):
+        page = page / REPORT
+    return page, page.parent / PLOTS
+
+
 def write_report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write report.html (and plots/*.png beside it) for an experiment folder; returns its path."""
+    """Write report.html (and plots/*.png beside it) for an experiment folder, or at `out`; returns its path."""
     from . import plots
 
     exp_dir = Path(exp_dir).expanduser().resolve()
@@ -228,8 +239,7 @@ def write_report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
     metric, mode = spec["tune"]["metric"], spec["tune"]["mode"]
     max_epochs = int(spec["fixed"].get("epochs", TrainConfig.epochs))
     search = list(spec["search"])
-    out = Path(out).expanduser().resolve() if out else exp_dir / REPORT
-    img_dir = out.parent / PLOTS
+    out, img_dir = page_paths(exp_dir, out)
     trials = load_trials(exp_dir)
     best_trial, best_score = _best_trial(exp_dir, trials, metric, mode)
 
@@ -237,8 +247,9 @@ def write_report(exp_dir: str | Path, out: str | Path | None = None) -> Path:
     curves = plots.learning_curves(trials, metric, max_epochs, best_trial.trial_id, img_dir / "learning_curves.png")
     parts.append(_figure("Learning curves", curves, "One line per trial. o: ran every epoch; x: stopped early by "
                          "the scheduler (ASHA) at its last epoch; the thick line is the best trial.", out.parent))
+    log_scale = frozenset(n for n, d in spec["search"].items() if DISTRIBUTIONS[next(iter(d))].log)
     pvm = plots.params_vs_metric(trials, spec["search"], metric, mode, max_epochs, best_trial.trial_id,
-                                 img_dir / "params_vs_metric.png")
+                                 img_dir / "params_vs_metric.png", log_scale)
     parts.append(_figure(f"Hyperparameters against {metric}", pvm, "Each trial's best epoch.", out.parent))
 
     study = load_study(exp_dir, saved)
@@ -285,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=logs.HelpFormatter)
     logs.add_option(ap)
     ap.add_argument("experiment", help="an experiment folder (<storage>/<name>, with search.json)")
-    ap.add_argument("--out", help=f"where the page goes (default: EXPERIMENT/{REPORT}; plots/ beside it)")
+    ap.add_argument("--out", help=f"where the page goes: a file (NAME.html) or a folder (an existing one, or a "
+                                  f"path without .html) that gets {REPORT}; plots/ beside the page "
+                                  f"(default: EXPERIMENT/{REPORT})")
     args = ap.parse_args(argv)
     logs.setup(args.log_level)
     if is_uri(args.experiment):

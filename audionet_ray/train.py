@@ -15,7 +15,9 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +28,8 @@ import ray.train.torch
 from ray.train import Checkpoint, CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from . import checkpoint, registry, schema
+from . import checkpoint, ranking, registry, schema
+from . import log as logs
 from .audio import SAMPLE_RATE
 from .augment import Capture, Roles, augment, epoch_generator, standardise, stream_windows
 from .config import ConfigError, RunSettings, TrainConfig
@@ -34,9 +37,12 @@ from .costs import model_costs
 from .data import check_train_ratio, torch_batches
 from .dataset import PreparedDataset, fits_in_memory, split_sizes
 from .discover import SILENCE, DatasetError
+from .model import ModelConfig
 from .prepare import load_manifest, window_option
 from .ray_private import UserCallback, train_run_folder, without_dataset_manager
 from .storage import is_uri
+
+log = logs.get(__name__)
 
 IN_MEMORY_KEY = "in_memory"  # in the loop's config: build_trainer's choice, so that every worker follows it
 LATENCY_KEY = "measure_latency"  # in the loop's config: rank 0 measures the model's latency per window (costs.py)
@@ -239,132 +245,236 @@ def _loop_config(config: dict | TrainConfig, in_memory: bool | None,
     return TrainConfig.from_dict(config), in_memory, measure_latency
 
 
-def fit(config: dict | TrainConfig, session, in_memory: bool | None = None, measure_latency: bool = False) -> None:
-    """The training loop, whoever runs it (`session`: TrainSession or trial_process.TrialSession)."""
-    cfg, in_memory, measure_latency = _loop_config(config, in_memory, measure_latency)
-    threads = _use_cpus()
-    rank, world, device = session.rank, session.world, session.device
+def _gpu_math(device: torch.device) -> bool:
+    """Whether this worker trains on a GPU; there, cuDNN picks its fastest kernels and matmuls use TF32."""
     on_gpu = device.type == "cuda"
     if on_gpu:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    return on_gpu
 
-    manifest = PreparedDataset.open(cfg.data).manifest  # read once per process
-    classes = manifest["classes"]
-    clip_samples = cfg.data_clip_samples(manifest, cfg.data)  # the data's window: the model is built for it
-    model_cfg = cfg.model_config(len(classes), clip_samples)
+
+@dataclass
+class Model:
+    """The model and what trains it, built once per run: `net` as the session placed it (DDP on
+    several workers), `bare` the module itself (what a checkpoint keeps and the probe runs), and
+    where training goes on from (`start_epoch`, dropout's `rng`), after a resumed checkpoint."""
+
+    config: ModelConfig
+    net: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler | None
+    bare: torch.nn.Module | None = None
+    start_epoch: int = 1
+    rng: dict = field(default_factory=dict)
+
+
+def _build_model(cfg: TrainConfig, manifest: dict, clip_samples: int, world: int) -> Model:
+    """The model for the data's classes and window, with its optimizer and learning-rate schedule."""
+    model_cfg = cfg.model_config(len(manifest["classes"]), clip_samples)
     torch.manual_seed(cfg.seed)  # the same initial weights on every worker and every rerun
-    model = registry.build(getattr(cfg, "architecture", registry.DEFAULT), model_cfg)  # TrainConfig has no architecture yet
-    opt = make_optimizer(model, cfg)
-    sched = make_scheduler(opt, cfg, steps_per_epoch(manifest, cfg, world))
-    # what the model costs to run, a search's second objective: the same every epoch
-    costs = model_costs(model_cfg, latency=measure_latency and rank == 0, model=model)
+    net = registry.build(getattr(cfg, "architecture", registry.DEFAULT), model_cfg)  # TrainConfig has no architecture yet
+    opt = make_optimizer(net, cfg)
+    return Model(model_cfg, net, opt, make_scheduler(opt, cfg, steps_per_epoch(manifest, cfg, world)))
 
-    start_epoch, rng = 1, {}
+
+def _resume(session, m: Model) -> None:
+    """Weights, optimizer, schedule, epoch and random stream from the session's latest checkpoint, if any."""
     resumed = session.resume()
     if resumed:
         with resumed.as_directory() as d:
-            meta = checkpoint.load(Path(d), model, opt, sched)
-        start_epoch, rng = meta["epoch"] + 1, meta["rng"]
-    if world > 1 and on_gpu and model_cfg.norm == "batch":
+            meta = checkpoint.load(Path(d), m.net, m.opt, m.sched)
+        m.start_epoch, m.rng = meta["epoch"] + 1, meta["rng"]
+
+
+def _place(session, m: Model, world: int, device: torch.device) -> None:
+    """The model on this worker's device (DDP when world > 1), the optimizer's state following it."""
+    if world > 1 and device.type == "cuda" and m.config.norm == "batch":
         # Batch statistics over the global batch, as on one device. SyncBatchNorm runs on GPUs
         # only: on CPU each worker normalises by its own half-batch, and DDP broadcasts rank 0's
         # running statistics to the others every step, so all workers evaluate alike.
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same parameters: opt stays valid
-    model = session.prepare_model(model)
-    bare = model.module if hasattr(model, "module") else model
-    for state in opt.state.values():  # optimizer state follows the weights to the device
+        m.net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(m.net)  # same parameters: opt stays valid
+    m.net = session.prepare_model(m.net)
+    m.bare = m.net.module if hasattr(m.net, "module") else m.net
+    for state in m.opt.state.values():  # optimizer state follows the weights to the device
         for k, v in state.items():
             if torch.is_tensor(v) and k != "step":
                 state[k] = v.to(device)
 
-    noise_np = PreparedDataset.open(cfg.data).noise()
+
+@dataclass
+class Recipe:
+    """How a training batch becomes a loss: augmentation (noise, the far-field capture, a keyword
+    task's detector windows), class weights, label smoothing and bf16 autocast."""
+
+    cfg: TrainConfig
+    noise: torch.Tensor
+    cap: Capture | None
+    silence: int  # babble never turns silence into speech; -1: no _silence_ class
+    roles: Roles | None
+    weights: torch.Tensor | None = None
+    autocast: Any = None
+
+
+def _recipe(cfg: TrainConfig, classes: list[str], noise_np, clip_samples: int, device: torch.device) -> Recipe:
+    """The run's augmentation pieces on the device (the weights and autocast follow, see `fit`)."""
     noise = torch.from_numpy(noise_np).to(device)
     cap = Capture.of(cfg.augment, cfg.seed, clip_samples, device)  # None unless a far-field setting is on
-    silence = classes.index(SILENCE) if SILENCE in classes else -1  # babble never turns silence into speech
+    silence = classes.index(SILENCE) if SILENCE in classes else -1
     # a keyword task (--keywords): windows as a detector sees them, and a detector's metric; a classifier
     # whose data happens to have _unknown_ (prepare --words ... --unknown) trains as it always did
     roles = Roles.of(classes, device) if cfg.keyword_list else None
-    probe = make_probe(cfg, classes, noise_np) if roles is not None and rank == 0 else None
-    detector: dict = {}
-    weights = class_weights(manifest, classes, device) if cfg.class_balance else None
-    per_worker_batch = max(1, cfg.batch_size // world)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu and cfg.bf16)
-    # Small data (the demo, a search on a subset) is read from the shards once and served from memory
-    # (on the GPU when training there): a Ray Data pipeline costs seconds to start and CPUs of its own,
-    # more than a whole epoch of a small model (benchmarks/bench_throughput.py). Larger data streams.
+    return Recipe(cfg, noise, cap, silence, roles)
+
+
+@dataclass
+class Shards:
+    """This worker's data, batched alike whether it sits in memory (clips and labels on the device)
+    or streams from the session's Ray Data shards."""
+
+    in_memory: bool
+    train: Any
+    val: Any
+    batch_size: int  # per worker
+    pin_memory: bool
+
+    def train_batches(self, shuffle_seed: int):
+        if self.in_memory:
+            return _memory_batches(self.train, self.batch_size, shuffle_seed)
+        return torch_batches(self.train, self.batch_size, shuffle_seed=shuffle_seed, pin_memory=self.pin_memory)
+
+    def val_batches(self):
+        size = max(self.batch_size, 256)
+        if self.in_memory:
+            return _memory_batches(self.val, size)
+        return torch_batches(self.val, size, pin_memory=self.pin_memory)
+
+
+def _shards(cfg: TrainConfig, session, manifest: dict, in_memory: bool | None, on_gpu: bool) -> Shards:
+    """Where this worker's batches come from.
+
+    Small data (the demo, a search on a subset) is read from the shards once and served from memory
+    (on the GPU when training there): a Ray Data pipeline costs seconds to start and CPUs of its own,
+    more than a whole epoch of a small model (benchmarks/bench_throughput.py). Larger data streams."""
+    rank, world, device = session.rank, session.world, session.device
+    batch_size = max(1, cfg.batch_size // world)
     if in_memory is None:
         in_memory = fits_in_memory(manifest, world)
     if in_memory:
-        train_data = _read_shard(cfg, "train", rank, world, device)
-        val_data = _read_shard(cfg, "val", rank, world, device)
-    else:
-        train_shard = session.dataset_shard("train")
-        val_shard = session.dataset_shard("val")
+        return Shards(True, _read_shard(cfg, "train", rank, world, device), _read_shard(cfg, "val", rank, world, device),
+                      batch_size, on_gpu)
+    return Shards(False, session.dataset_shard("train"), session.dataset_shard("val"), batch_size, on_gpu)
 
-    restore_rng(rng)  # last, so that nothing above draws from the restored stream
-    for epoch in range(start_epoch, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        model.train()
-        gen = epoch_generator(cfg.seed, epoch, rank, device)
-        train_stats = torch.zeros(3, device=device)
-        shuffle_seed = cfg.seed * 100_003 + epoch
-        for pcm, y in (_memory_batches(train_data, per_worker_batch, shuffle_seed) if in_memory else
-                       torch_batches(train_shard, per_worker_batch, shuffle_seed=shuffle_seed, pin_memory=on_gpu)):
+
+def _train_step(m: Model, r: Recipe, pcm: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One optimizer step on one batch; its [loss sum, correct, count]."""
+    if r.roles is not None and r.cfg.augment.window_prob > 0:
+        pcm, y = stream_windows(pcm, y, gen, r.roles, r.cfg.augment.window_prob)
+    x = augment(pcm, gen, r.cfg.augment, r.noise, floor=r.cfg.std_floor, cap=r.cap, speech=y != r.silence)
+    with r.autocast:
+        logits = m.net(x)
+    loss = F.cross_entropy(logits.float(), y, weight=r.weights, label_smoothing=r.cfg.label_smoothing)
+    m.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    m.opt.step()
+    if m.sched is not None:
+        m.sched.step()
+    return _step_stats(logits, y, loss)
+
+
+def _train_epoch(m: Model, r: Recipe, data: Shards, epoch: int, rank: int, device: torch.device) -> torch.Tensor:
+    """One pass over this worker's training part, in this epoch's order and augmentation draws."""
+    m.net.train()
+    gen = epoch_generator(r.cfg.seed, epoch, rank, device)
+    stats = torch.zeros(3, device=device)
+    for pcm, y in data.train_batches(r.cfg.seed * 100_003 + epoch):
+        pcm, y = pcm.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        stats += _train_step(m, r, pcm, y, gen)
+    return stats
+
+
+def _validate(m: Model, r: Recipe, data: Shards, device: torch.device) -> torch.Tensor:
+    """This worker's validation part through the model as it is now: [loss sum, correct, count]."""
+    m.net.eval()
+    stats = torch.zeros(3, device=device)
+    with torch.no_grad(), r.autocast:
+        for pcm, y in data.val_batches():
             pcm, y = pcm.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if roles is not None and cfg.augment.window_prob > 0:
-                pcm, y = stream_windows(pcm, y, gen, roles, cfg.augment.window_prob)
-            x = augment(pcm, gen, cfg.augment, noise, floor=cfg.std_floor, cap=cap, speech=y != silence)
-            with autocast:
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, weight=weights, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sched is not None:
-                sched.step()
-            train_stats += _step_stats(logits, y, loss)
+            logits = m.net(standardise(pcm, floor=r.cfg.std_floor)).float()
+            stats += _step_stats(logits, y, F.cross_entropy(logits, y))
+    return stats
+
+
+def _epoch_metrics(epoch: int, stats: torch.Tensor, t0: float, train_seconds: float, threads: int,
+                   start_epoch: int, costs: dict, detector: dict) -> dict:
+    """One epoch's report, from the train and val sums of all workers (`stats`: 6 numbers each)."""
+    tr_loss, tr_ok, tr_n, va_loss, va_ok, va_n = _world_sum(stats).tolist()
+    return {
+        "epoch": epoch,
+        "train_loss": tr_loss / max(tr_n, 1),
+        "train_accuracy": tr_ok / max(tr_n, 1),
+        "val_loss": va_loss / max(va_n, 1),
+        "val_accuracy": va_ok / max(va_n, 1),
+        "clips_per_s": tr_n / train_seconds,
+        "train_clips": int(tr_n),
+        "val_clips": int(va_n),
+        "torch_threads": threads,
+        "epoch_seconds": time.perf_counter() - t0,
+        "resumed_from": start_epoch - 1,  # 0: started fresh; k: continued from epoch k's checkpoint
+        "node_id": ray.get_runtime_context().get_node_id(),  # where rank 0 ran: spread over a cluster
+        **costs,
+        **detector,  # keyword tasks: frr_at_target as of the last checkpoint epoch (frr_epoch)
+    }
+
+
+def _say_epoch(metrics: dict, epochs: int) -> None:
+    log.info(f"epoch {metrics['epoch']}/{epochs}  train_loss {metrics['train_loss']:.4f}  "
+             f"train_acc {metrics['train_accuracy']:.3f}  val_loss {metrics['val_loss']:.4f}  "
+             f"val_acc {metrics['val_accuracy']:.3f}  {metrics['clips_per_s']:.0f} clips/s")
+
+
+def fit(config: dict | TrainConfig, session, in_memory: bool | None = None, measure_latency: bool = False) -> None:
+    """The training loop, whoever runs it (`session`: TrainSession or trial_process.TrialSession):
+    set up the model, the recipe and the data once, then train, validate and report each epoch."""
+    cfg, in_memory, measure_latency = _loop_config(config, in_memory, measure_latency)
+    threads = _use_cpus()
+    rank, world, device = session.rank, session.world, session.device
+    on_gpu = _gpu_math(device)
+    dataset = PreparedDataset.open(cfg.data)
+    manifest = dataset.manifest  # read once per process
+    classes = manifest["classes"]
+    clip_samples = cfg.data_clip_samples(manifest, cfg.data)  # the data's window: the model is built for it
+    m = _build_model(cfg, manifest, clip_samples, world)
+    # what the model costs to run, a search's second objective: the same every epoch
+    costs = model_costs(m.config, latency=measure_latency and rank == 0, model=m.net)
+    _resume(session, m)
+    _place(session, m, world, device)
+    noise_np = dataset.noise()
+    recipe = _recipe(cfg, classes, noise_np, clip_samples, device)
+    probe = make_probe(cfg, classes, noise_np) if recipe.roles is not None and rank == 0 else None
+    recipe.weights = class_weights(manifest, classes, device) if cfg.class_balance else None
+    recipe.autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu and cfg.bf16)
+    data = _shards(cfg, session, manifest, in_memory, on_gpu)
+
+    restore_rng(m.rng)  # last, so that nothing above draws from the restored stream
+    detector: dict = {}
+    for epoch in range(m.start_epoch, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        train_stats = _train_epoch(m, recipe, data, epoch, rank, device)
         train_seconds = time.perf_counter() - t0
-
-        model.eval()
-        val_stats = torch.zeros(3, device=device)
-        with torch.no_grad(), autocast:
-            for pcm, y in (_memory_batches(val_data, max(per_worker_batch, 256)) if in_memory else
-                           torch_batches(val_shard, max(per_worker_batch, 256), pin_memory=on_gpu)):
-                pcm, y = pcm.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                logits = model(standardise(pcm, floor=cfg.std_floor)).float()
-                val_stats += _step_stats(logits, y, F.cross_entropy(logits, y))
-
+        val_stats = _validate(m, recipe, data, device)
         checkpointing = epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs
         # the detector's metric where a checkpoint keeps the weights, and in the first epoch of a run (a
         # start or a resume), so that every epoch's report carries it (Tune needs its metric in each)
         if probe is not None and (checkpointing or not detector):
-            detector = measure_probe(probe, bare, classes, cfg, device, epoch)
-        stats = _world_sum(torch.cat([train_stats, val_stats])).tolist()
-        tr_loss, tr_ok, tr_n, va_loss, va_ok, va_n = stats
-        metrics = {
-            "epoch": epoch,
-            "train_loss": tr_loss / max(tr_n, 1),
-            "train_accuracy": tr_ok / max(tr_n, 1),
-            "val_loss": va_loss / max(va_n, 1),
-            "val_accuracy": va_ok / max(va_n, 1),
-            "clips_per_s": tr_n / train_seconds,
-            "train_clips": int(tr_n),
-            "val_clips": int(va_n),
-            "torch_threads": threads,
-            "epoch_seconds": time.perf_counter() - t0,
-            "resumed_from": start_epoch - 1,  # 0: started fresh; k: continued from epoch k's checkpoint
-            "node_id": ray.get_runtime_context().get_node_id(),  # where rank 0 ran: spread over a cluster
-            **costs,
-            **detector,  # keyword tasks: frr_at_target as of the last checkpoint epoch (frr_epoch)
-        }
+            detector = measure_probe(probe, m.bare, classes, cfg, device, epoch)
+        metrics = _epoch_metrics(epoch, torch.cat([train_stats, val_stats]), t0, train_seconds, threads,
+                                 m.start_epoch, costs, detector)
         if rank == 0:
-            print(f"epoch {epoch}/{cfg.epochs}  train_loss {metrics['train_loss']:.4f}  "
-                  f"train_acc {metrics['train_accuracy']:.3f}  val_loss {metrics['val_loss']:.4f}  "
-                  f"val_acc {metrics['val_accuracy']:.3f}  {metrics['clips_per_s']:.0f} clips/s", flush=True)
-        session.report(metrics, (lambda d: checkpoint.save(d, bare, opt, epoch, cfg, model_cfg, classes, metrics, sched))
-                       if checkpointing else None)
+            _say_epoch(metrics, cfg.epochs)
+        session.report(metrics, (lambda d: checkpoint.save(d, m.bare, m.opt, epoch, cfg, m.config, classes, metrics,
+                                                           m.sched)) if checkpointing else None)
 
 
 # ----------------------------------------------------------------------------- the trainer
@@ -452,7 +562,7 @@ def _parser() -> argparse.ArgumentParser:
     TrainConfig (the model's and the augmentation's included), made from its fields (schema.py);
     then where and on what it runs."""
     r = RunSettings()
-    ap = argparse.ArgumentParser(prog="python -m audionet_ray.train",
+    ap = argparse.ArgumentParser(prog="python -m audionet_ray.train", formatter_class=logs.HelpFormatter,
                                  description="Train AudioNet once with Ray Train (no search).")
     ap.add_argument("--data", required=True, help="a dataset root (prepared on first use) or a prepared folder")
     ap.add_argument("--keywords", help="a keyword detector: these words (comma-separated), _unknown_ and _silence_; "
@@ -462,11 +572,15 @@ def _parser() -> argparse.ArgumentParser:
     schema.add_options(ap, TrainConfig, skip=("data", "keywords"))
     ap.add_argument("--workers", type=int, default=r.workers, help="Ray Train workers (one per GPU)")
     ap.add_argument("--gpus-per-worker", type=float, default=None, help="default: 1 if Ray sees a GPU, else 0")
-    ap.add_argument("--cpus-per-worker", type=float, default=r.cpus_per_worker)
+    ap.add_argument("--cpus-per-worker", type=float, default=r.cpus_per_worker, help="CPUs each worker holds")
     ap.add_argument("--max-failures", type=int, default=r.max_failures, help="worker crashes to recover from")
-    ap.add_argument("--storage", default=r.storage, help="where runs and checkpoints go (local dir or s3://)")
+    ap.add_argument("--storage", default=r.storage,
+                    help="where runs and checkpoints go: a local folder, NFS or s3:// (default: ./runs, as tune's; "
+                         "a run made under the old default is still reached with --storage ~/audionet_runs)")
     ap.add_argument("--name", default=r.name, help="run name; the same name again resumes that run")
-    ap.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="attach to a Ray cluster ('auto')")
+    ap.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
+                    help="attach to a running Ray cluster ('auto'; default: $RAY_ADDRESS, else a local Ray)")
+    logs.add_option(ap)
     return ap
 
 
@@ -482,9 +596,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m audionet_ray.train`: the options checked, the data prepared, one run trained."""
     from .data import ensure_prepared
 
     args = _parser().parse_args(argv)
+    logs.setup(args.log_level)
     try:
         cfg = config_from_args(args)  # before preparing: a mistyped option should not wait for a dataset's decoding
         window = None if args.window is None else window_option(args.window)
@@ -507,15 +623,19 @@ def main(argv: list[str] | None = None) -> int:
     if result.error:
         print(f"error: training failed: {result.error}", file=sys.stderr)
         return 1
-    m = result.metrics or {}
-    print(f"done: epoch {m.get('epoch')}  val_accuracy {m.get('val_accuracy', float('nan')):.3f}")
-    best = [cm for cm in result.best_checkpoints if isinstance(cm[1].get(run.metric), (int, float))]
-    if best:
-        sign = 1 if run.mode == "max" else -1
-        ckpt, bm = max(best, key=lambda cm: sign * cm[1][run.metric])
-        print(f"best checkpoint ({run.metric} {bm[run.metric]:.3f}): {ckpt.path}")
-    print(f"run folder: {result.path}")
+    _say_result(result, run)
     return 0
+
+
+def _say_result(result, run: RunSettings) -> None:
+    """The run's last epoch, its best checkpoint by the run's metric (ranking.best) and its folder."""
+    m = result.metrics or {}
+    log.info(f"done: epoch {m.get('epoch')}  val_accuracy {m.get('val_accuracy', float('nan')):.3f}")
+    best = ranking.best(result.best_checkpoints, run.metric, run.mode, key=lambda cm: cm[1].get(run.metric))
+    if best is not None:
+        ckpt, bm = best
+        log.info(f"best checkpoint ({run.metric} {bm[run.metric]:.3f}): {ckpt.path}")
+    log.info(f"run folder: {result.path}")
 
 
 if __name__ == "__main__":

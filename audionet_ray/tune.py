@@ -25,10 +25,11 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from . import log
 from .cluster import cluster_capacity, cluster_nodes
-from .config import METRIC_MODES, ConfigError, TrainConfig, setting
+from .config import DEFAULT_STORAGE, METRIC_MODES, ConfigError, TrainConfig, setting
 from .discover import DatasetError
 from .experiment import (SPEC_FILE, best_checkpoint, has_spec, load_spec_json, local_experiment,
                          lock_experiment, pareto_front, read_budget, save_spec, write_budget,
@@ -105,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
                          "preparation come out of it and the export and its evaluation are reserved; trials keep starting "
                          "until the rest is spent (--num-samples caps them), but none that cannot reach its first rung "
                          "in the time left; --resume continues with what was left")
-    ap.add_argument("--storage", default="runs", help="where experiments go: a local folder, NFS or s3:// (default: ./runs)")
+    ap.add_argument("--storage", default=DEFAULT_STORAGE, help="where experiments go: a local folder, NFS or s3:// (default: ./runs)")
     ap.add_argument("--name", help="experiment name (default: search-<date>-<time>)")
     ap.add_argument("--resume", metavar="EXPERIMENT_DIR", help="continue an interrupted search")
     ap.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
@@ -410,55 +411,73 @@ def check_resume_options(args: argparse.Namespace, argv: list[str] | None, spec:
         check_study(url, exp_dir.name)  # a corrupt optuna.db: one line, not a traceback from Tune's restore
 
 
-def main(argv: list[str] | None = None) -> int:
-    t0 = time.monotonic()  # the time budget counts from here: preparing data and starting Ray included
-    args = parse_args(argv)
-    try:
-        spec, data, exp_dir = prepare_search(args)  # takes the experiment's lock
-        if args.resume:
-            check_resume_options(args, argv, spec, exp_dir)
-        budget_s = spec.tune.time_budget_s
-        first_rung = min(spec.tune.grace_period, int(spec.fixed.get("epochs", TrainConfig.epochs)))  # a short run's end is its rung
-        budget = TimeBudget.resume(budget_s, read_budget(exp_dir), first_rung, t0,
-                                   end_reserve_s(spec, data, export=not args.no_export)) if budget_s else None
-    except (ConfigError, DatasetError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+class _Placement(NamedTuple):
+    """Where the trials run: GPUs per worker, trials at once, in Tune's process or a TorchTrainer, and why."""
 
-    driver_resources = start_ray(args)
-    try:
-        capacity = cluster_capacity()  # incl. autoscaling
-        gpus_per_worker, concurrent, why = plan_resources(spec, capacity,
-                                                          streaming=data_streams(data, spec.resources.workers_per_trial))
-        in_trial, trainer_why = choose_trainer(spec, data, exp_dir, cluster_nodes(capacity))
-        if budget and not args.resume:  # a resumed search may have spent it: it reports what it has
-            budget.check_fits()
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    gpus_per_worker: float
+    concurrent: int
+    why: str
+    in_trial: bool
+    trainer_why: str
+
+
+def _plan_search(args: argparse.Namespace, argv: list[str] | None, t0: float
+                 ) -> tuple[SearchSpec, str, Path, TimeBudget | None]:
+    """Settings, prepared data, the (locked) experiment folder and the time budget, before Ray starts."""
+    spec, data, exp_dir = prepare_search(args)  # takes the experiment's lock
+    if args.resume:
+        check_resume_options(args, argv, spec, exp_dir)
+    budget_s = spec.tune.time_budget_s
+    first_rung = min(spec.tune.grace_period, int(spec.fixed.get("epochs", TrainConfig.epochs)))  # a short run's end is its rung
+    budget = TimeBudget.resume(budget_s, read_budget(exp_dir), first_rung, t0,
+                               end_reserve_s(spec, data, export=not args.no_export)) if budget_s else None
+    return spec, data, exp_dir, budget
+
+
+def _place_trials(args: argparse.Namespace, spec: SearchSpec, data: str, exp_dir: Path,
+                  budget: TimeBudget | None) -> _Placement:
+    """Fit the trials to the cluster (autoscaling included); ConfigError when the budget cannot hold one."""
+    capacity = cluster_capacity()  # incl. autoscaling
+    gpus_per_worker, concurrent, why = plan_resources(spec, capacity,
+                                                      streaming=data_streams(data, spec.resources.workers_per_trial))
+    in_trial, trainer_why = choose_trainer(spec, data, exp_dir, cluster_nodes(capacity))
+    if budget and not args.resume:  # a resumed search may have spent it: it reports what it has
+        budget.check_fits()
+    return _Placement(gpus_per_worker, concurrent, why, in_trial, trainer_why)
+
+
+def _announce(args: argparse.Namespace, spec: SearchSpec, exp_dir: Path, budget: TimeBudget | None,
+              place: _Placement) -> str | None:
+    """Say what the search will do and where to watch it; returns the Optuna study's URL, if any."""
     timing = f"; {budget.split_line()}" if budget else ""
     logger.info(f"search {exp_dir.name}: {planned_trials(spec.tune.num_samples, budget)}, {spec.tune.searcher} + "
-                f"{spec.tune.scheduler}, space {spec.source or 'saved'}{timing}; {why}; {trainer_why}")
+                f"{spec.tune.scheduler}, space {spec.source or 'saved'}{timing}; {place.why}; {place.trainer_why}")
     study_url = study_url_of(load_spec_json(exp_dir).get("optuna_storage"), args.optuna_storage)
     if not args.quiet:
         logger.info(f"watch it: tensorboard --logdir {exp_dir}" + (f"  |  optuna-dashboard {redact(study_url)}" if study_url else ""))
-    tuner = build_tuner(spec, data, exp_dir, gpus_per_worker, concurrent, driver_resources,
-                        resume=bool(args.resume), verbosity=0 if args.quiet else 2 if args.verbose else 1,
-                        optuna_storage=study_url, budget=budget, in_trial=in_trial)
+    return study_url
+
+
+def _fit(tuner, budget: TimeBudget | None):
+    """Run the search (or, with the budget already spent, only collect its results) and say why it stopped."""
     if budget and budget.left() <= 0:
         logger.warning(f"the time budget of {fmt_duration(budget.budget_s)} is spent: no trial runs; the results so far "
                        "follow")
-        results = tuner.get_results()
-    else:
-        results = tuner.fit()
-        if budget and budget.left() <= 0:
-            logger.info(f"\ntime budget of {fmt_duration(budget.budget_s)} reached: unfinished trials stopped "
-                        "(their checkpoints are kept)")
-        elif budget and budget.closed:
-            spent, left, need = budget.closed
-            logger.info(f"\ntime budget of {fmt_duration(budget.budget_s)}: no trial started after {fmt_duration(spent)}, "
-                        f"as the {fmt_duration(left)} left was less than the {fmt_duration(need or 0)} trials took to reach "
-                        f"epoch {budget.first_rung}")
+        return tuner.get_results()
+    results = tuner.fit()
+    if budget and budget.left() <= 0:
+        logger.info(f"\ntime budget of {fmt_duration(budget.budget_s)} reached: unfinished trials stopped "
+                    "(their checkpoints are kept)")
+    elif budget and budget.closed:
+        spent, left, need = budget.closed
+        logger.info(f"\ntime budget of {fmt_duration(budget.budget_s)}: no trial started after {fmt_duration(spent)}, "
+                    f"as the {fmt_duration(left)} left was less than the {fmt_duration(need or 0)} trials took to reach "
+                    f"epoch {budget.first_rung}")
+    return results
+
+
+def _summarize(results, spec: SearchSpec, exp_dir: Path, study_url: str | None, budget: TimeBudget | None) -> int:
+    """results.csv, the table, the best trial and the fronts; 1 when no trial left a checkpoint to name."""
     rows = write_results(results, exp_dir, spec.tune.metric, spec.tune.mode)
     finished = search_over(len(results), results.num_terminated + results.num_errors, spec.tune.num_samples, budget)
     if study_url and finished:
@@ -480,6 +499,12 @@ def main(argv: list[str] | None = None) -> int:
         print_front(exp_dir, spec.tune.metric, spec.tune.mode, objective)
     if errors:
         logger.warning(f"warning: {errors} trial(s) failed; see {exp_dir}", extra=log.STDERR)
+    return 0
+
+
+def _finish(args: argparse.Namespace, spec: SearchSpec, data: str, exp_dir: Path, budget: TimeBudget | None,
+            n_trials: int) -> None:
+    """The search's products: the exported bundle, the report, the budget spent, and where it all is."""
     if not args.no_export:
         export_best(exp_dir, spec.tune.metric, data, spec.tune.mode)
     if not is_uri(exp_dir):
@@ -487,8 +512,32 @@ def main(argv: list[str] | None = None) -> int:
     if budget:
         write_budget(exp_dir, budget.state())
         logger.info(f"time spent: {fmt_duration(budget.spent())} of the {fmt_duration(budget.budget_s)} budget, "
-                    f"{len(results)} trial(s)")
+                    f"{n_trials} trial(s)")
     logger.info(f"experiment: {exp_dir}  (results.csv; resume with --resume {exp_dir})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    t0 = time.monotonic()  # the time budget counts from here: preparing data and starting Ray included
+    args = parse_args(argv)
+    try:
+        spec, data, exp_dir, budget = _plan_search(args, argv, t0)
+    except (ConfigError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    driver_resources = start_ray(args)
+    try:
+        place = _place_trials(args, spec, data, exp_dir, budget)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    study_url = _announce(args, spec, exp_dir, budget, place)
+    tuner = build_tuner(spec, data, exp_dir, place.gpus_per_worker, place.concurrent, driver_resources,
+                        resume=bool(args.resume), verbosity=0 if args.quiet else 2 if args.verbose else 1,
+                        optuna_storage=study_url, budget=budget, in_trial=place.in_trial)
+    results = _fit(tuner, budget)
+    if _summarize(results, spec, exp_dir, study_url, budget):
+        return 1
+    _finish(args, spec, data, exp_dir, budget, len(results))
     return 0
 
 

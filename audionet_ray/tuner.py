@@ -112,56 +112,70 @@ def make_scheduler(spec: SearchSpec):
 
 # ----------------------------------------------------------------------------- the search
 
-def build_tuner(spec: SearchSpec, data: str, exp_dir: Path, gpus_per_worker: float, concurrent: int,
-                driver_resources: dict, resume: bool = False, verbosity: int = 1, optuna_storage: str | None = None,
-                budget: TimeBudget | None = None, in_trial: bool = False):
-    """verbosity: 0 final table only, 1 progress table and a line per trial, 2 also every result."""
+def _trainable(spec: SearchSpec, data: str, exp_dir: Path, gpus_per_worker: float, driver_resources: dict,
+               in_trial: bool):
+    """run_trial with this search's fixed arguments, asking Tune for what one trial's workers need."""
     from ray import tune
 
-    from .monitor import EpochTBXLogger, progress_reporter
-    from .study import StudySearch, open_storage
-
-    t = spec.tune
-    max_epochs = int(spec.fixed.get("epochs", TrainConfig.epochs))
-    trainable = tune.with_resources(
+    return tune.with_resources(
         tune.with_parameters(run_trial, spec=spec.to_dict(), data=data, exp_dir=str(exp_dir),
                              gpus_per_worker=gpus_per_worker, in_trial=in_trial),
         trial_resources(driver_resources, in_trial, float(spec.resources.cpus_per_worker), gpus_per_worker),
     )
-    output = dict(  # TensorBoard files always; the terminal as asked
+
+
+def _output(spec: SearchSpec, exp_dir: Path, verbosity: int, budget: TimeBudget | None) -> dict:
+    """RunConfig's callbacks and reporter: TensorBoard files always; the terminal as asked."""
+    from .monitor import EpochTBXLogger, progress_reporter
+
+    t = spec.tune
+    max_epochs = int(spec.fixed.get("epochs", TrainConfig.epochs))
+    return dict(
         callbacks=[EpochTBXLogger()] + ([TrialLines(t.metric, max_epochs, budget)] if verbosity else [])
         + ([BudgetRecorder(budget, exp_dir)] if budget else []),
         progress_reporter=progress_reporter(t.metric, list(spec.search), verbosity),
         verbose=verbosity,
     )
-    if resume:
-        from ray.tune import Tuner
 
-        from .ray_private import restored_configs
 
-        tuner = Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=True)
-        # The restored configs are the first run's: this run's output, clock and ASHA's rungs apply.
-        tune_config, run_config = restored_configs(tuner)
-        tune_config.reuse_actors = in_trial  # as this run trains, whichever way the first run did
-        for k, v in output.items():
-            setattr(run_config, k, v)
-        if budget:
-            tune_config.time_budget_s = max(budget.left(), 1.0)
-            if isinstance(tune_config.search_alg, StudySearch):
-                tune_config.search_alg.budget = budget
-        if t.scheduler == "asha":
-            counts = refill_asha(tune_config.scheduler, trial_results(exp_dir), t.metric, t.mode)
-            if verbosity:
-                log.info("ASHA's rungs refilled from the recorded results: "
-                         + ", ".join(f"epoch {e}: {n} trial(s)" for e, n in counts.items()))
-        return tuner
+def _restored_tuner(spec: SearchSpec, exp_dir: Path, trainable, output: dict, budget: TimeBudget | None,
+                    in_trial: bool, verbosity: int):
+    """The interrupted search at `exp_dir`, continued with this run's output, clock and refilled ASHA rungs."""
+    from ray.tune import Tuner
 
+    from .ray_private import restored_configs
+    from .study import StudySearch
+
+    t = spec.tune
+    tuner = Tuner.restore(str(exp_dir), trainable, resume_unfinished=True, resume_errored=True)
+    # The restored configs are the first run's: this run's output, clock and ASHA's rungs apply.
+    tune_config, run_config = restored_configs(tuner)
+    tune_config.reuse_actors = in_trial  # as this run trains, whichever way the first run did
+    for k, v in output.items():
+        setattr(run_config, k, v)
+    if budget:
+        tune_config.time_budget_s = max(budget.left(), 1.0)
+        if isinstance(tune_config.search_alg, StudySearch):
+            tune_config.search_alg.budget = budget
+    if t.scheduler == "asha":
+        counts = refill_asha(tune_config.scheduler, trial_results(exp_dir), t.metric, t.mode)
+        if verbosity:
+            log.info("ASHA's rungs refilled from the recorded results: "
+                     + ", ".join(f"epoch {e}: {n} trial(s)" for e, n in counts.items()))
+    return tuner
+
+
+def _searcher(spec: SearchSpec, data: str, exp_dir: Path, optuna_storage: str | None, budget: TimeBudget | None):
+    """Optuna's TPE or random sampler over one define-by-run space, so conditional parameters work alike.
+
+    The study lives in an RDB for TPE (optuna-dashboard reads it live); Tune pickles this searcher,
+    storage URL included, with the experiment, so a resumed search adds to the same study.
+    """
     import optuna
 
-    # Both searchers are Optuna's (TPE, or its random sampler) over one define-by-run space, so
-    # conditional parameters work alike. The study lives in an RDB for TPE (optuna-dashboard reads
-    # it live); Tune pickles this searcher, storage URL included, with the experiment, so a resumed
-    # search adds to the same study.
+    from .study import StudySearch, open_storage
+
+    t = spec.tune
     if t.searcher == "optuna":
         sampler = optuna.samplers.TPESampler(seed=t.seed, n_startup_trials=tpe_startup_trials(t))
     else:
@@ -180,9 +194,25 @@ def build_tuner(spec: SearchSpec, data: str, exp_dir: Path, gpus_per_worker: flo
 
         m = load_manifest(data)
         searcher.limits = CostLimits(t.constraints, spec.fixed, len(m["classes"]), m.get("clip_samples"))
+    return searcher
+
+
+def build_tuner(spec: SearchSpec, data: str, exp_dir: Path, gpus_per_worker: float, concurrent: int,
+                driver_resources: dict, resume: bool = False, verbosity: int = 1, optuna_storage: str | None = None,
+                budget: TimeBudget | None = None, in_trial: bool = False):
+    """verbosity: 0 final table only, 1 progress table and a line per trial, 2 also every result."""
+    from ray import tune
+
+    t = spec.tune
+    trainable = _trainable(spec, data, exp_dir, gpus_per_worker, driver_resources, in_trial)
+    output = _output(spec, exp_dir, verbosity, budget)
+    if resume:
+        return _restored_tuner(spec, exp_dir, trainable, output, budget, in_trial, verbosity)
     return tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode, search_alg=searcher, scheduler=make_scheduler(spec),
+        tune_config=tune.TuneConfig(metric=t.metric, mode=t.mode,
+                                    search_alg=_searcher(spec, data, exp_dir, optuna_storage, budget),
+                                    scheduler=make_scheduler(spec),
                                     num_samples=t.num_samples, max_concurrent_trials=concurrent,
                                     time_budget_s=budget.left() if budget else None,
                                     reuse_actors=in_trial),  # a trial process, imports done, takes the next trial

@@ -23,11 +23,6 @@ from audionet_ray import cli, log
 from audionet_ray.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
-NOT_YET = {  # commands whose parser the lead converts after this change (issue 26 item 4)
-    "train": "train.py's _parser: log.HelpFormatter, log.add_option, log.setup (and help for its bare options)",
-    "export": "export.py's main: log.HelpFormatter, log.add_option, log.setup",
-    "report": "report.py's main: log.HelpFormatter, log.add_option, log.setup",
-}
 
 
 @pytest.fixture(autouse=True)
@@ -161,9 +156,7 @@ def _entries(help_text: str) -> dict[str, str]:
     return entries
 
 
-@pytest.mark.parametrize("command", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=NOT_YET[c])) if c in NOT_YET else c
-    for c in cli.COMMANDS])
+@pytest.mark.parametrize("command", list(cli.COMMANDS))
 def test_every_commands_help_shows_its_defaults_and_log_level(command, monkeypatch, capsys):
     parser, text = _parser_of(command, monkeypatch, capsys)
     entries = _entries(text)
@@ -210,11 +203,16 @@ def test_predict_and_evaluate_choose_the_same_device_by_default(monkeypatch, cap
     assert predict._parser().get_default("device") == evaluate._parser().get_default("device") == "auto"
 
 
-@pytest.mark.xfail(strict=True, reason="train.py/config.py: RunConfig.storage ~/audionet_runs -> tune's 'runs' (lead)")
-def test_train_and_tune_put_runs_in_the_same_storage_by_default():
+def test_train_and_tune_put_runs_in_the_same_storage_by_default(tmp_path, monkeypatch, capsys):
     from audionet_ray import train, tune
 
-    assert train._parser().get_default("storage") == tune._parser().get_default("storage")
+    assert train._parser().get_default("storage") == tune._parser().get_default("storage") == "runs"
+    assert train.RunSettings().storage == "runs"  # build_trainer's default, for a caller of the Python API
+    (tmp_path / "runs" / "search-1").mkdir(parents=True)  # `runs` looks where both put them: ./runs
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["runs"]) == 0 and "in runs" in capsys.readouterr().out
+    entries = _entries(train._parser().format_help())
+    assert "(default: ./runs, as tune's" in entries["--storage"] and "--storage ~/audionet_runs" in entries["--storage"]
 
 
 # ----------------------------------------------------------------------------- the module

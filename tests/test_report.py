@@ -4,11 +4,15 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from audionet_ray.report import PLOTS, REPORT, importances
+from audionet_ray.report import PLOTS, REPORT, importances, page_paths
 from audionet_ray.experiment import load_trials
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -29,7 +33,7 @@ def search(ray_session, prepared_demo, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_report_has_every_plot_as_a_png_and_works_offline(search):
+def test_report_has_every_plot_as_a_png_and_works_offline(search, tmp_path):
     from matplotlib.image import imread
 
     exp, stdout = search
@@ -49,6 +53,22 @@ def test_report_has_every_plot_as_a_png_and_works_offline(search):
     for t in trials:  # the table: one row per trial, saying how it ended
         ended = "finished" if t.last["epoch"] == 4 else "stopped early"
         assert re.search(rf"<td>{t.trial_id}</td><td>{ended}</td>", page), (t.trial_id, ended)
+    _report_out_is_a_folder_or_a_file(exp, tmp_path)
+
+
+def _report_out_is_a_folder_or_a_file(exp, tmp_path):
+    """report --out FOLDER (a new path without .html, or an existing folder) writes FOLDER/report.html
+    with plots/ beside it; --out NAME.html still writes that file (as before)."""
+    from audionet_ray import report
+
+    (tmp_path / "made").mkdir()
+    for out, page in ((tmp_path / "new", tmp_path / "new" / REPORT), (tmp_path / "made", tmp_path / "made" / REPORT),
+                      (tmp_path / "page.html", tmp_path / "page.html")):
+        assert report.main([str(exp), "--out", str(out)]) == 0
+        text = page.read_text()
+        assert 'src="plots/learning_curves.png"' in text and "</html>" in text, page
+        assert (page.parent / PLOTS / "learning_curves.png").read_bytes()[:8] == PNG_SIGNATURE, page
+    assert not (tmp_path / "page.html").is_dir() and not (tmp_path / "new" / "report.html").is_dir()
 
 
 @pytest.mark.slow
@@ -113,6 +133,24 @@ def test_importances_need_two_completed_trials():
     study.add_trial(optuna.trial.create_trial(params={"lr": 3e-3, "train_ratio": 0.7}, distributions=space, value=0.7))
     values, n, _ = importances(study)
     assert n == 2 and set(values) == {"lr", "train_ratio"} and sum(values.values()) == pytest.approx(1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.text("abcXYZ-_", min_size=1, max_size=10), ext=st.sampled_from(["", ".html", ".HTML", ".htm", ".txt", ".d"]),
+       kind=st.sampled_from(["missing", "folder", "file"]))
+def test_out_is_a_page_or_a_folder_that_gets_one(name, ext, kind):
+    """page_paths on real paths: an existing folder, or a new path without .html, gets report.html;
+    NAME.html or an existing file is the page; plots/ always sit beside the page."""
+    with tempfile.TemporaryDirectory() as tmp:
+        exp, out = Path(tmp) / "exp", Path(tmp) / f"{name}{ext}"
+        if kind == "folder":
+            out.mkdir()
+        elif kind == "file":
+            out.write_text("an old page")
+        page, plots = page_paths(exp, str(out))
+        folder = kind == "folder" or (kind == "missing" and ext.lower() not in (".html", ".htm"))
+        assert page == (out.resolve() / REPORT if folder else out.resolve()) and plots == page.parent / PLOTS
+        assert page_paths(exp, None) == (exp / REPORT, exp / PLOTS)  # by default: the experiment folder
 
 
 def test_report_cli_refuses_a_folder_that_is_not_an_experiment(tmp_path):

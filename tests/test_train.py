@@ -259,3 +259,34 @@ def test_cli_takes_class_balance(tmp_path):
 
     assert _parser().parse_args(["--data", "x", "--class-balance"]).class_balance is True
     assert _parser().parse_args(["--data", "x"]).class_balance is False
+
+
+SCORES = st.one_of(st.none(), st.floats(-1e3, 1e3, width=32), st.just(float("nan")), st.sampled_from([0.25, 0.5]))
+
+
+@settings(max_examples=100, deadline=None)
+@given(scores=st.lists(SCORES, max_size=6), mode=st.sampled_from(["max", "min"]))
+def test_trains_last_lines_name_the_best_checkpoint_as_ranking_does(scores, mode):
+    """`train`'s "best checkpoint" line: the best real score in the run's mode (the first on a tie);
+    a checkpoint without one (None, NaN) is never it, and with none there is no such line."""
+    import contextlib
+    import io
+    from types import SimpleNamespace
+
+    from audionet_ray.train import _say_result
+
+    result = SimpleNamespace(metrics={"epoch": 4, "val_accuracy": 0.5}, path="/runs/audionet",
+                             best_checkpoints=[(SimpleNamespace(path=f"/ck/{i}"), {"val_accuracy": s})
+                                               for i, s in enumerate(scores)])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        _say_result(result, RunSettings(metric="val_accuracy", mode=mode))
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "done: epoch 4  val_accuracy 0.500" and lines[-1] == "run folder: /runs/audionet"
+    real = [(i, s) for i, s in enumerate(scores) if s is not None and s == s]
+    if not real:
+        assert len(lines) == 2
+        return
+    sign = 1 if mode == "max" else -1
+    i, s = min(real, key=lambda p: (-sign * p[1], p[0]))
+    assert lines[1] == f"best checkpoint (val_accuracy {s:.3f}): /ck/{i}"
