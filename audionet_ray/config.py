@@ -11,6 +11,7 @@ from typing import Any
 
 from . import schema
 from .augment import AugmentConfig
+from .discover import keywords_option, parse_keywords  # noqa: F401 - where the commands have found them
 from .dataset import DEFAULT_TRAIN_RATIO
 from .errors import ConfigError  # noqa: F401 - where the config's users have always found it
 from .model import CLIP_SAMPLES, ModelConfig
@@ -18,21 +19,6 @@ from .schema import shown  # noqa: F401 - where search_space and others have fou
 
 OPTIMIZERS = ("nadam", "adamw")
 SCHEDULES = ("constant", "cosine", "onecycle")
-
-
-def parse_keywords(text: str | list | None) -> list[str]:
-    """'yes, no,,up' (or a YAML list) -> ['yes', 'no', 'up'] (order kept, repeats dropped)."""
-    if isinstance(text, (list, tuple)):
-        text = ",".join(map(str, text))
-    return list(dict.fromkeys(w.strip() for w in (text or "").split(",") if w.strip()))
-
-
-def keywords_option(text: str) -> list[str]:
-    """--keywords as a command gives it: at least one keyword, or one line saying so."""
-    keywords = parse_keywords(text)
-    if not keywords:
-        raise ConfigError("--keywords: no keyword given (a comma-separated list such as yes,no,up)")
-    return keywords
 
 
 def setting(train_config: dict, name: str) -> Any:

@@ -20,12 +20,12 @@ import torch
 from ray.data.collate_fn import ArrowBatchCollateFn
 
 from . import log
-from .audio import AUDIO_SUFFIXES, CLIP_SAMPLES, seconds_text
+from .audio import CLIP_SAMPLES, seconds_text
 from .discover import SILENCE, UNKNOWN, DatasetError, escape_path
 from .dataset import (MEMORY_ENV, NOISE_CAP_S, NOISE_PIECE_S, PreparedDataset, check_train_ratio,  # noqa: F401
                       fits_in_memory, read_noise, train_ratio_range)
-from .prepare import (MANIFEST, PrepareOptions, pcm_from_binary, prepare, resolve_clip_samples, summary_line,
-                      window_samples)
+from .prepare import (MANIFEST, PrepareOptions, keyword_options, pcm_from_binary, prepare,  # noqa: F401 - data.keyword_options
+                      resolve_clip_samples, summary_line, window_samples)
 from .storage import is_uri, location
 
 
@@ -43,16 +43,6 @@ def read_split(prepared: str | Path, train_ratio: float, split: str, rank: int =
     data = PreparedDataset.open(prepared)
     pcm, labels = data.arrays(split, train_ratio, rank, world, equal)
     return pcm, labels, data.classes
-
-
-def keyword_options(root: str | Path, keywords: list[str]) -> "PrepareOptions":
-    """How a keyword task is prepared: the keywords as classes, every other word (and a root-level
-    `_unknown_/` folder) as _unknown_, and _silence_ cut from the background noise when there is any."""
-    from .discover import NOISE_DIR
-
-    noise = Path(root).expanduser() / NOISE_DIR
-    has_noise = noise.is_dir() and any(p.suffix.lower() in AUDIO_SUFFIXES for p in noise.iterdir())
-    return PrepareOptions(words=list(keywords), unknown=True, silence=has_noise)
 
 
 def check_keywords(manifest: dict, keywords: list[str], where) -> None:

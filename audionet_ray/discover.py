@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .audio import AUDIO_SUFFIXES
+from .errors import ConfigError
 
 UNKNOWN = "_unknown_"
 SILENCE = "_silence_"
@@ -104,6 +105,21 @@ def speaker_of(filename: str) -> str:
     """`<speaker>_nohash_<n>.wav` -> speaker; files without the pattern are their own speaker."""
     stem = Path(filename).stem
     return stem.split("_nohash_")[0] if "_nohash_" in stem else stem
+
+
+def parse_keywords(text: str | list | None) -> list[str]:
+    """'yes, no,,up' (or a YAML list) -> ['yes', 'no', 'up'] (order kept, repeats dropped)."""
+    if isinstance(text, (list, tuple)):
+        text = ",".join(map(str, text))
+    return list(dict.fromkeys(w.strip() for w in (text or "").split(",") if w.strip()))
+
+
+def keywords_option(text: str) -> list[str]:
+    """--keywords as a command gives it: at least one keyword, or one line saying so."""
+    keywords = parse_keywords(text)
+    if not keywords:
+        raise ConfigError("--keywords: no keyword given (a comma-separated list such as yes,no,up)")
+    return keywords
 
 
 def is_test_speaker(speaker: str) -> bool:

@@ -49,8 +49,9 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from . import log
-from .audio import CLIP_SAMPLES, SAMPLE_RATE, WINDOW_RANGE_S, BadClip, decode_or_reason, read_audio, seconds_text, to_int16
-from .discover import SILENCE, DatasetError, Discovery, discover, escape_path, is_test_speaker, speaker_bucket
+from .audio import AUDIO_SUFFIXES, CLIP_SAMPLES, SAMPLE_RATE, WINDOW_RANGE_S, BadClip, decode_or_reason, read_audio, seconds_text, to_int16
+from .discover import (NOISE_DIR, SILENCE, DatasetError, Discovery, discover, escape_path, is_test_speaker,
+                       keywords_option, speaker_bucket)
 from .errors import ConfigError
 from .storage import is_uri, local_cache, location, publish
 
@@ -75,6 +76,14 @@ class PrepareOptions:
     strict: bool = False
     seed: int = 0
     clip_samples: int | None = None  # the window in samples; None: the source's (wakeword.json), else 1 s
+
+
+def keyword_options(root: str | Path, keywords: list[str]) -> "PrepareOptions":
+    """How a keyword task is prepared: the keywords as classes, every other word (and a root-level
+    `_unknown_/` folder) as _unknown_, and _silence_ cut from the background noise when there is any."""
+    noise = Path(root).expanduser() / NOISE_DIR
+    has_noise = noise.is_dir() and any(p.suffix.lower() in AUDIO_SUFFIXES for p in noise.iterdir())
+    return PrepareOptions(words=list(keywords), unknown=True, silence=has_noise)
 
 
 def window_samples(seconds: float, what: str = "--window") -> int:
@@ -533,7 +542,6 @@ def summary_line(m: dict) -> str:
 def _synthesized_source(args: argparse.Namespace) -> tuple[str, str]:
     """--synthesize: the folder keyword_source speaks the keywords into (joined with ROOT's clips),
     and the keywords as its class names."""
-    from .config import keywords_option
     from .keyword_source import DEFAULT_SPEAKERS, source_for
 
     if not args.synthesize:
@@ -583,8 +591,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.keywords is not None and (words or args.unknown or args.silence):
             raise DatasetError("--keywords: give either --keywords or --words/--unknown/--silence, not both")
         if args.keywords is not None:
-            from .config import keywords_option
-            from .data import keyword_options
 
             keywords = keywords_option(args.keywords)
             opts = keyword_options(args.root, keywords)
