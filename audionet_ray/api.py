@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
+from .core.errors import ConfigError
 
 
 @dataclass
@@ -46,7 +46,7 @@ class SearchResult:
         if self.bundle is None:
             raise ConfigError(f"{self.experiment}: no exported bundle (searched with export=False?): "
                               f"audionet-ray export {self.experiment} OUT_DIR")
-        from .bundle import load
+        from .detection.bundle import load
 
         return load(self.bundle, backend=backend)
 
@@ -54,8 +54,8 @@ class SearchResult:
 def result_of(experiment: str | os.PathLike) -> SearchResult:
     """The result of the search in an experiment folder: its best checkpoint by the search's own
     metric (experiment.best_checkpoint) and its bundle; ConfigError if it has none yet."""
-    from .experiment import best_checkpoint, bundle_of, search_metric
-    from .storage import location
+    from .tuning.experiment import best_checkpoint, bundle_of, search_metric
+    from .core.storage import location
 
     exp = location(experiment).resolve()
     metric, mode = search_metric(exp)
@@ -125,9 +125,9 @@ def _failure(text: str, code) -> ConfigError:
 
 def _check_options(argv: list[str]) -> None:
     """The search's options and space file as tune checks them before it starts Ray (ConfigError)."""
-    from .config import parse_keywords
-    from .keyword_source import keyword_folders
-    from .search_space import load_spec, parse_duration
+    from .training.config import parse_keywords
+    from .corpus.keyword_source import keyword_folders
+    from .tuning.search_space import load_spec, parse_duration
     from .tune import _parser, apply_overrides
 
     try:
@@ -165,7 +165,7 @@ def search(data=None, space="default", *, budget=None, keywords=None, storage=No
 
     Raises ConfigError (one line, tune's) for a bad setting, bad data or a search that left no checkpoint.
     """
-    from .storage import location
+    from .core.storage import location
     from .tune import _parser, main
 
     if name is None and not options.get("resume"):

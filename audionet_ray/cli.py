@@ -13,20 +13,21 @@ import difflib
 import importlib
 import sys
 
-from . import __version__, log
+from . import __version__
+from .core import log
 
 PROG = "audionet-ray"
 
 # command -> (module, one line for --help)
 COMMANDS = {
-    "prepare": ("prepare", "decode a Speech Commands-style folder into Parquet shards, once"),
-    "speech": ("speech_data", "generate a Speech Commands-style dataset spoken by espeak-ng"),
-    "train": ("train", "train AudioNet once with Ray Train (no search)"),
+    "prepare": ("corpus.prepare", "decode a Speech Commands-style folder into Parquet shards, once"),
+    "speech": ("corpus.speech_data", "generate a Speech Commands-style dataset spoken by espeak-ng"),
+    "train": ("training.train", "train AudioNet once with Ray Train (no search)"),
     "tune": ("tune", "the search: Ray Tune + Optuna TPE + ASHA over Ray Train runs"),
-    "export": ("export", "the best checkpoint of a search (or a run) as a self-contained bundle"),
-    "predict": ("predict", "keywords in audio files, with a bundle"),
-    "evaluate": ("evaluate", "a bundle on the held-out test split"),
-    "report": ("report", "a search at a glance: report.html with its plots"),
+    "export": ("deploy.export", "the best checkpoint of a search (or a run) as a self-contained bundle"),
+    "predict": ("detection.predict", "keywords in audio files, with a bundle"),
+    "evaluate": ("deploy.evaluate", "a bundle on the held-out test split"),
+    "report": ("reporting.report", "a search at a glance: report.html with its plots"),
     "runs": (None, "the experiments under a storage folder: state, trials, best score, bundle"),
 }
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _default_storage() -> str:
     """Where `tune` puts experiments (and `train` its runs) when --storage does not say: the one default."""
-    from .config import DEFAULT_STORAGE
+    from .training.config import DEFAULT_STORAGE
 
     return DEFAULT_STORAGE
 
@@ -86,8 +87,8 @@ def runs(argv: list[str] | None = None) -> int:
     log.add_option(ap)
     args = ap.parse_args(argv)
     log.setup(args.log_level)
-    from .errors import ConfigError
-    from .experiment import experiments, summarize
+    from .core.errors import ConfigError
+    from .tuning.experiment import experiments, summarize
 
     storage = args.storage or _default_storage()
     try:

@@ -27,22 +27,22 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from . import log
-from .cluster import cluster_capacity, cluster_nodes
-from .config import DEFAULT_STORAGE, METRIC_MODES, ConfigError, TrainConfig, setting
-from .discover import DatasetError
-from .experiment import (SPEC_FILE, best_checkpoint, has_spec, load_spec_json, local_experiment,
+from .core import log
+from .core.cluster import cluster_capacity, cluster_nodes
+from .training.config import DEFAULT_STORAGE, METRIC_MODES, ConfigError, TrainConfig, setting
+from .corpus.discover import DatasetError
+from .tuning.experiment import (SPEC_FILE, best_checkpoint, has_spec, load_spec_json, local_experiment,
                          lock_experiment, pareto_front, read_budget, save_spec, write_budget,
                          write_results)
-from .keyword_source import DEFAULT_SPEAKERS, DEFAULT_TAKES, parse_engines
-from .plan import (END_FIXED_S, MIN_TRIALS_S, STREAM_S_PER_HOUR_MMAC, TimeBudget,  # noqa: F401 - tune's names too
+from .corpus.keyword_source import DEFAULT_SPEAKERS, DEFAULT_TAKES, parse_engines
+from .tuning.plan import (END_FIXED_S, MIN_TRIALS_S, STREAM_S_PER_HOUR_MMAC, TimeBudget,  # noqa: F401 - tune's names too
                    choose_trainer, data_streams, end_reserve_s, fmt_duration, largest_macs, plan_resources,
                    planned_trials, search_over, trial_resources)
-from .ranking import ranked
-from .search_space import TRAINERS, SearchSpec, check_settings, load_spec, parse_duration, trial_cap
-from .speech_data import ENGINES
-from .storage import hides_password, is_uri, location, redact
-from .tuner import (BudgetRecorder, TrialLines, _fmt, build_tuner, make_scheduler,  # noqa: F401 - tune's names too
+from .core.ranking import ranked
+from .tuning.search_space import TRAINERS, SearchSpec, check_settings, load_spec, parse_duration, trial_cap
+from .corpus.speech_data import ENGINES
+from .core.storage import hides_password, is_uri, location, redact
+from .tuning.tuner import (BudgetRecorder, TrialLines, _fmt, build_tuner, make_scheduler,  # noqa: F401 - tune's names too
                     refill_asha, run_trial)
 
 logger = log.get(__name__)
@@ -137,7 +137,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def apply_keywords(spec: SearchSpec, args: argparse.Namespace) -> None:
     """--keywords (or the space's `keywords`) makes a keyword search: the detector's metric unless
     --metric or a space that names another keyword metric says otherwise."""
-    from .config import keywords_option, parse_keywords, with_keyword_defaults
+    from .training.config import keywords_option, parse_keywords, with_keyword_defaults
 
     if args.keywords is not None:
         spec.fixed["keywords"] = ",".join(keywords_option(args.keywords))
@@ -160,7 +160,7 @@ def apply_keywords(spec: SearchSpec, args: argparse.Namespace) -> None:
 def apply_synthesize(spec: SearchSpec, args: argparse.Namespace) -> None:
     """--synthesize, --synthesize-speakers and --synthesize-engines (or the space's `fixed: {synthesize:
     true}`): the data comes from the keywords' text, so they must be given."""
-    from .config import parse_keywords
+    from .training.config import parse_keywords
 
     if args.synthesize:
         spec.data.synthesize = True
@@ -186,8 +186,8 @@ def apply_synthesize(spec: SearchSpec, args: argparse.Namespace) -> None:
 def source_data(spec: SearchSpec, data: str | None) -> tuple[str | Path, list[str] | None]:
     """The dataset to prepare and its keywords: the synthesized keywords (joined with `data` when
     given; the space's keywords become their folder names), `data`, or the demo dataset."""
-    from .config import parse_keywords
-    from .keyword_source import source_for
+    from .training.config import parse_keywords
+    from .corpus.keyword_source import source_for
 
     keywords = parse_keywords(spec.fixed.get("keywords")) or None
     if not spec.data.synthesize:
@@ -235,7 +235,7 @@ def apply_overrides(spec: SearchSpec, args: argparse.Namespace) -> SearchSpec:
 def demo_dataset() -> Path:
     """The demo data, generated once into the cache: speech spoken by espeak-ng (speech_data's
     demo preset), or the formant synthesizer's clips where espeak-ng cannot be loaded."""
-    from . import speech_data
+    from .corpus import speech_data
 
     cache = Path(os.environ.get("AUDIONET_CACHE", "~/.cache/audionet_ray")).expanduser()
     root, cfg = cache / "speech_demo", speech_data.DEMO
@@ -247,7 +247,7 @@ def demo_dataset() -> Path:
         return speech_data.generate(root, cfg)
     except speech_data.SpeechUnavailable as e:
         logger.warning(f"espeak-ng cannot be used ({e}): the demo uses the formant synthesizer (demo_data) instead")
-    from .demo_data import generate
+    from .corpus.demo_data import generate
 
     root = cache / "demo_data"
     if not (root / "testing_list.txt").exists():
@@ -258,7 +258,7 @@ def demo_dataset() -> Path:
 
 def prepare_search(args: argparse.Namespace) -> tuple[SearchSpec, str, Path]:
     """Spec, prepared data and experiment folder, from the command line or a search to resume."""
-    from .data import ensure_prepared
+    from .pipeline.data import ensure_prepared
 
     if args.resume:
         exp_dir = location(args.resume).resolve()  # a local folder or a URI (s3://...)
@@ -280,7 +280,7 @@ def prepare_search(args: argparse.Namespace) -> tuple[SearchSpec, str, Path]:
     saved = {"spec": spec.to_dict(), "data": str(data), "data_given": str(args.data) if args.data else None,
              "window": args.window}
     if spec.tune.searcher == "optuna":
-        from .study import study_storage
+        from .tuning.study import study_storage
 
         saved["optuna_storage"] = study_storage(args.optuna_storage, exp_dir)  # checked before Ray starts
     elif args.optuna_storage:
@@ -292,8 +292,8 @@ def prepare_search(args: argparse.Namespace) -> tuple[SearchSpec, str, Path]:
 def check_space_fits_data(spec: SearchSpec, data: str | Path) -> None:
     """Every train_ratio the space can sample must leave speakers to train and validate on;
     otherwise some trials would fail, or rank by an empty validation set, hours in."""
-    from .data import check_train_ratio
-    from .prepare import load_manifest
+    from .pipeline.data import check_train_ratio
+    from .corpus.prepare import load_manifest
 
     manifest = load_manifest(data)
     where = f"{spec.source or 'search space'}: " + ("search." if "train_ratio" in spec.search else "")
@@ -306,7 +306,7 @@ def check_space_fits_data(spec: SearchSpec, data: str | Path) -> None:
 
 def start_ray(args: argparse.Namespace) -> dict:
     """Attach to a cluster or start a local Ray; returns what each trial driver holds."""
-    from .ray_setup import init_ray, trial_driver_resources
+    from .core.ray_setup import init_ray, trial_driver_resources
 
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "5")  # search state on disk at most 5 s old
     init_ray(args.address, args.num_cpus, log_to_driver=args.verbose)  # workers' logs drown the table
@@ -340,7 +340,7 @@ def _saved_value(option: str, spec: SearchSpec, saved: dict, exp_dir: Path):
 
 def _as_folder(keyword: str) -> str:
     """A keyword as --synthesize names its folder ("Hey Computer" -> hey_computer), else as given."""
-    from .wakeword import folder_of
+    from .corpus.wakeword import folder_of
 
     try:
         return folder_of(keyword)
@@ -351,8 +351,8 @@ def _as_folder(keyword: str) -> str:
 def _same(option: str, given, saved, record: dict) -> bool:
     """Whether an option repeats what the search saved, compared as the search resolved it: a space's
     name and its file, a dataset root and its prepared folder, keywords in any order, relative paths."""
-    from .config import parse_keywords
-    from .search_space import _locate
+    from .training.config import parse_keywords
+    from .tuning.search_space import _locate
 
     if option == "keywords":  # "hey computer" was saved as its folder, hey_computer
         return sorted(map(_as_folder, parse_keywords(str(given)))) == sorted(map(_as_folder, parse_keywords(saved)))
@@ -390,7 +390,7 @@ def check_resume_options(args: argparse.Namespace, argv: list[str] | None, spec:
     search the budget ended (spent, or closed to new trials) starts no new trial even with more
     time: Tune saved its searcher as finished. --optuna-storage may repeat the saved URL, to give
     the password search.json hides."""
-    from .study import check_study
+    from .tuning.study import check_study
 
     saved = load_spec_json(exp_dir)
     for option, value in sorted(_given_options(argv).items()):
@@ -481,7 +481,7 @@ def _summarize(results, spec: SearchSpec, exp_dir: Path, study_url: str | None, 
     rows = write_results(results, exp_dir, spec.tune.metric, spec.tune.mode)
     finished = search_over(len(results), results.num_terminated + results.num_errors, spec.tune.num_samples, budget)
     if study_url and finished:
-        from .study import close_orphans
+        from .tuning.study import close_orphans
 
         close_orphans(study_url, exp_dir.name)
     logger.info("")
@@ -543,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_front(exp_dir: Path, metric: str, mode: str, objective: str) -> None:
     """The Pareto front of `metric` against `objective`, and how to export a point of it."""
-    from .costs import LIMIT_OF
+    from .modeling.costs import LIMIT_OF
 
     points, front = pareto_front(exp_dir, metric, mode, objective)
     logger.info(f"\nPareto front of {metric} against {objective} ({len(front)} of {len(points)} trials' best checkpoints):")
@@ -555,7 +555,7 @@ def print_front(exp_dir: Path, metric: str, mode: str, objective: str) -> None:
 
 
 def report_or_warn(exp_dir: Path) -> None:
-    from .report import write_report
+    from .reporting.report import write_report
 
     try:
         logger.info(f"report: {write_report(exp_dir)}")
@@ -567,9 +567,9 @@ def report_or_warn(exp_dir: Path) -> None:
 def export_best(exp_dir: Path, metric: str, data: str, mode: str = "max") -> None:
     """The best checkpoint as a bundle in EXPERIMENT/bundle, judged on the test split by evaluate
     (its test_metrics.json and confusion matrix go into the bundle, where the report reads them)."""
-    from .bundle import load
-    from .evaluate import DET_FILE, METRICS_FILE, PNG_FILE, STREAMING_FILE, evaluate, evaluate_streaming
-    from .export import export
+    from .detection.bundle import load
+    from .deploy.evaluate import DET_FILE, METRICS_FILE, PNG_FILE, STREAMING_FILE, evaluate, evaluate_streaming
+    from .deploy.export import export
 
     local = local_experiment(exp_dir, metric, mode)  # on s3:// etc.: its best checkpoint, copied here
     bundle = export(local, local / "bundle", metric=metric, mode=mode)

@@ -56,8 +56,8 @@ def machine_line(info: dict | None = None) -> str:
 
 def demo_prepared(speakers: int = 24, clips_per_speaker: int = 3) -> Path:
     """The demo dataset (the CLI's default is 24 speakers x 3 clips), generated and prepared once."""
-    from audionet_ray.data import ensure_prepared
-    from audionet_ray.demo_data import generate
+    from audionet_ray.pipeline.data import ensure_prepared
+    from audionet_ray.corpus.demo_data import generate
 
     root = CACHE / "bench" / f"demo-{speakers}x{clips_per_speaker}"
     if not (root / "testing_list.txt").exists():
@@ -67,8 +67,8 @@ def demo_prepared(speakers: int = 24, clips_per_speaker: int = 3) -> Path:
 
 def speech_prepared(speakers: int = 200, takes: int = 1, seed: int = 0) -> Path:
     """A real-speech set from the project's espeak-ng generator (16 words), made and prepared once."""
-    from audionet_ray.data import ensure_prepared
-    from audionet_ray.speech_data import SpeechConfig, generate
+    from audionet_ray.pipeline.data import ensure_prepared
+    from audionet_ray.corpus.speech_data import SpeechConfig, generate
 
     root = CACHE / "bench" / f"speech-{speakers}x{takes}-seed{seed}"
     if not (root / "testing_list.txt").exists():

@@ -42,7 +42,7 @@ TRAIN_RATIO = 0.9
 def wav_dataset(n_copies: int) -> Path:
     """The demo data (24 speakers x 3 clips x 10 words = 720 WAVs), its clips copied under new
     speaker names `n_copies` times: a realistic number of small files without minutes of synthesis."""
-    from audionet_ray.demo_data import generate
+    from audionet_ray.corpus.demo_data import generate
 
     base = CACHE / "bench" / "demo-24x3"
     if not (base / "testing_list.txt").exists():
@@ -64,7 +64,7 @@ def wav_dataset(n_copies: int) -> Path:
 
 def replicated(prepared: Path, times: int) -> Path:
     """A prepared dataset `times` as large: its train/val shards hard-linked `times` over."""
-    from audionet_ray.prepare import load_manifest
+    from audionet_ray.corpus.prepare import load_manifest
 
     if times == 1:
         return prepared
@@ -93,7 +93,7 @@ def replicated(prepared: Path, times: int) -> Path:
 def bench_prepare(root: Path, workers: int) -> dict:
     import soundfile as sf
 
-    from audionet_ray.prepare import prepare
+    from audionet_ray.corpus.prepare import prepare
 
     files = sorted(str(p) for p in root.glob("[!_]*/*.wav"))
     os.sync()
@@ -118,7 +118,7 @@ def bench_prepare(root: Path, workers: int) -> dict:
 
 def numpy_augment(pcm: np.ndarray, rng: np.random.Generator, noise: np.ndarray, amp=200, max_shift=250,
                   bg_prob=0.8, bg_vol=0.1) -> np.ndarray:
-    """The same recipe as audionet_ray.augment, written as one would in numpy (the baseline)."""
+    """The same recipe as audionet_ray.pipeline.augment, written as one would in numpy (the baseline)."""
     b, n = pcm.shape
     shift = rng.integers(-max_shift, max_shift + 1, b)
     x = np.empty((b, n), np.float32)
@@ -144,8 +144,8 @@ def bare_epoch(prepared: Path, batch: int, epoch: int, augment_too: bool = True)
     import pyarrow.parquet as pq
     import torch
 
-    from audionet_ray.data import load_noise
-    from audionet_ray.prepare import load_manifest, pcm_from_binary
+    from audionet_ray.pipeline.data import load_noise
+    from audionet_ray.corpus.prepare import load_manifest, pcm_from_binary
 
     m = load_manifest(prepared)
     rng = np.random.default_rng(epoch)
@@ -171,8 +171,8 @@ def ray_epoch(prepared: Path, batch: int, epoch: int, mode: str = "augment", ds=
     """The pipeline as training uses it; `mode` picks how far along it we stop."""
     import torch
 
-    from audionet_ray.augment import AugmentConfig, augment, epoch_generator
-    from audionet_ray.data import load_noise, split_datasets, torch_batches
+    from audionet_ray.pipeline.augment import AugmentConfig, augment, epoch_generator
+    from audionet_ray.pipeline.data import load_noise, split_datasets, torch_batches
 
     t = time.perf_counter()
     if ds is None:
@@ -196,8 +196,8 @@ def ray_epoch(prepared: Path, batch: int, epoch: int, mode: str = "augment", ds=
 def augment_only(prepared: Path, batch: int, reps: int) -> float:
     import torch
 
-    from audionet_ray.augment import AugmentConfig, augment, epoch_generator
-    from audionet_ray.data import load_noise
+    from audionet_ray.pipeline.augment import AugmentConfig, augment, epoch_generator
+    from audionet_ray.pipeline.data import load_noise
 
     noise = torch.from_numpy(load_noise(prepared))
     clips = (torch.randn(batch, 16_000) * 3000).to(torch.int16)
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         ("ray: iter_torch_batches + PcmCollate + shuffle buffer", lambda e: ray_epoch(prepared, args.batch_size, e, "torch")),
     ]
     results = {name: run(name, fn, epochs) for name, fn in variants}
-    from audionet_ray.data import split_datasets
+    from audionet_ray.pipeline.data import split_datasets
 
     mat = split_datasets(prepared, TRAIN_RATIO, ("train",))["train"].materialize()
     results["materialised"] = run("ray: iter_torch_batches over a materialised dataset (iterator alone)",

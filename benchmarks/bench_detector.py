@@ -50,10 +50,10 @@ def dataset(preset: str) -> Path:
 
 def judge(bundle_dir: Path, prepared: Path, keywords: list[str], hours: float) -> dict:
     """The bundle as a detector on test-speaker streams, and its accuracy on the keyword clips."""
-    from audionet_ray.bundle import load
-    from audionet_ray.predict import detector_settings
-    from audionet_ray.prepare import load_manifest
-    from audionet_ray.streaming import StreamOptions, evaluate_streams, operating_point, split_clips
+    from audionet_ray.detection.bundle import load
+    from audionet_ray.detection.predict import detector_settings
+    from audionet_ray.corpus.prepare import load_manifest
+    from audionet_ray.detection.streaming import StreamOptions, evaluate_streams, operating_point, split_clips
 
     b = load(bundle_dir)
     s = detector_settings(b)
@@ -105,7 +105,7 @@ def main() -> int:
     ap.add_argument("--skip-search", action="store_true", help="judge the bundles of an earlier run in --out")
     ap.add_argument("--replot", action="store_true", help="only redraw det_compare.png from --out's bench_detector.json")
     args = ap.parse_args()
-    from audionet_ray.data import ensure_prepared
+    from audionet_ray.pipeline.data import ensure_prepared
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

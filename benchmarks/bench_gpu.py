@@ -1,7 +1,7 @@
 """The reference AudioNet's training step on a GPU: clips/s, model FLOP/s, and the share of the
 GPU's own bf16 matrix-multiply rate, measured in the same run.
 
-One training step is what `audionet_ray.train` does per batch: int16 clips already on the
+One training step is what `audionet_ray.training.train` does per batch: int16 clips already on the
 device -> augmentation (noise, background mix, shift, standardise) -> forward (autocast) ->
 cross-entropy -> backward -> NAdam step. Settings compared:
 
@@ -14,7 +14,7 @@ Default plan (so it fits in a few minutes): (A) the batch sweep at the training 
 default (bf16, cudnn.benchmark, no compile); (B) every precision x compile x cudnn setting at
 one batch size; (C) the fastest setting of B across the batch sweep; (D) the fastest row again
 with the host-to-device copy of each batch from pinned memory. `--full` runs the whole grid.
-FLOPs per clip come from the layer shapes (`audionet_ray.model.flops_per_clip`, about 16.4
+FLOPs per clip come from the layer shapes (`audionet_ray.modeling.model.flops_per_clip`, about 16.4
 GFLOP per training clip for the reference); the matmul rate is an n x n bf16 matmul timed here.
 
 Goal (issue 8), on an H100: at least 40 % of the measured bf16 matmul rate, about 20 000
@@ -39,8 +39,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, machine_line, print_table, write_json  # noqa: E402
 
-from audionet_ray.augment import AugmentConfig, augment, epoch_generator  # noqa: E402
-from audionet_ray.model import CLIP_SAMPLES, AudioNet, ModelConfig, flops_per_clip  # noqa: E402
+from audionet_ray.pipeline.augment import AugmentConfig, augment, epoch_generator  # noqa: E402
+from audionet_ray.modeling.model import CLIP_SAMPLES, AudioNet, ModelConfig, flops_per_clip  # noqa: E402
 
 
 @dataclass(frozen=True)

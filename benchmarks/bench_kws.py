@@ -41,12 +41,12 @@ from _common import CACHE, demo_prepared, machine, machine_line, print_table, sp
 
 def train_small(prepared: Path, ckpt: Path, width: int, dense: int, epochs: int, seed: int = 0) -> float:
     """A checkpoint trained on the training speakers (train_ratio 0.9); returns its val accuracy."""
-    from audionet_ray.augment import AugmentConfig, augment, standardise
-    from audionet_ray.config import TrainConfig
-    from audionet_ray.model import AudioNet, ModelConfig
-    from audionet_ray.prepare import load_manifest
-    from audionet_ray.streaming import split_clips
-    from audionet_ray.checkpoint import save as save_checkpoint
+    from audionet_ray.pipeline.augment import AugmentConfig, augment, standardise
+    from audionet_ray.training.config import TrainConfig
+    from audionet_ray.modeling.model import AudioNet, ModelConfig
+    from audionet_ray.corpus.prepare import load_manifest
+    from audionet_ray.detection.streaming import split_clips
+    from audionet_ray.training.checkpoint import save as save_checkpoint
 
     classes = load_manifest(prepared)["classes"]
     cfg = TrainConfig.from_dict(dict(data=str(prepared), epochs=epochs, batch_size=32, lr=2e-3, width=width, dense=dense, seed=seed,
@@ -79,7 +79,7 @@ def train_small(prepared: Path, ckpt: Path, width: int, dense: int, epochs: int,
 def kws_prepared(prepared_or_root: Path, keywords: list[str]) -> Path:
     """The dataset as a keyword spotter sees it: the keywords, every other word as _unknown_ (the
     words it must not fire on), and _silence_ cut from the background noise; prepared once."""
-    from audionet_ray.prepare import PrepareOptions, load_manifest, prepare
+    from audionet_ray.corpus.prepare import PrepareOptions, load_manifest, prepare
 
     root = Path(load_manifest(prepared_or_root)["source"]) if (prepared_or_root / "manifest.json").exists() \
         else prepared_or_root
@@ -92,8 +92,8 @@ def latency_pair(width: int, dense: int, n_classes: int, runs: int, folder: Path
     """Float and int8 latency per window of one model size, interleaved so load drifts hit both."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quant_pre_process, quantize_static
 
-    from audionet_ray.export import export_onnx, onnx_latency_ms
-    from audionet_ray.model import AudioNet, flops_per_clip
+    from audionet_ray.deploy.export import export_onnx, onnx_latency_ms
+    from audionet_ray.modeling.model import AudioNet, flops_per_clip
 
     torch.manual_seed(0)
     model = AudioNet(n_classes, width, dense).eval()
@@ -166,9 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.epochs, args.minutes, args.latency_widths, args.runs = 2, 1.0, "8", 10
 
-    from audionet_ray.bundle import load
-    from audionet_ray.evaluate import evaluate_streaming
-    from audionet_ray.export import export
+    from audionet_ray.detection.bundle import load
+    from audionet_ray.deploy.evaluate import evaluate_streaming
+    from audionet_ray.deploy.export import export
 
     info = machine()
     print(machine_line(info), flush=True)

@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny data, 2 trials of 2 epochs: a smoke test")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
-    from audionet_ray.data import ensure_prepared
-    from audionet_ray.experiment import pareto_front
+    from audionet_ray.pipeline.data import ensure_prepared
+    from audionet_ray.tuning.experiment import pareto_front
 
     data = str(ensure_prepared(args.data, progress=False) if args.data else
                speech_prepared(*((12, 1) if args.quick else (200, 1))))

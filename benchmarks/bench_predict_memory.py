@@ -41,10 +41,10 @@ def make_bundle(folder: Path, width: int, dense: int) -> Path:
     """A bundle of a random AudioNet, through the real checkpoint -> export path (no int8, no calibration)."""
     import torch
 
-    from audionet_ray.checkpoint import save as save_checkpoint
-    from audionet_ray.config import TrainConfig
-    from audionet_ray.export import export
-    from audionet_ray.model import AudioNet, ModelConfig
+    from audionet_ray.training.checkpoint import save as save_checkpoint
+    from audionet_ray.training.config import TrainConfig
+    from audionet_ray.deploy.export import export
+    from audionet_ray.modeling.model import AudioNet, ModelConfig
 
     classes = ["_silence_", "_unknown_", "yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go"]
     cfg = TrainConfig.from_dict(dict(epochs=1, width=width, dense=dense, seed=0))
@@ -89,9 +89,9 @@ def run(cmd: list[str], out: Path) -> dict:
 
 def whole_file(bundle_dir: str, wav: str, stride_ms: float, average_ms: float, out: str) -> None:
     """predict's scan as it was before it streamed: the whole file read, then everything at once."""
-    from audionet_ray.audio import read_audio
-    from audionet_ray.bundle import load
-    from audionet_ray.predict import scan_whole_file
+    from audionet_ray.corpus.audio import read_audio
+    from audionet_ray.detection.bundle import load
+    from audionet_ray.detection.predict import scan_whole_file
 
     b = load(bundle_dir)
     w = scan_whole_file(b, read_audio(wav, b.sample_rate), stride_ms, average_ms)

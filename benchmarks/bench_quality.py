@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.budget, args.seed_epochs = "90s", 2
         search_extra = ["--num-samples", "2", "--epochs", "2"]
-    from audionet_ray.data import ensure_prepared
+    from audionet_ray.pipeline.data import ensure_prepared
 
     data = str(ensure_prepared(args.data, progress=False) if args.data else
                speech_prepared(*((12, 1) if args.quick else (200, 1))))

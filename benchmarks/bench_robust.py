@@ -38,7 +38,7 @@ def datasets(preset: str, seed: int) -> tuple[Path, Path]:
     import json as _json
 
     from audionet_ray import far_field, speech_data
-    from audionet_ray.data import ensure_prepared
+    from audionet_ray.pipeline.data import ensure_prepared
 
     cfg = speech_data.PRESETS[preset]
     far = CACHE / "bench" / f"speech-{preset}-far{seed}"
@@ -68,7 +68,7 @@ def evaluate(bundle: Path, data: Path, out: Path) -> float:
 
 def epochs_trained(exp: Path) -> dict:
     """Trials, epochs and training clips per second over the search (from its trials' metrics)."""
-    from audionet_ray.experiment import load_trials
+    from audionet_ray.tuning.experiment import load_trials
 
     trials = load_trials(exp)
     epochs = sum(len(t.history) for t in trials)

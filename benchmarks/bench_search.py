@@ -73,7 +73,7 @@ def space_yaml(args) -> str:
                             rf=args.reduction_factor, cpus=args.cpus_per_worker)
     import yaml
 
-    from audionet_ray.search_space import SEARCH_SPACES
+    from audionet_ray.tuning.search_space import SEARCH_SPACES
 
     d = yaml.safe_load((SEARCH_SPACES / "default.yaml").read_text())
     d["search"].pop("train_ratio", None)
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.data or args.quick or legacy:
         data = args.data or str(demo_prepared(*((12, 2) if args.quick else (24, 3))))
     else:  # the demo's own speech set, as `make demo` trains on it
-        from audionet_ray.data import ensure_prepared
+        from audionet_ray.pipeline.data import ensure_prepared
         from audionet_ray.tune import demo_dataset
 
         data = str(ensure_prepared(demo_dataset(), progress=False))

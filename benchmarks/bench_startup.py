@@ -8,8 +8,8 @@ wraps the import of a few modules and a few functions, and appends one JSON line
 the file named by AUDIONET_STARTUP_PROBE:
 
   driver        imports (torch, ray, ...), dataset check (ensure_prepared), ray.init, Tuner.fit
-  trial driver  imports audionet_ray.train, build_trainer, TorchTrainer.fit
-  Train worker  imports audionet_ray.train (the loop arrives), first torch_batches call, first
+  trial driver  imports audionet_ray.training.train, build_trainer, TorchTrainer.fit
+  Train worker  imports audionet_ray.training.train (the loop arrives), first torch_batches call, first
                 batch (Ray Data pipeline start), small data read into memory, first optimizer
                 step done
 
@@ -39,7 +39,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 PROBE_ENV = "AUDIONET_STARTUP_PROBE"
-WATCH = ("torch", "ray", "ray.tune", "ray.train", "ray.data", "optuna", "audionet_ray.train")
+WATCH = ("torch", "ray", "ray.tune", "ray.train", "ray.data", "optuna", "audionet_ray.training.train")
 
 
 # ----------------------------------------------------------------------------- the probe
@@ -67,7 +67,7 @@ class _TimedLoader(importlib.abc.Loader):
         t0 = time.time()
         self._loader.exec_module(module)
         emit("import", name=self._name, start=t0)
-        if self._name == "audionet_ray.train":
+        if self._name == "audionet_ray.training.train":
             _patch_train(module)
 
 
@@ -178,10 +178,10 @@ def _patch_driver() -> None:
             if "tune" not in done and "ray.tune" in sys.modules and hasattr(sys.modules["ray.tune"], "Tuner"):
                 done.add("tune")
                 wrap(sys.modules["ray.tune"].Tuner, "fit", "tuner_fit")
-            if "data" not in done and "audionet_ray.data" in sys.modules \
-                    and hasattr(sys.modules["audionet_ray.data"], "ensure_prepared"):
+            if "data" not in done and "audionet_ray.pipeline.data" in sys.modules \
+                    and hasattr(sys.modules["audionet_ray.pipeline.data"], "ensure_prepared"):
                 done.add("data")
-                wrap(sys.modules["audionet_ray.data"], "ensure_prepared", "ensure_prepared")
+                wrap(sys.modules["audionet_ray.pipeline.data"], "ensure_prepared", "ensure_prepared")
         if len(done) == 3:
             builtins.__import__ = real_import
         return mod
@@ -251,7 +251,7 @@ def phases(run: dict) -> list[tuple[str, float]]:
         ("Tune starts the trial (its process, imports)", t("build_trainer")),
         ("build_trainer (Ray Datasets, TorchTrainer)", t("trainer_fit")),
         ("Train start: controller, worker group, torch in the worker",
-         first.get(f"import audionet_ray.train@{worker}", {}).get("t")),
+         first.get(f"import audionet_ray.training.train@{worker}", {}).get("t")),
         ("loop set-up (manifest, model, prepare_model, noise)", t("loop_first_torch_batches")),
         ("first data: Ray Data's first batch, or the in-memory read", t("first_batch")),
         ("rest of the data into memory (small data only)", last_read),
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     space = "smoke" if args.quick else "default"
     runs = 1 if args.quick else args.runs
 
-    from audionet_ray.data import ensure_prepared
+    from audionet_ray.pipeline.data import ensure_prepared
     from audionet_ray.tune import demo_dataset
 
     prepared = ensure_prepared(demo_dataset(), progress=False)  # "with the dataset prepared": not timed

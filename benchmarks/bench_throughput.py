@@ -218,8 +218,8 @@ def run_search(data: str, storage: Path, name: str, space: str, timeout: float, 
 
 def speed_settings(space: str, sampled: dict) -> dict:
     """The settings of a trial that set its training speed: the model variant and the batch size."""
-    from audionet_ray.config import TrainConfig
-    from audionet_ray.search_space import load_spec
+    from audionet_ray.training.config import TrainConfig
+    from audionet_ray.tuning.search_space import load_spec
 
     cfg = TrainConfig.from_dict({**load_spec(space).fixed, **sampled, "data": ""})
     return {"batch_size": cfg.batch_size, **cfg.model_config(1).to_dict()}
@@ -231,11 +231,11 @@ def bare_rates(data: str, space: str, settings: list[str], epochs: int) -> dict[
     import torch
     import torch.nn.functional as F
 
-    from audionet_ray.augment import augment, epoch_generator
-    from audionet_ray.config import TrainConfig
-    from audionet_ray.data import load_noise, read_split
-    from audionet_ray.model import AudioNet
-    from audionet_ray.search_space import load_spec
+    from audionet_ray.pipeline.augment import augment, epoch_generator
+    from audionet_ray.training.config import TrainConfig
+    from audionet_ray.pipeline.data import load_noise, read_split
+    from audionet_ray.modeling.model import AudioNet
+    from audionet_ray.tuning.search_space import load_spec
 
     spec = load_spec(space)
     cfg = TrainConfig.from_dict({**spec.fixed, "data": data})
@@ -297,7 +297,7 @@ def run_searches(args: argparse.Namespace, data: str, runs: dict[str, list[str]]
 def budget_mode(args: argparse.Namespace, data: str, info: dict) -> int:
     """Issue 25: the default search with a time budget, as `--trainer torch` (today's) and `--trainer
     auto`, each exported and its bundle scored on the test split; one row per trainer."""
-    from audionet_ray.search_space import parse_duration
+    from audionet_ray.tuning.search_space import parse_duration
 
     budget_s = parse_duration(args.time_budget, "--time-budget")
     extra = ["--epochs", "8"] if args.quick else []  # tiny data: short trials, so that later trials start
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.quick:
         args.trials, args.epochs, args.schedulers, args.bare_epochs = 2, 2, "asha", 1
-    from audionet_ray.data import ensure_prepared
+    from audionet_ray.pipeline.data import ensure_prepared
 
     data = str(ensure_prepared(args.data, progress=False) if args.data else
                speech_prepared(*((12, 1) if args.quick else (200, 1))))

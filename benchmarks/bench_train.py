@@ -4,7 +4,7 @@ All variants train the same AudioNet (same seed, batch, NAdam, augmentation, val
 checkpoint files every `checkpoint_every` epochs) on the same rows of prepared demo data, in
 rounds in one process run, so that all see the same machine load:
 
-  ray         Ray Train with the real loop (`audionet_ray.train.build_trainer`), as shipped:
+  ray         Ray Train with the real loop (`audionet_ray.training.train.build_trainer`), as shipped:
               data that fits the worker's memory budget is read through Ray Data once, then
               served from memory every epoch
   ray-stream  the same with AUDIONET_MEMORY_MB=0: every epoch streams through Ray Data (what
@@ -61,9 +61,9 @@ def instrumented_loop(events_path: str, memory_mb: str | None):
         import ray.train as rt
         import torch as _torch
 
-        import audionet_ray.checkpoint as C
-        import audionet_ray.data as D
-        import audionet_ray.train as T
+        import audionet_ray.training.checkpoint as C
+        import audionet_ray.pipeline.data as D
+        import audionet_ray.training.train as T
 
         def emit(ev: str, **kw) -> None:
             with open(events_path, "a") as f:
@@ -141,11 +141,11 @@ def ray_run(cfg, cpus_per_worker: float, gpu: bool, storage: str, name: str, mem
     """One Ray Train run with the real loop; per-epoch timings from the worker's events."""
     from ray.train.torch import TorchTrainer
 
-    from audionet_ray.config import RunSettings
-    from audionet_ray.train import build_trainer
+    from audionet_ray.training.config import RunSettings
+    from audionet_ray.training.train import build_trainer
 
     events_path = str(Path(storage) / f"{name}.events.jsonl")
-    from audionet_ray.data import MEMORY_ENV
+    from audionet_ray.pipeline.data import MEMORY_ENV
 
     if memory_mb is not None:  # the driver decides memory or streaming, in build_trainer
         os.environ[MEMORY_ENV] = memory_mb
@@ -208,8 +208,8 @@ def load_rows(cfg) -> dict:
     import pyarrow as pa
     import torch
 
-    from audionet_ray.data import load_noise, split_datasets
-    from audionet_ray.prepare import load_manifest, pcm_from_binary
+    from audionet_ray.pipeline.data import load_noise, split_datasets
+    from audionet_ray.corpus.prepare import load_manifest, pcm_from_binary
 
     out = {"n_classes": len(load_manifest(cfg.data)["classes"]),
            "noise": torch.from_numpy(load_noise(cfg.data))}
@@ -229,10 +229,10 @@ def bare_run(cfg, rows: dict, threads: int, device: str, ckpt_dir: str) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from audionet_ray.augment import augment, epoch_generator, standardise
-    from audionet_ray.model import AudioNet, ModelConfig
-    from audionet_ray.checkpoint import save as save_checkpoint
-    from audionet_ray.train import _step_stats
+    from audionet_ray.pipeline.augment import augment, epoch_generator, standardise
+    from audionet_ray.modeling.model import AudioNet, ModelConfig
+    from audionet_ray.training.checkpoint import save as save_checkpoint
+    from audionet_ray.training.train import _step_stats
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -350,8 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     import torch
 
-    from audionet_ray.config import TrainConfig
-    from audionet_ray.ray_setup import init_ray
+    from audionet_ray.training.config import TrainConfig
+    from audionet_ray.core.ray_setup import init_ray
 
     if args.gpu and not torch.cuda.is_available():
         print("error: --gpu: torch sees no GPU here", file=sys.stderr)

@@ -90,8 +90,8 @@ def load_split(prepared: Path, train_ratio: float, train_share: float = 1.0) -> 
     import pyarrow.parquet as pq
     import torch
 
-    from audionet_ray.data import load_noise
-    from audionet_ray.prepare import load_manifest, pcm_from_binary
+    from audionet_ray.pipeline.data import load_noise
+    from audionet_ray.corpus.prepare import load_manifest, pcm_from_binary
 
     m = load_manifest(prepared)
 
@@ -118,7 +118,7 @@ def load_split(prepared: Path, train_ratio: float, train_share: float = 1.0) -> 
 def accuracy(model, data, batch: int = 256) -> float:
     import torch
 
-    from audionet_ray.augment import standardise
+    from audionet_ray.pipeline.augment import standardise
 
     x, y = data
     if not len(y):
@@ -136,9 +136,9 @@ def run_variant(cfg, rows: dict, report_at: set[int]) -> dict:
     import torch
     import torch.nn.functional as F
 
-    from audionet_ray.augment import Capture, augment, epoch_generator
-    from audionet_ray.model import AudioNet, count_parameters
-    from audionet_ray.train import make_optimizer, make_scheduler
+    from audionet_ray.pipeline.augment import Capture, augment, epoch_generator
+    from audionet_ray.modeling.model import AudioNet, count_parameters
+    from audionet_ray.training.train import make_optimizer, make_scheduler
 
     torch.manual_seed(cfg.seed)
     model = AudioNet.from_config(cfg.model_config(len(rows["classes"])))
@@ -201,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from audionet_ray.config import ConfigError, TrainConfig
-    from audionet_ray.data import ensure_prepared
+    from audionet_ray.training.config import ConfigError, TrainConfig
+    from audionet_ray.pipeline.data import ensure_prepared
 
     torch.set_num_threads(args.threads)
     data = ensure_prepared(args.data, progress=False) if args.data else demo_prepared(*((12, 2) if args.quick else (24, 3)))

@@ -73,9 +73,9 @@ def train(phrase: str, out: Path, args: argparse.Namespace) -> dict:
     """Typed phrase -> bundle in one command: tune synthesizes (training engine only), prepares,
     searches and exports within the budget."""
     from audionet_ray import wakeword as ww
-    from audionet_ray.prepare import load_manifest
-    from audionet_ray.search_space import parse_duration
-    from audionet_ray.streaming import KEYWORD_FREE_HOURS_ENV
+    from audionet_ray.corpus.prepare import load_manifest
+    from audionet_ray.tuning.search_space import parse_duration
+    from audionet_ray.detection.streaming import KEYWORD_FREE_HOURS_ENV
 
     shutil.rmtree(out / "search", ignore_errors=True)
     cmd = [sys.executable, "-m", "audionet_ray.tune", "--keywords", phrase, "--synthesize", "--synthesize-engines",
@@ -105,8 +105,8 @@ def train(phrase: str, out: Path, args: argparse.Namespace) -> dict:
 
 def all_clips(prepared: Path) -> tuple[np.ndarray, list[str]]:
     """Every clip of a prepared set (all its speakers are held out) and its class name."""
-    from audionet_ray.prepare import load_manifest
-    from audionet_ray.streaming import split_clips
+    from audionet_ray.corpus.prepare import load_manifest
+    from audionet_ray.detection.streaming import split_clips
 
     classes = load_manifest(prepared)["classes"]
     parts = [split_clips(prepared, "test"), split_clips(prepared, "train", train_ratio=1.0)]
@@ -126,10 +126,10 @@ def clip_accuracy(bundle, prepared: Path, keyword: str) -> dict:
 def judge(bundle_dir: Path, root: Path, keyword: str, args: argparse.Namespace, label: str, png: Path) -> dict:
     """The bundle as a detector on a held-out set's streams (every speaker of it), and on its clips."""
     from audionet_ray import plots
-    from audionet_ray.bundle import load
-    from audionet_ray.data import ensure_prepared
-    from audionet_ray.predict import RULES, detector_settings
-    from audionet_ray.streaming import StreamOptions, evaluate_streams, operating_point
+    from audionet_ray.detection.bundle import load
+    from audionet_ray.pipeline.data import ensure_prepared
+    from audionet_ray.detection.predict import RULES, detector_settings
+    from audionet_ray.detection.streaming import StreamOptions, evaluate_streams, operating_point
 
     prepared = ensure_prepared(root, cache_dir=args.out / "cache", progress=False, keywords=[keyword])
     b = load(bundle_dir)
@@ -194,7 +194,7 @@ def bench_phrase(phrase: str, args: argparse.Namespace) -> tuple[dict, list[dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    from audionet_ray.speech_data import ENGINES
+    from audionet_ray.corpus.speech_data import ENGINES
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--phrases", default="marmalade,hey jarvis", help="comma-separated (default: marmalade,hey jarvis)")

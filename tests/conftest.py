@@ -27,7 +27,7 @@ def ray_session():
 
     started = False
     if not ray.is_initialized():
-        from audionet_ray.ray_setup import init_ray
+        from audionet_ray.core.ray_setup import init_ray
 
         init_ray(num_cpus=2)
         started = True
@@ -39,7 +39,7 @@ def ray_session():
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory) -> Path:
     """A small demo dataset in Speech Commands layout (with testing_list.txt and noise); read-only."""
-    from audionet_ray.demo_data import generate
+    from audionet_ray.corpus.demo_data import generate
 
     return generate(tmp_path_factory.mktemp("demo") / "data", speakers=DEMO_SPEAKERS, seed=DEMO_SEED,
                     clips_per_speaker=DEMO_CLIPS_PER_SPEAKER)
@@ -48,7 +48,7 @@ def demo_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def prepared_demo(demo_root, tmp_path_factory) -> Path:
     """`demo_root` prepared into Parquet shards (all words, no _unknown_/_silence_); read-only."""
-    from audionet_ray.prepare import prepare
+    from audionet_ray.corpus.prepare import prepare
 
     out = tmp_path_factory.mktemp("prepared") / "demo"
     prepare(demo_root, out, workers=1, progress=False)

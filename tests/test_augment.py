@@ -5,9 +5,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from audionet_ray.augment import AugmentConfig, augment, epoch_generator, perturb, standardise
-from audionet_ray.data import load_noise
-from audionet_ray.prepare import pcm_from_binary
+from audionet_ray.pipeline.augment import AugmentConfig, augment, epoch_generator, perturb, standardise
+from audionet_ray.pipeline.data import load_noise
+from audionet_ray.corpus.prepare import pcm_from_binary
 
 CPU = torch.device("cpu")
 N = 16_000

@@ -23,8 +23,8 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audionet_ray.discover import DatasetError, escape_path, speaker_bucket, unescape_path
-from audionet_ray.prepare import load_manifest, pcm_from_binary, prepare
+from audionet_ray.corpus.discover import DatasetError, escape_path, speaker_bucket, unescape_path
+from audionet_ray.corpus.prepare import load_manifest, pcm_from_binary, prepare
 
 SR = 16_000
 
@@ -269,7 +269,7 @@ def word_folders(root: Path, counts: dict[str, int], tested: dict[str, int] | No
 
 
 def test_a_keyword_that_is_not_a_word_names_it_and_the_words_there_are(tmp_path):
-    from audionet_ray.discover import discover
+    from audionet_ray.corpus.discover import discover
 
     root = tmp_path / "data"
     word_folders(root, {"yes": 25, "no": 25, "up": 25})
@@ -279,7 +279,7 @@ def test_a_keyword_that_is_not_a_word_names_it_and_the_words_there_are(tmp_path)
             discover(root, words, unknown=True)
         msg = str(e.value)
         assert len(msg.splitlines()) == 1 and "maybe" in msg and msg.endswith("the words there are: no, up, yes"), msg
-    proc = run_module("audionet_ray.data", "prepare", root, tmp_path / "out", "--words", "yes,maybe", "--unknown")
+    proc = run_module("audionet_ray.pipeline.data", "prepare", root, tmp_path / "out", "--words", "yes,maybe", "--unknown")
     line = assert_one_line_error(proc, "maybe", "no, up, yes")
     assert not (tmp_path / "out" / "manifest.json").exists(), line
 
@@ -287,7 +287,7 @@ def test_a_keyword_that_is_not_a_word_names_it_and_the_words_there_are(tmp_path)
 @bounded(25)
 @given(yes=st.integers(1, 30), yes_tested=st.integers(0, 3), no=st.integers(1, 30), both=st.booleans())
 def test_a_keyword_with_too_few_clips_is_one_line_with_its_count(yes, yes_tested, no, both):
-    from audionet_ray.discover import MIN_KEYWORD_CLIPS, discover
+    from audionet_ray.corpus.discover import MIN_KEYWORD_CLIPS, discover
 
     tmp = Path(tempfile.mkdtemp(prefix="keyword-clips-"))
     try:
@@ -349,9 +349,9 @@ def tiny_checkpoint(odd_data, tmp_path_factory) -> Path:
     """A checkpoint of an untrained small AudioNet over odd_data's classes: enough to export and run."""
     import torch
 
-    from audionet_ray.config import TrainConfig
-    from audionet_ray.model import AudioNet, ModelConfig
-    from audionet_ray.checkpoint import save as save_checkpoint
+    from audionet_ray.training.config import TrainConfig
+    from audionet_ray.modeling.model import AudioNet, ModelConfig
+    from audionet_ray.training.checkpoint import save as save_checkpoint
 
     prepared = tmp_path_factory.mktemp("odd_prepared") / "p"
     classes = prepare(odd_data, prepared, workers=1, progress=False)["classes"]
@@ -368,7 +368,7 @@ def tiny_checkpoint(odd_data, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tiny_checkpoint, tmp_path_factory) -> Path:
-    from audionet_ray.export import export
+    from audionet_ray.deploy.export import export
 
     return export(tiny_checkpoint, tmp_path_factory.mktemp("odd_export") / "bundle")
 
@@ -378,7 +378,7 @@ def test_predict_names_every_odd_file_on_one_line(tiny_bundle, odd_data, tmp_pat
     bad.write_bytes(b"RIFF")
     loop = tmp_path / os.fsdecode(b"loop\t.wav")
     loop.symlink_to(loop.name)
-    proc = run_module("audionet_ray.predict", tiny_bundle, odd_data, "--", bad, loop, "-missing.wav")
+    proc = run_module("audionet_ray.detection.predict", tiny_bundle, odd_data, "--", bad, loop, "-missing.wav")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     out = proc.stdout.splitlines()
     assert len(out) == 24 and all(ln.isprintable() for ln in out)  # one line per clip, names escaped
@@ -386,7 +386,7 @@ def test_predict_names_every_odd_file_on_one_line(tiny_bundle, odd_data, tmp_pat
     errors = proc.stderr.splitlines()
     assert len(errors) == 3 and all(e.startswith("error: ") and e.isprintable() for e in errors), errors
     assert "cut\\xe9\\x0a.wav" in errors[0] and "loop\\x09.wav: cannot stat" in errors[1]
-    from audionet_ray.predict import main as predict_main
+    from audionet_ray.detection.predict import main as predict_main
 
     assert predict_main([str(tiny_bundle), str(odd_data), "--format", "json"]) == 0  # in-process: no second start-up
     files = json.loads(capsys.readouterr().out)["files"]
@@ -395,7 +395,7 @@ def test_predict_names_every_odd_file_on_one_line(tiny_bundle, odd_data, tmp_pat
 
 
 def test_evaluate_on_odd_names_reads_them_as_text(tiny_bundle, odd_data, tmp_path):
-    proc = run_module("audionet_ray.evaluate", tiny_bundle, "--data", odd_data, "--out", tmp_path / "ev",
+    proc = run_module("audionet_ray.deploy.evaluate", tiny_bundle, "--data", odd_data, "--out", tmp_path / "ev",
                       "--device", "cpu", cwd=tmp_path)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert "caf\\xe9" in proc.stdout and "ta\\x09b" in proc.stdout
@@ -460,9 +460,9 @@ def _one_line_naming(msg: str, where: str) -> None:
 def test_generated_search_spaces_load_or_fail_in_one_line(text):
     from dataclasses import fields
 
-    from audionet_ray.augment import AugmentConfig
-    from audionet_ray.config import ConfigError, TrainConfig
-    from audionet_ray.search_space import load_spec
+    from audionet_ray.pipeline.augment import AugmentConfig
+    from audionet_ray.training.config import ConfigError, TrainConfig
+    from audionet_ray.tuning.search_space import load_spec
 
     with tempfile.TemporaryDirectory() as tmp:
         f = Path(tmp) / "space.yaml"
@@ -497,8 +497,8 @@ def test_generated_search_spaces_load_or_fail_in_one_line(text):
 @given(st.one_of(st.binary(max_size=60), st.sampled_from([b"[" * 3000, b"search: {lr: \xe9}", b"\x00", b"a: b: c",
                                                           b"search:\n\t- x", b"{" * 100 + b"}" * 99])))
 def test_search_space_files_that_are_not_yaml_fail_in_one_line(raw):
-    from audionet_ray.config import ConfigError
-    from audionet_ray.search_space import load_spec
+    from audionet_ray.training.config import ConfigError
+    from audionet_ray.tuning.search_space import load_spec
 
     with tempfile.TemporaryDirectory() as tmp:
         f = Path(tmp) / "space.yaml"
@@ -510,8 +510,8 @@ def test_search_space_files_that_are_not_yaml_fail_in_one_line(raw):
 
 
 def test_a_folder_given_as_search_space_is_one_line(tmp_path):
-    from audionet_ray.config import ConfigError
-    from audionet_ray.search_space import load_spec
+    from audionet_ray.training.config import ConfigError
+    from audionet_ray.tuning.search_space import load_spec
 
     (tmp_path / "space.yaml").mkdir()
     with pytest.raises(ConfigError, match="cannot read it"):
@@ -549,7 +549,7 @@ MODEL_EXTRAS = ["model.pt", "weights.safetensors", "model2.onnx", "model.int8.on
        st.sampled_from(["torch", "onnx"]))
 def test_a_changed_missing_or_extra_bundle_file_is_refused_in_one_line(tiny_bundle, how, name, at, xor, extra,
                                                                        backend):
-    from audionet_ray.bundle import BundleError, load
+    from audionet_ray.detection.bundle import BundleError, load
 
     with tempfile.TemporaryDirectory() as tmp:
         b = Path(tmp) / "bundle"
@@ -650,27 +650,27 @@ def test_a_full_disk_during_prepare_keeps_the_earlier_preparation(small_disk, tm
     again = {r["path"]: r["pcm"] for r in shard_rows(out, first)}
     assert again.keys() == rows.keys() and all(np.array_equal(again[k], rows[k]) for k in rows)
     assert sorted(p.name for p in out.iterdir()) == sorted(["manifest.json", "noise.npy", *first["shards"]])
-    proc = run_module("audionet_ray.data", "prepare", root, out)
+    proc = run_module("audionet_ray.pipeline.data", "prepare", root, out)
     assert_one_line_error(proc, "No space left on device", "unchanged")
 
 
 def test_a_full_disk_on_a_first_prepare_says_nothing_was_kept(small_disk, tmp_path):
     root, out = tmp_path / "data", small_disk / "prepared"
     _noise_tree(root, 80)
-    proc = run_module("audionet_ray.prepare", root, out)
+    proc = run_module("audionet_ray.corpus.prepare", root, out)
     assert_one_line_error(proc, "No space left on device", "nothing was kept", "free some space")
     assert list(out.iterdir()) == []  # no half-written shards left to fill the disk
 
 
 def test_a_full_disk_during_export_keeps_the_earlier_bundle(tiny_checkpoint, tiny_bundle, disk_of):
-    from audionet_ray.bundle import load
+    from audionet_ray.detection.bundle import load
 
     size = sum(f.stat().st_size for f in tiny_bundle.iterdir())
     disk = disk_of(int(size * 1.4) // 1024 + 16)  # room for one bundle, not for a second beside it
     out = disk / "bundle"
     shutil.copytree(tiny_bundle, out)
     before = {f.name: f.read_bytes() for f in out.iterdir()}
-    proc = run_module("audionet_ray.export", tiny_checkpoint, out)
+    proc = run_module("audionet_ray.deploy.export", tiny_checkpoint, out)
     assert_one_line_error(proc, "No space left on device", "earlier bundle there is unchanged")
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before and load(out).classes
     assert sorted(p.name for p in disk.iterdir()) == ["bundle"]  # the half-written copy is gone
@@ -680,11 +680,11 @@ def test_a_full_disk_during_a_checkpoint_save_keeps_the_earlier_checkpoint(tiny_
     """The new checkpoint is cut short; export and the best-checkpoint pick see only the whole one."""
     import torch
 
-    from audionet_ray.config import TrainConfig
-    from audionet_ray.export import pick
-    from audionet_ray.model import AudioNet, ModelConfig
-    from audionet_ray.checkpoint import read_meta
-    from audionet_ray.checkpoint import save as save_checkpoint
+    from audionet_ray.training.config import TrainConfig
+    from audionet_ray.deploy.export import pick
+    from audionet_ray.modeling.model import AudioNet, ModelConfig
+    from audionet_ray.training.checkpoint import read_meta
+    from audionet_ray.training.checkpoint import save as save_checkpoint
 
     size = sum(f.stat().st_size for f in tiny_checkpoint.iterdir())
     disk = disk_of(int(size * 1.4) // 1024 + 16)  # room for one checkpoint, not for a second
@@ -743,11 +743,11 @@ def cut_short(src: Path, dst: Path, at: float, keep: float) -> str:
 @bounded(12)
 @given(st.floats(0, 1, exclude_max=True), st.floats(0, 1, exclude_max=True))
 def test_experiment_cut_short_anywhere_export_picks_a_whole_checkpoint_or_says_why(experiment, at, keep):
-    from audionet_ray.config import ConfigError
-    from audionet_ray.discover import DatasetError
-    from audionet_ray.export import pick
-    from audionet_ray.report import write_report
-    from audionet_ray.checkpoint import read_meta
+    from audionet_ray.training.config import ConfigError
+    from audionet_ray.corpus.discover import DatasetError
+    from audionet_ray.deploy.export import pick
+    from audionet_ray.reporting.report import write_report
+    from audionet_ray.training.checkpoint import read_meta
 
     with tempfile.TemporaryDirectory() as tmp:
         exp = Path(tmp) / "x"

@@ -38,7 +38,7 @@ def run_bench(script: str, tmp_path: Path, cache: Path, *args: str, timeout: flo
 
 
 def test_bench_gpu_quick_on_cpu(tmp_path, bench_cache):
-    from audionet_ray.model import ModelConfig, flops_per_clip
+    from audionet_ray.modeling.model import ModelConfig, flops_per_clip
 
     fig = run_bench("bench_gpu.py", tmp_path, bench_cache, "--device", "cpu")
     assert fig["device"] == "cpu"

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from audionet_ray.config import ConfigError
-from audionet_ray.search_space import (MAX_TRIALS, SearchSpec, TuneSettings, builtin_spaces, load_spec, rung_epochs,
+from audionet_ray.training.config import ConfigError
+from audionet_ray.tuning.search_space import (MAX_TRIALS, SearchSpec, TuneSettings, builtin_spaces, load_spec, rung_epochs,
                                        tpe_startup_trials, trial_cap)
 from audionet_ray.tune import TimeBudget, TrialLines, _parser, apply_overrides, planned_trials, search_over
 
@@ -31,7 +31,7 @@ def _space(tmp_path: Path, text: str) -> Path:
                                              (3, 3, 27), (2, 4, 100), (6, 2, 6), (7, 2, 5)])
 def test_rung_epochs_are_where_ashas_own_rungs_are(grace, rf, epochs):
     """The check must see the rungs the search's real ASHA ranks at, below the last epoch."""
-    from audionet_ray.ray_private import asha_rungs
+    from audionet_ray.core.ray_private import asha_rungs
     from audionet_ray.tune import make_scheduler
 
     spec = SearchSpec(fixed={"epochs": epochs}, tune=TuneSettings(grace_period=grace, reduction_factor=rf))

@@ -11,9 +11,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audionet_ray.augment import AugmentConfig, Capture, capture
-from audionet_ray.config import ConfigError, TrainConfig
-from audionet_ray.rooms import RIR_TAPS, mic_curve, room_bank
+from audionet_ray.pipeline.augment import AugmentConfig, Capture, capture
+from audionet_ray.training.config import ConfigError, TrainConfig
+from audionet_ray.corpus.rooms import RIR_TAPS, mic_curve, room_bank
 
 N = 16_000
 
@@ -159,7 +159,7 @@ def test_a_room_folder_without_usable_audio_is_one_line_before_training(tmp_path
 
 
 def test_flat_names_of_augmentation_settings_are_found_in_a_saved_config():
-    from audionet_ray.config import setting
+    from audionet_ray.training.config import setting
 
     saved = TrainConfig.from_dict({"room_prob": 0.3, "lr": 0.01}).to_dict()  # as a checkpoint keeps it
     assert setting(saved, "room_prob") == 0.3 and setting(saved, "lr") == 0.01
@@ -172,7 +172,7 @@ def test_a_search_over_capture_settings_ends_with_its_best_trial_and_an_export(t
     its best trial (the best-trial line once looked them up at the top level of the saved config)."""
     import yaml
 
-    from audionet_ray.search_space import load_spec
+    from audionet_ray.tuning.search_space import load_spec
 
     smoke = load_spec("smoke")
     space = {"search": {"room_prob": {"choice": [0.0, 0.5]}, "snr_db": {"choice": [0.0, 10.0]}},

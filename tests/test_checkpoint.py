@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audionet_ray import checkpoint
-from audionet_ray.checkpoint import META_FILE, MODEL_FILE, STATE_FILE, best, read_meta, whole_epoch
-from audionet_ray.storage import UriPath
+from audionet_ray.training.checkpoint import META_FILE, MODEL_FILE, STATE_FILE, best, read_meta, whole_epoch
+from audionet_ray.core.storage import UriPath
 
 FILES = [MODEL_FILE, STATE_FILE, "extra.bin"]
 
@@ -76,8 +76,8 @@ def test_every_reader_judges_a_checkpoint_alike(case, tmp_path):
 def test_a_saved_checkpoint_is_whole_and_one_cut_short_is_not(tmp_path):
     import torch
 
-    from audionet_ray.config import TrainConfig
-    from audionet_ray.model import AudioNet
+    from audionet_ray.training.config import TrainConfig
+    from audionet_ray.modeling.model import AudioNet
 
     cfg = TrainConfig.from_dict(dict(width=4, dense=8, norm="batch", pool="avg", frontend="filterbank", filters=4))
     model_cfg = cfg.model_config(3)
@@ -129,7 +129,7 @@ def test_a_checkpoint_that_recorded_nan_or_no_number_is_never_the_best(scores, m
         assert (got[2]["metrics"]["val_loss"], got[2]["epoch"]) == max(valid, key=lambda c: (sign * c[0], c[1]))
 
 
-@pytest.mark.parametrize("module", ["audionet_ray.experiment", "audionet_ray.checkpoint", "audionet_ray.errors"])
+@pytest.mark.parametrize("module", ["audionet_ray.tuning.experiment", "audionet_ray.training.checkpoint", "audionet_ray.core.errors"])
 def test_finding_checkpoints_loads_no_torch(module):
     import subprocess
     import sys
@@ -162,8 +162,8 @@ def test_latest_whole_is_the_newest_whole_checkpoint_of_a_run(cases, tmp_path):
 def _saved(d, epoch: int) -> None:
     import torch
 
-    from audionet_ray.config import TrainConfig
-    from audionet_ray.model import AudioNet
+    from audionet_ray.training.config import TrainConfig
+    from audionet_ray.modeling.model import AudioNet
 
     cfg = TrainConfig.from_dict(dict(width=4, dense=8, norm="batch", pool="avg", frontend="filterbank", filters=4))
     model = AudioNet.from_config(cfg.model_config(3))

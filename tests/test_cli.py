@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _saved_search(storage: Path, name: str) -> Path:
     """An experiment folder as a search leaves it when it starts: search.json (the smoke space)."""
-    from audionet_ray.experiment import save_spec
-    from audionet_ray.search_space import load_spec
+    from audionet_ray.tuning.experiment import save_spec
+    from audionet_ray.tuning.search_space import load_spec
 
     exp = storage / name
     exp.mkdir(parents=True)
@@ -92,7 +92,7 @@ def test_runs_tells_running_from_interrupted_searches(tmp_path, capsys):
     storage = tmp_path / "runs"
     started, live, killed = (_saved_search(storage, n) for n in ("a-started", "b-live", "c-killed"))
     (storage / "not-an-experiment").mkdir()
-    hold = ("import sys, time\nfrom audionet_ray.experiment import lock_experiment\n"
+    hold = ("import sys, time\nfrom audionet_ray.tuning.experiment import lock_experiment\n"
             "lock_experiment(sys.argv[1]); print('held', flush=True); time.sleep(600)\n")
     drivers = [subprocess.Popen([sys.executable, "-c", hold, str(e)], stdout=subprocess.PIPE, text=True)
                for e in (live, killed)]
@@ -128,7 +128,7 @@ def test_runs_names_a_folder_it_cannot_read_and_goes_on(tmp_path, capsys):
 
 def test_search_options_are_tunes_and_a_misspelt_one_is_refused(tmp_path):
     from audionet_ray.api import search_argv
-    from audionet_ray.errors import ConfigError
+    from audionet_ray.core.errors import ConfigError
 
     argv = search_argv(tmp_path / "data", "smoke", budget="2m", keywords=["yes", "no"], num_samples=2,
                        export=False, epochs=2, quiet=True, verbose=False)
@@ -144,7 +144,7 @@ def test_search_options_are_tunes_and_a_misspelt_one_is_refused(tmp_path):
 def test_search_passes_synthesize_and_says_a_bad_phrase_in_one_line(tmp_path, monkeypatch):
     import audionet_ray
     from audionet_ray.api import search_argv
-    from audionet_ray.errors import ConfigError
+    from audionet_ray.core.errors import ConfigError
 
     argv = search_argv(keywords=["hey computer", "marmalade"], synthesize=True, synthesize_speakers=8)
     assert argv[-5:] == ["--synthesize", "--synthesize-speakers", "8", "--keywords", "hey computer,marmalade"]
@@ -156,7 +156,7 @@ def test_search_passes_synthesize_and_says_a_bad_phrase_in_one_line(tmp_path, mo
 
 def test_search_raises_tunes_one_line_instead_of_an_exit_code(tmp_path):
     import audionet_ray
-    from audionet_ray.errors import ConfigError
+    from audionet_ray.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="^--time-budget soon"):
         audionet_ray.search(tmp_path / "nothing", "smoke", budget="soon", storage=tmp_path)
@@ -166,7 +166,7 @@ def test_search_raises_tunes_one_line_instead_of_an_exit_code(tmp_path):
 
 def test_search_refuses_a_ray_this_process_already_started(ray_session, tmp_path):
     import audionet_ray
-    from audionet_ray.errors import ConfigError
+    from audionet_ray.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="Ray is already initialised in this process.*ray.shutdown"):
         audionet_ray.search(tmp_path, "smoke", storage=tmp_path)
@@ -198,8 +198,8 @@ def api_search(ray_session, prepared_demo, tmp_path_factory):
 
 @pytest.mark.slow  # a real search with an export: ~60 s on 2 cores
 def test_search_returns_the_best_checkpoint_and_the_bundle(api_search):
-    from audionet_ray.checkpoint import read_meta
-    from audionet_ray.experiment import best_checkpoint
+    from audionet_ray.training.checkpoint import read_meta
+    from audionet_ray.tuning.experiment import best_checkpoint
 
     storage, out = api_search
     r = out["result"]

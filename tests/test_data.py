@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from audionet_ray.demo_data import CLASSES as DEMO_WORDS
-from audionet_ray.discover import SILENCE, UNKNOWN, DatasetError, discover, escape_path, speaker_bucket, speaker_of
-from audionet_ray.data import ensure_prepared
-from audionet_ray.prepare import load_manifest, pcm_from_binary, prepare
+from audionet_ray.corpus.demo_data import CLASSES as DEMO_WORDS
+from audionet_ray.corpus.discover import SILENCE, UNKNOWN, DatasetError, discover, escape_path, speaker_bucket, speaker_of
+from audionet_ray.pipeline.data import ensure_prepared
+from audionet_ray.corpus.prepare import load_manifest, pcm_from_binary, prepare
 
 RATIOS = np.round(np.linspace(0.01, 0.99, 99), 2)
 
@@ -218,7 +218,7 @@ def _hashes_of_clips(batches) -> list[str]:
 
 def test_split_datasets_stream_exactly_the_split_rows_bit_exact(ray_session, demo_root, prepared_demo):
     """Ray Data -> torch_batches gives each split's clips, bit for bit as soundfile reads the WAVs."""
-    from audionet_ray.data import split_datasets, torch_batches
+    from audionet_ray.pipeline.data import split_datasets, torch_batches
 
     r = rows(prepared_demo)
     wav_hash = {p: hashlib.sha1(sf.read(demo_root / p, dtype="int16")[0].tobytes()).hexdigest() for p in r["path"]}
@@ -237,8 +237,8 @@ def test_split_datasets_stream_exactly_the_split_rows_bit_exact(ray_session, dem
 def test_read_split_gives_each_split_bit_exact_and_deals_rows_to_workers(demo_root, prepared_demo, ratio, world):
     """The in-memory path (pyarrow, no Ray Data) reads the same clips as the WAVs, split alike;
     `world` workers get disjoint parts that together are the split, sizes within one row."""
-    from audionet_ray.data import read_split
-    from audionet_ray.prepare import load_manifest
+    from audionet_ray.pipeline.data import read_split
+    from audionet_ray.corpus.prepare import load_manifest
 
     r = rows(prepared_demo)
     wav_hash = {p: hashlib.sha1(sf.read(demo_root / p, dtype="int16")[0].tobytes()).hexdigest() for p in r["path"]}
@@ -259,7 +259,7 @@ def test_read_split_gives_each_split_bit_exact_and_deals_rows_to_workers(demo_ro
 
 def test_read_split_reads_a_uri_as_a_folder(prepared_demo):
     """Shared storage (file:// here, s3:// on a cluster) gives the same clips as the local folder."""
-    from audionet_ray.data import read_split
+    from audionet_ray.pipeline.data import read_split
 
     for name in ("train", "val"):
         local, uri = read_split(prepared_demo, 0.6, name, 1, 2), read_split(f"file://{prepared_demo}", 0.6, name, 1, 2)
@@ -267,7 +267,7 @@ def test_read_split_reads_a_uri_as_a_folder(prepared_demo):
 
 
 def test_split_datasets_errors(prepared_demo, tmp_path):
-    from audionet_ray.data import split_datasets
+    from audionet_ray.pipeline.data import split_datasets
 
     with pytest.raises(DatasetError, match="train_ratio"):
         split_datasets(prepared_demo, 1.0)
@@ -281,7 +281,7 @@ def test_manifest_buckets_match_the_shards_and_bound_train_ratio(prepared_demo):
     """The manifest's speaker buckets are the shards' own; a ratio outside them is refused."""
     from collections import Counter
 
-    from audionet_ray.data import check_train_ratio, train_ratio_range
+    from audionet_ray.pipeline.data import check_train_ratio, train_ratio_range
 
     m = load_manifest(prepared_demo)
     r = rows(prepared_demo, ("speaker", "split", "bucket"))
@@ -301,7 +301,7 @@ def test_manifest_buckets_match_the_shards_and_bound_train_ratio(prepared_demo):
 
 def test_a_train_ratio_that_empties_a_split_is_one_clear_error(ray_session, prepared_demo):
     """Above every speaker's bucket nothing validates; below all of them nothing trains."""
-    from audionet_ray.data import split_datasets, train_ratio_range
+    from audionet_ray.pipeline.data import split_datasets, train_ratio_range
 
     m = load_manifest(prepared_demo)
     top = max(b for b, _ in m["trainval_buckets"])
@@ -322,8 +322,8 @@ def _count_rows_loop(config):
     import ray.train
     import torch
 
-    from audionet_ray.augment import AugmentConfig, augment, epoch_generator
-    from audionet_ray.data import torch_batches
+    from audionet_ray.pipeline.augment import AugmentConfig, augment, epoch_generator
+    from audionet_ray.pipeline.data import torch_batches
 
     shard = ray.train.get_dataset_shard("train")
     n, labels, dtypes, finite = 0, set(), set(), True
@@ -346,7 +346,7 @@ def test_a_real_train_worker_reads_its_shard(ray_session, prepared_demo, tmp_pat
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from audionet_ray.data import split_datasets
+    from audionet_ray.pipeline.data import split_datasets
 
     ratio = 0.8
     r = rows(prepared_demo)

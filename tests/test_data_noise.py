@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from audionet_ray.data import NOISE_PIECE_S, load_noise
-from audionet_ray.prepare import NOISE_FILE
+from audionet_ray.pipeline.data import NOISE_PIECE_S, load_noise
+from audionet_ray.corpus.prepare import NOISE_FILE
 
 SR = 16_000
 

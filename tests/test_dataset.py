@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audionet_ray import prepare as prepare_mod
-from audionet_ray.dataset import PreparedDataset, split_filter, split_sizes
-from audionet_ray.discover import DatasetError
-from audionet_ray.prepare import load_manifest
+from audionet_ray.pipeline.dataset import PreparedDataset, split_filter, split_sizes
+from audionet_ray.corpus.discover import DatasetError
+from audionet_ray.corpus.prepare import load_manifest
 
 OPEN_RATIO = st.floats(min_value=0.0, max_value=1.0, exclude_min=True, exclude_max=True)
 FIXTURES = [HealthCheck.function_scoped_fixture]  # the fixtures are session-wide and read-only
@@ -86,9 +86,9 @@ def test_ray_split_is_the_arrow_split(ray_session, prepared_demo, data):
 def test_every_reader_takes_the_same_rows_in_the_same_order(prepared_demo, ratio):
     """read_split (training in memory), split_clips (streaming evaluation), calibration_clips
     (int8 export) and the batches (evaluation) read one split alike, in shard order."""
-    from audionet_ray.data import read_split
-    from audionet_ray.export import calibration_clips
-    from audionet_ray.streaming import split_clips
+    from audionet_ray.pipeline.data import read_split
+    from audionet_ray.deploy.export import calibration_clips
+    from audionet_ray.detection.streaming import split_clips
 
     ds = PreparedDataset.open(prepared_demo)
     for split in ("train", "val", "test"):
@@ -112,9 +112,9 @@ def test_the_manifest_is_read_once_per_process(prepared_demo, tmp_path, monkeypa
     """Every reader of a folder shares one parsed manifest and one dataset object, by any spelling
     of its path; a manifest rewritten (as prepare does it: a new file renamed over the old) is
     read again."""
-    from audionet_ray.data import read_split
-    from audionet_ray.plan import data_streams
-    from audionet_ray.streaming import split_clips
+    from audionet_ray.pipeline.data import read_split
+    from audionet_ray.tuning.plan import data_streams
+    from audionet_ray.detection.streaming import split_clips
 
     folder = _copy(prepared_demo, tmp_path / "copy")
     misses = prepare_mod._parsed_manifest.cache_info().misses

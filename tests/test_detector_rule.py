@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from audionet_ray.bundle import load
-from audionet_ray.predict import RULES, Windows, detector_settings, scan_whole_file
+from audionet_ray.detection.bundle import load
+from audionet_ray.detection.predict import RULES, Windows, detector_settings, scan_whole_file
 from test_predict import CLASSES, SR, _recording, _run, tiny_bundle  # noqa: F401
 
 KEYWORD_COLS = [i for i, c in enumerate(CLASSES) if not c.startswith("_")]
@@ -99,11 +99,11 @@ def test_predict_takes_rule_from_the_command_line(tiny_bundle, tmp_path):
     sf.write(f, _recording(8.0, SR, seed=4), SR, subtype="PCM_16")
     docs = {}
     for rule in RULES:
-        p = _run("audionet_ray.predict", str(tiny_bundle), str(f), "--format", "json", "--rule", rule, "--threshold", "0.05")
+        p = _run("audionet_ray.detection.predict", str(tiny_bundle), str(f), "--format", "json", "--rule", rule, "--threshold", "0.05")
         assert p.returncode == 0, p.stderr
         docs[rule] = json.loads(p.stdout)
         assert docs[rule]["rule"] == rule
     n = {rule: len(doc["files"][0]["detections"]) for rule, doc in docs.items()}
     assert n["keyword"] >= 1 and all(d["label"] in CLASSES[2:] for d in docs["keyword"]["files"][0]["detections"])
-    p = _run("audionet_ray.predict", str(tiny_bundle), str(f), "--rule", "best")
+    p = _run("audionet_ray.detection.predict", str(tiny_bundle), str(f), "--rule", "best")
     assert p.returncode == 2 and "--rule: invalid choice: 'best'" in p.stderr

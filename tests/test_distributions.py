@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audionet_ray.config import ConfigError
-from audionet_ray.distributions import DISTRIBUTIONS, Distribution
-from audionet_ray.search_space import DefineByRun, load_spec, to_tune_space
+from audionet_ray.training.config import ConfigError
+from audionet_ray.tuning.distributions import DISTRIBUTIONS, Distribution
+from audionet_ray.tuning.search_space import DefineByRun, load_spec, to_tune_space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

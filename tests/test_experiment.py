@@ -17,13 +17,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audionet_ray.errors import ConfigError
-from audionet_ray.experiment import LOCK_FILE, SPEC_FILE, load_spec_json, lock_experiment, save_spec
-from audionet_ray.storage import HIDDEN, hides_password, redact, redact_text, write_atomic
+from audionet_ray.core.errors import ConfigError
+from audionet_ray.tuning.experiment import LOCK_FILE, SPEC_FILE, load_spec_json, lock_experiment, save_spec
+from audionet_ray.core.storage import HIDDEN, hides_password, redact, redact_text, write_atomic
 
 HOLD = """
 import sys, time
-from audionet_ray.experiment import lock_experiment
+from audionet_ray.tuning.experiment import lock_experiment
 lock_experiment(sys.argv[1])
 print("held", flush=True)
 time.sleep(600)
@@ -38,7 +38,7 @@ def _holder(where: str) -> subprocess.Popen:
 
 
 def _take(where: str) -> subprocess.CompletedProcess:
-    code = f"from audionet_ray.experiment import lock_experiment; lock_experiment({where!r}); print('mine')"
+    code = f"from audionet_ray.tuning.experiment import lock_experiment; lock_experiment({where!r}); print('mine')"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
 
 
@@ -153,7 +153,7 @@ def _valid(row: dict) -> bool:
 
 @given(rows=rows_of_metric, mode=st.sampled_from(["max", "min"]))
 def test_best_is_the_brute_force_best_of_the_valid_values_first_on_a_tie(rows, mode):
-    from audionet_ray.experiment import best
+    from audionet_ray.tuning.experiment import best
 
     valid = [r for r in rows if _valid(r)]
     got = best(rows, "m", mode)
@@ -166,7 +166,7 @@ def test_best_is_the_brute_force_best_of_the_valid_values_first_on_a_tie(rows, m
 
 @given(rows=rows_of_metric, mode=st.sampled_from(["max", "min"]))
 def test_ranked_puts_the_valid_values_best_first_and_the_rest_last_in_order(rows, mode):
-    from audionet_ray.experiment import best, ranked
+    from audionet_ray.tuning.experiment import best, ranked
 
     order = ranked(rows, "m", mode)
     assert sorted(map(id, order)) == sorted(map(id, rows))
@@ -185,7 +185,7 @@ def test_a_trials_best_and_results_csv_agree_with_the_one_best(rows, mode, tmp_p
     import pandas as pd
     from ray.tune import Result
 
-    from audionet_ray.experiment import RESULTS_FILE, Trial, best, write_results
+    from audionet_ray.tuning.experiment import RESULTS_FILE, Trial, best, write_results
 
     numeric = [r for r in rows if not isinstance(r.get("m"), str)]  # a DataFrame column of one kind
     want = best(numeric, "m", mode)
@@ -200,7 +200,7 @@ def test_a_trials_best_and_results_csv_agree_with_the_one_best(rows, mode, tmp_p
 
 
 def test_the_pareto_front_keeps_the_points_no_other_beats_cheapest_first():
-    from audionet_ray.ranking import pareto_front
+    from audionet_ray.core.ranking import pareto_front
 
     points = [(0.9, 100, "a"), (0.8, 50, "b"), (0.85, 120, "c"), (0.95, 400, "d"), (float("nan"), 10, "e"),
               (0.8, 60, "f")]

@@ -23,14 +23,14 @@ import torch
 import torch.nn.functional as F
 
 from audionet_ray import bundle as bundle_mod
-from audionet_ray.augment import AugmentConfig, augment, standardise
-from audionet_ray.bundle import FORMAT, BundleError, config_digest, load
-from audionet_ray.config import ConfigError, TrainConfig
-from audionet_ray.export import export
-from audionet_ray.model import AudioNet, ModelConfig
-from audionet_ray.prepare import PrepareOptions, pcm_from_binary, prepare
-from audionet_ray.checkpoint import MODEL_FILE
-from audionet_ray.checkpoint import save as save_checkpoint
+from audionet_ray.pipeline.augment import AugmentConfig, augment, standardise
+from audionet_ray.detection.bundle import FORMAT, BundleError, config_digest, load
+from audionet_ray.training.config import ConfigError, TrainConfig
+from audionet_ray.deploy.export import export
+from audionet_ray.modeling.model import AudioNet, ModelConfig
+from audionet_ray.corpus.prepare import PrepareOptions, pcm_from_binary, prepare
+from audionet_ray.training.checkpoint import MODEL_FILE
+from audionet_ray.training.checkpoint import save as save_checkpoint
 
 WORDS = ["yes", "stop", "down", "left"]  # acoustically distinct, so a tiny model learns them fast
 SR = 16_000
@@ -202,7 +202,7 @@ def test_predict_cli_refuses_a_tampered_bundle_in_one_line(word_bundle, tmp_path
     _tamper(b, "weights")
     clip = tmp_path / "clip.wav"
     sf.write(clip, np.zeros(SR, np.int16), SR)
-    p = _run("audionet_ray.predict", str(b), str(clip))
+    p = _run("audionet_ray.detection.predict", str(b), str(clip))
     assert p.returncode == 2
     lines = p.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "sha256" in lines[0], p.stderr
@@ -211,7 +211,7 @@ def test_predict_cli_refuses_a_tampered_bundle_in_one_line(word_bundle, tmp_path
 
 def test_export_refuses_a_folder_that_is_not_a_bundle(word_checkpoint, tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
-    p = _run("audionet_ray.export", str(word_checkpoint), str(tmp_path))
+    p = _run("audionet_ray.deploy.export", str(word_checkpoint), str(tmp_path))
     assert p.returncode == 2 and "is not a bundle folder" in p.stderr and "Traceback" not in p.stderr
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
@@ -220,7 +220,7 @@ def test_export_refuses_a_folder_that_is_not_a_bundle(word_checkpoint, tmp_path)
 
 def test_a_checkpoint_cut_short_is_never_exported_or_picked(word_checkpoint, tmp_path):
     """meta.json beside a model.pt a crash cut short: not a candidate, locally or behind a URI."""
-    from audionet_ray.experiment import best_checkpoint, checkpoints
+    from audionet_ray.tuning.experiment import best_checkpoint, checkpoints
 
     exp = tmp_path / "exp"
     good = exp / "train_runs" / "t1" / "checkpoint_a"
@@ -256,14 +256,14 @@ def test_predict_8khz_stereo_file(word_bundle, word_data, tmp_path):
     assert sf.info(f).samplerate == 8_000 and sf.info(f).channels == 2
 
     for extra in ([], ["--onnx"]):
-        p = _run("audionet_ray.predict", str(word_bundle), str(f), "--format", "json", "--top-k", "3", *extra)
+        p = _run("audionet_ray.detection.predict", str(word_bundle), str(f), "--format", "json", "--top-k", "3", *extra)
         assert p.returncode == 0, p.stderr
         (r,) = json.loads(p.stdout)["files"]
         assert r["duration_s"] == pytest.approx(1.0, abs=1e-3)
         probs = [t["prob"] for t in r["top_k"]]
         assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
         assert r["top_k"][0]["label"] == word, (word, r["top_k"])
-    text = _run("audionet_ray.predict", str(word_bundle), str(f))
+    text = _run("audionet_ray.detection.predict", str(word_bundle), str(f))
     assert text.returncode == 0 and text.stdout.startswith(f"{f}: {word} ")
 
 
@@ -277,7 +277,7 @@ def test_predict_finds_two_keywords_in_a_five_second_file(word_bundle, word_data
     sf.write(f, audio, SR, subtype="PCM_16")
 
     # the threshold the test was written for, not the bundle's calibrated one (tested below)
-    p = _run("audionet_ray.predict", str(word_bundle), str(f), "--format", "json", "--stride-ms", "250",
+    p = _run("audionet_ray.detection.predict", str(word_bundle), str(f), "--format", "json", "--stride-ms", "250",
              "--threshold", "0.6")
     assert p.returncode == 0, p.stderr
     (r,) = json.loads(p.stdout)["files"]
@@ -286,7 +286,7 @@ def test_predict_finds_two_keywords_in_a_five_second_file(word_bundle, word_data
     found = [(d["label"], d["time_s"]) for d in r["detections"]]
     assert [lab for lab, _ in found] == [w1, w2], found
     assert 0.5 <= found[0][1] <= 1.5 and 3.0 <= found[1][1] <= 4.0, found
-    text = _run("audionet_ray.predict", str(word_bundle), str(f), "--threshold", "0.6")
+    text = _run("audionet_ray.detection.predict", str(word_bundle), str(f), "--threshold", "0.6")
     assert "2 keyword(s)" in text.stdout and w1 in text.stdout and w2 in text.stdout, text.stdout
 
 
@@ -297,7 +297,7 @@ def test_predict_reports_bad_files_and_goes_on(word_bundle, word_data, tmp_path)
     sf.write(folder / "good.wav", x[0], SR)
     (folder / "empty.wav").write_bytes(b"")
     (folder / "text.wav").write_text("not audio at all")
-    p = _run("audionet_ray.predict", str(word_bundle), str(folder), str(tmp_path / "missing.wav"))
+    p = _run("audionet_ray.detection.predict", str(word_bundle), str(folder), str(tmp_path / "missing.wav"))
     assert p.returncode == 1
     errors = p.stderr.strip().splitlines()
     assert len(errors) == 3 and all(e.startswith("error: ") for e in errors), p.stderr
@@ -310,7 +310,7 @@ def test_predict_reports_bad_files_and_goes_on(word_bundle, word_data, tmp_path)
 
 def test_evaluate_writes_confusion_png_and_metrics(word_bundle, word_data, tmp_path):
     out = tmp_path / "eval"
-    p = _run("audionet_ray.evaluate", str(word_bundle), "--data", str(word_data), "--out", str(out))
+    p = _run("audionet_ray.deploy.evaluate", str(word_bundle), "--data", str(word_data), "--out", str(out))
     assert p.returncode == 0, p.stderr
     png = out / "confusion_matrix.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 0
@@ -340,9 +340,9 @@ def test_evaluate_writes_confusion_png_and_metrics(word_bundle, word_data, tmp_p
 @pytest.mark.slow
 def test_export_picks_the_best_checkpoint_of_an_experiment(ray_session, prepared_demo, tmp_path):
     """A real Train run laid out as a search's trial (train_runs/<trial_id>/), plus search.json."""
-    from audionet_ray.config import RunSettings
-    from audionet_ray.experiment import best_checkpoint
-    from audionet_ray.train import build_trainer
+    from audionet_ray.training.config import RunSettings
+    from audionet_ray.tuning.experiment import best_checkpoint
+    from audionet_ray.training.train import build_trainer
 
     exp = tmp_path / "exp"
     exp.mkdir()
@@ -354,7 +354,7 @@ def test_export_picks_the_best_checkpoint_of_an_experiment(ray_session, prepared
     assert result.error is None
     assert len(list((exp / "train_runs" / "abc_00001").glob("checkpoint_*/meta.json"))) == 2
 
-    p = _run("audionet_ray.export", str(exp), str(exp / "bundle"))
+    p = _run("audionet_ray.deploy.export", str(exp), str(exp / "bundle"))
     assert p.returncode == 0, p.stderr
     assert f"bundle: {exp / 'bundle'}" in p.stdout
     config = json.loads((exp / "bundle" / "config.json").read_text())
@@ -393,7 +393,7 @@ def test_export_picks_the_best_checkpoint_of_an_experiment(ray_session, prepared
 def _variant_checkpoint(word_data: Path, out: Path, **variant) -> Path:
     """A checkpoint of a small AudioNet variant trained briefly with train.py's recipe functions
     (a cosine schedule, so train_state.pt carries a scheduler the export must ignore)."""
-    from audionet_ray.train import make_optimizer, make_scheduler
+    from audionet_ray.training.train import make_optimizer, make_scheduler
 
     classes = json.loads((word_data / "manifest.json").read_text())["classes"]
     x, y, _ = _split(word_data, "trainval")
@@ -465,7 +465,7 @@ def test_batch_norm_variant_round_trips_to_predict_on_both_backends(frontend, wo
     want = b.predict_proba(x_test[:3])
     runs = {}
     for backend, extra in (("torch", []), ("onnx", ["--onnx"])):
-        p = _run("audionet_ray.predict", str(b_dir), *files, "--format", "json", "--top-k", "2", *extra)
+        p = _run("audionet_ray.detection.predict", str(b_dir), *files, "--format", "json", "--top-k", "2", *extra)
         assert p.returncode == 0, p.stderr
         runs[backend] = json.loads(p.stdout)["files"]
     for i, (rt, ro) in enumerate(zip(runs["torch"], runs["onnx"])):
@@ -479,7 +479,7 @@ def test_batch_norm_variant_round_trips_to_predict_on_both_backends(frontend, wo
 # ----------------------------------------------------------------------------- operating point, int8, deployment
 
 def test_config_holds_operating_point_int8_and_deployment_figures(word_bundle, word_data):
-    from audionet_ray.model import count_parameters, flops_per_clip
+    from audionet_ray.modeling.model import count_parameters, flops_per_clip
 
     config = json.loads((word_bundle / "config.json").read_text())
     assert set(config["files"]) == {"model.safetensors", "model.onnx", "model.int8.onnx"}
@@ -525,7 +525,7 @@ def test_a_tampered_int8_model_is_refused(word_bundle, tmp_path):
         assert "model.int8.onnx: does not match its sha256" in str(e.value) and "\n" not in str(e.value)
     clip = tmp_path / "clip.wav"
     sf.write(clip, np.zeros(SR, np.int16), SR)
-    p = _run("audionet_ray.predict", str(b), str(clip), "--int8")
+    p = _run("audionet_ray.detection.predict", str(b), str(clip), "--int8")
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "model.int8.onnx: does not match its sha256" in p.stderr
 
 
@@ -541,7 +541,7 @@ def test_predict_int8_and_the_bundles_operating_point(word_bundle, word_data, de
     op = json.loads((word_bundle / "config.json").read_text())["operating_point"]
     runs = {}
     for name, extra in (("float", ["--onnx"]), ("int8", ["--int8"])):
-        p = _run("audionet_ray.predict", str(word_bundle), str(f), "--format", "json", *extra)
+        p = _run("audionet_ray.detection.predict", str(word_bundle), str(f), "--format", "json", *extra)
         assert p.returncode == 0, p.stderr
         runs[name] = doc = json.loads(p.stdout)
         assert doc["backend"] == ("int8" if name == "int8" else "onnx")
@@ -551,14 +551,14 @@ def test_predict_int8_and_the_bundles_operating_point(word_bundle, word_data, de
     same = [a["label"] == b["label"] for a, b in zip(ri["windows"], rf["windows"])]
     assert len(same) == 17 and sum(same) >= 15  # a near tie may fall either way
     assert [d["label"] for d in ri["detections"]] == [d["label"] for d in rf["detections"]]
-    p = _run("audionet_ray.predict", str(word_bundle), str(f), "--format", "json", "--threshold", "0.5")
+    p = _run("audionet_ray.detection.predict", str(word_bundle), str(f), "--format", "json", "--threshold", "0.5")
     assert json.loads(p.stdout)["threshold"] == 0.5  # an explicit option wins
-    p = _run("audionet_ray.predict", str(word_bundle), str(f), "--int8", "--onnx")
+    p = _run("audionet_ray.detection.predict", str(word_bundle), str(f), "--int8", "--onnx")
     assert p.returncode == 2 and p.stderr.startswith("error: --onnx and --int8")
 
 
 def test_export_without_data_leaves_out_int8_and_calibration_and_says_why(word_checkpoint, tmp_path):
-    p = _run("audionet_ray.export", str(word_checkpoint), str(tmp_path / "bundle"), "--data", str(tmp_path / "gone"))
+    p = _run("audionet_ray.deploy.export", str(word_checkpoint), str(tmp_path / "bundle"), "--data", str(tmp_path / "gone"))
     assert p.returncode == 0, p.stderr
     assert "note: int8 skipped:" in p.stderr and "pass --data ROOT" in p.stderr
     config = json.loads((tmp_path / "bundle" / "config.json").read_text())
@@ -566,9 +566,9 @@ def test_export_without_data_leaves_out_int8_and_calibration_and_says_why(word_c
     assert config["deployment"]["latency_per_window_ms"].keys() == {"float"}
     clip = tmp_path / "clip.wav"
     sf.write(clip, np.zeros(SR, np.int16), SR)
-    p = _run("audionet_ray.predict", str(tmp_path / "bundle"), str(clip), "--int8")
+    p = _run("audionet_ray.detection.predict", str(tmp_path / "bundle"), str(clip), "--int8")
     assert p.returncode == 2 and p.stderr.count("\n") == 1 and "has no model.int8.onnx" in p.stderr, p.stderr
-    p = _run("audionet_ray.predict", str(tmp_path / "bundle"), str(clip), "--format", "json")
+    p = _run("audionet_ray.detection.predict", str(tmp_path / "bundle"), str(clip), "--format", "json")
     assert json.loads(p.stdout)["threshold"] == 0.6  # uncalibrated: the default
 
 
@@ -597,7 +597,7 @@ def _killed_export(ckpt: Path, out: Path, step: str, exchange: bool = True) -> N
     `exchange`, as on a filesystem that cannot swap two folders in one step."""
     code = ("import sys\nfrom audionet_ray import storage\n"
             + ("" if exchange else "storage._exchange = lambda a, b: False\n")
-            + "from audionet_ray.export import main\nsys.exit(main(sys.argv[1:]))\n")
+            + "from audionet_ray.deploy.export import main\nsys.exit(main(sys.argv[1:]))\n")
     p = subprocess.run([sys.executable, "-c", code, str(ckpt), str(out), "--no-int8"], capture_output=True,
                        text=True, timeout=180, env={**os.environ, "AUDIONET_CRASH_AT": step})
     assert p.returncode == -9, p.stderr
@@ -609,7 +609,7 @@ def _epoch(out: Path) -> int:
 
 @pytest.mark.parametrize("step", ["export:written", "replace:swapped"])
 def test_an_export_killed_at_any_step_leaves_a_usable_bundle(step, old_and_new, tmp_path):
-    from audionet_ray.storage import leftovers, recover_folder
+    from audionet_ray.core.storage import leftovers, recover_folder
 
     old, new, old_bundle = old_and_new
     out = tmp_path / "bundle"
@@ -634,7 +634,7 @@ def test_where_folders_cannot_be_swapped_the_next_export_puts_the_old_bundle_bac
 
 def test_int8_calibration_reads_the_first_training_clips_a_row_group_at_a_time(demo_root, tmp_path, monkeypatch):
     from audionet_ray import prepare as prepare_mod
-    from audionet_ray.export import calibration_clips
+    from audionet_ray.deploy.export import calibration_clips
 
     monkeypatch.setattr(prepare_mod, "ROW_GROUP", 16)  # many row groups from the small demo
     out = tmp_path / "prepared"

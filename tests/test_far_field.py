@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from audionet_ray import far_field as ff
 from audionet_ray import speech_data as sd
-from audionet_ray.rooms import mic_curve, random_mic, room_bank
+from audionet_ray.corpus.rooms import mic_curve, random_mic, room_bank
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # 16 speakers: 2 validation and 2 test speakers, so every split has babble from another speaker
@@ -207,7 +207,7 @@ def test_any_seed_gives_a_valid_repeatable_copy(tiny: Path, tmp_path_factory: py
 
 
 def test_the_hash_rule_puts_test_speakers_in_testing(tiny: Path, tmp_path: Path) -> None:
-    from audionet_ray.discover import discover
+    from audionet_ray.corpus.discover import discover
 
     test = {it.path for it in discover(tiny).items if it.split == "test"}
     split = {p: s for p, (_, s) in ff.find_source(tiny).clips.items()}
@@ -221,11 +221,11 @@ def _run(module: str, args: list[str]) -> subprocess.CompletedProcess:
 
 
 def test_cli_is_the_function(clean: Path, far: Path, tmp_path: Path) -> None:
-    r = _run("audionet_ray.far_field", [str(clean), str(tmp_path / "cli"), "--seed", "1", "--rooms", str(ROOMS),
+    r = _run("audionet_ray.corpus.far_field", [str(clean), str(tmp_path / "cli"), "--seed", "1", "--rooms", str(ROOMS),
                                         "--quiet"])
     assert r.returncode == 0, r.stderr
     assert "far_field:" in r.stdout and _files(tmp_path / "cli") == _files(far)
-    r = _run("audionet_ray.far_field", [str(clean), str(tmp_path / "cli"), "--seed", "1", "--rooms", str(ROOMS),
+    r = _run("audionet_ray.corpus.far_field", [str(clean), str(tmp_path / "cli"), "--seed", "1", "--rooms", str(ROOMS),
                                         "--quiet"])  # its own folder: replaced
     assert r.returncode == 0, r.stderr
 
@@ -254,7 +254,7 @@ def test_bad_input_is_one_line(clean: Path, tmp_path: Path, case: str, says: str
         extra = ["--rooms", "0"]
     with pytest.raises(ff.FarFieldError, match=says):
         ff.far_field(src, out, progress=False, rooms=int(extra[1]) if extra else ROOMS)
-    r = _run("audionet_ray.far_field", [str(src), str(out), "--quiet", *extra])
+    r = _run("audionet_ray.corpus.far_field", [str(src), str(out), "--quiet", *extra])
     assert r.returncode == 2 and says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     if case == "foreign out":
         assert (out / "mine.txt").read_text() == "keep me" and sorted(os.listdir(out)) == ["mine.txt"]
@@ -264,14 +264,14 @@ def test_bad_input_is_one_line(clean: Path, tmp_path: Path, case: str, says: str
 def test_speech_data_far_field_writes_both(tmp_path: Path) -> None:
     out = tmp_path / "set"
     args = [str(out), "--speakers", "3", "--words", "go", "--quiet", "--far-field"]
-    r = _run("audionet_ray.speech_data", args)
+    r = _run("audionet_ray.corpus.speech_data", args)
     assert r.returncode == 0, r.stderr
     assert f"clean: {out}.clean" in r.stdout
     assert sd.generated_with(ff.clean_path(out)) == sd.SpeechConfig(speakers=3, words=("go",)).to_dict()
     assert json.loads((out / ff.MANIFEST).read_text())["source"] == str(ff.clean_path(out).resolve())
     assert len(list((out / "go").glob("*.wav"))) == 3
     first, made = _files(out), [p.stat().st_mtime_ns for p in sorted(ff.clean_path(out).rglob("*.wav"))]
-    r = _run("audionet_ray.speech_data", args)  # again: the clean set is reused, the copy the same
+    r = _run("audionet_ray.corpus.speech_data", args)  # again: the clean set is reused, the copy the same
     assert r.returncode == 0, r.stderr
     assert _files(out) == first
     assert [p.stat().st_mtime_ns for p in sorted(ff.clean_path(out).rglob("*.wav"))] == made
@@ -281,7 +281,7 @@ def test_speech_data_far_field_refuses_a_foreign_out_before_speaking(tmp_path: P
     out = tmp_path / "set"
     out.mkdir()
     (out / "mine.txt").write_text("keep me")
-    r = _run("audionet_ray.speech_data", [str(out), "--speakers", "3", "--words", "go", "--quiet", "--far-field"])
+    r = _run("audionet_ray.corpus.speech_data", [str(out), "--speakers", "3", "--words", "go", "--quiet", "--far-field"])
     assert r.returncode == 2 and "not made by far_field" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not ff.clean_path(out).exists()
 

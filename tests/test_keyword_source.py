@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audionet_ray.config import ConfigError, TrainConfig
-from audionet_ray.discover import UNKNOWN, discover
-from audionet_ray.keyword_source import MERGED, source_for
-from audionet_ray.search_space import SearchSpec, load_spec
-from audionet_ray.wakeword import MANIFEST
+from audionet_ray.training.config import ConfigError, TrainConfig
+from audionet_ray.corpus.discover import UNKNOWN, discover
+from audionet_ray.corpus.keyword_source import MERGED, source_for
+from audionet_ray.tuning.search_space import SearchSpec, load_spec
+from audionet_ray.corpus.wakeword import MANIFEST
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = dict(speakers=8, takes=2, confusables=2, other_words=2, jobs=2, progress=False)  # ~80 clips, seconds
@@ -93,8 +93,8 @@ def test_a_merged_folder_is_made_again_when_the_data_changes(synth, cache, demo_
 
 
 def test_prepare_reads_the_merged_folder_as_a_keyword_task(synth, cache, demo_root, tmp_path):
-    from audionet_ray.data import ensure_prepared
-    from audionet_ray.prepare import load_manifest
+    from audionet_ray.pipeline.data import ensure_prepared
+    from audionet_ray.corpus.prepare import load_manifest
 
     merged, folders = source_for(["marmalade", "yes"], demo_root, cache, **SMALL)
     prepared = ensure_prepared(merged, tmp_path, progress=False, keywords=folders)
@@ -139,8 +139,8 @@ def test_cli_bad_keywords_are_one_line_without_traceback(argv, said, tmp_path):
 
 
 def test_engines_keep_the_speakers_to_their_voices(cache):
-    from audionet_ray.speech_data import ENGINES, variants
-    from audionet_ray.wakeword import synthesized_with
+    from audionet_ray.corpus.speech_data import ENGINES, variants
+    from audionet_ray.corpus.wakeword import synthesized_with
 
     out, _ = source_for(["marmalade"], None, cache, **{**SMALL, "speakers": 6}, engines=("espeak-klatt",))
     assert synthesized_with(out)["engines"] == ["espeak-klatt"]

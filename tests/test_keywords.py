@@ -22,11 +22,11 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from audionet_ray.augment import KEYWORD_SHARE, SPEECH_SHARE, Roles, standardise, stream_windows
-from audionet_ray.config import ConfigError, TrainConfig
-from audionet_ray.discover import SILENCE, UNKNOWN, DatasetError
-from audionet_ray.predict import Windows
-from audionet_ray.streaming import Event, Stream, StreamOptions, iter_streams, score, stream_keywords
+from audionet_ray.pipeline.augment import KEYWORD_SHARE, SPEECH_SHARE, Roles, standardise, stream_windows
+from audionet_ray.training.config import ConfigError, TrainConfig
+from audionet_ray.corpus.discover import SILENCE, UNKNOWN, DatasetError
+from audionet_ray.detection.predict import Windows
+from audionet_ray.detection.streaming import Event, Stream, StreamOptions, iter_streams, score, stream_keywords
 
 SR = 16_000
 KWS = ["down", "no", "yes"]
@@ -349,16 +349,16 @@ def test_bad_keyword_settings_are_one_line_naming_the_key(settings_, key):
 def speech_root(tmp_path_factory) -> Path:
     """espeak-ng speech: the 16 default words (10 keywords, 6 others) x 30 speakers, with noise."""
     out = tmp_path_factory.mktemp("kw_speech") / "data"
-    p = _run("audionet_ray.speech_data", out, "--speakers", "30", "--seed", "3", "--quiet", "--jobs", "2", timeout=600)
+    p = _run("audionet_ray.corpus.speech_data", out, "--speakers", "30", "--seed", "3", "--quiet", "--jobs", "2", timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     return out
 
 
 def test_prepare_keywords_makes_the_other_words_unknown(speech_root, tmp_path):
-    from audionet_ray.prepare import load_manifest
+    from audionet_ray.corpus.prepare import load_manifest
 
     out = tmp_path / "p"
-    p = _run("audionet_ray.prepare", speech_root, out, "--keywords", "yes,no")
+    p = _run("audionet_ray.corpus.prepare", speech_root, out, "--keywords", "yes,no")
     assert p.returncode == 0, p.stderr
     m = load_manifest(out)
     assert m["classes"] == ["no", "yes", UNKNOWN, SILENCE]
@@ -385,14 +385,14 @@ def test_prepare_keywords_makes_the_other_words_unknown(speech_root, tmp_path):
     (["--keywords", " , "], ["--keywords", "no keyword given"]),
 ])
 def test_prepare_keywords_bad_input_is_one_line(speech_root, tmp_path, args, needles):
-    line = _error_line(_run("audionet_ray.prepare", speech_root, tmp_path / "p", *args))
+    line = _error_line(_run("audionet_ray.corpus.prepare", speech_root, tmp_path / "p", *args))
     for n in needles:
         assert n in line, (n, line)
     assert not (tmp_path / "p" / "manifest.json").exists()
 
 
 def test_a_prepared_classifier_given_with_keywords_is_refused_naming_them(prepared_demo, tmp_path):
-    from audionet_ray.data import ensure_prepared
+    from audionet_ray.pipeline.data import ensure_prepared
 
     with pytest.raises(DatasetError) as e:
         ensure_prepared(prepared_demo, cache_dir=tmp_path, keywords=["yes", "no"])
@@ -419,8 +419,8 @@ def test_a_known_metric_is_ranked_its_own_way_whatever_the_space_says(tmp_path, 
 
     import yaml
 
-    from audionet_ray.export import metric_mode
-    from audionet_ray.search_space import load_spec
+    from audionet_ray.deploy.export import metric_mode
+    from audionet_ray.tuning.search_space import load_spec
     from audionet_ray.tune import apply_keywords
 
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "search_spaces" / "smoke.yaml").read_text())
@@ -438,7 +438,7 @@ def test_a_known_metric_is_ranked_its_own_way_whatever_the_space_says(tmp_path, 
 def test_resume_takes_a_repeated_option_as_the_search_resolved_it(tmp_path, monkeypatch):
     """--resume with the first command's own options: a space's name for its file, keywords in
     another order, a relative storage path for the resolved one, the dataset root it prepared."""
-    from audionet_ray.search_space import load_spec
+    from audionet_ray.tuning.search_space import load_spec
     from audionet_ray.tune import _same
 
     root = tmp_path / "data"
@@ -475,7 +475,7 @@ def test_keyword_search_ranks_by_frr_and_exports_a_detector(ray_session, speech_
         rows = list(csv.DictReader(f))
     assert len(rows) == 2 and {"best_frr_at_target", "last_frr_at_target"} <= set(rows[0]), rows
     assert all(0.0 <= float(r[k]) <= 1.0 for r in rows for k in ("best_frr_at_target", "last_frr_at_target")), rows
-    from audionet_ray.checkpoint import read_meta
+    from audionet_ray.training.checkpoint import read_meta
 
     metas = [read_meta(d)[0] for d in exp.glob("train_runs/*/checkpoint_*") if d.is_dir()]
     assert metas and all("frr_at_target" in m["metrics"] for m in metas)
@@ -487,6 +487,6 @@ def test_keyword_search_ranks_by_frr_and_exports_a_detector(ray_session, speech_
     assert config["preprocessing"]["standardise"]["floor"] == 100
     assert "as a keyword spotter on test-speaker streams" in p.stdout, p.stdout[-3000:]
 
-    line = _error_line(_run("audionet_ray.evaluate", exp / "bundle", "--streaming", "--keywords", "nonsense",
+    line = _error_line(_run("audionet_ray.deploy.evaluate", exp / "bundle", "--streaming", "--keywords", "nonsense",
                             env=env))
     assert "nonsense" in line and "no, yes" in line, line

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audionet_ray import cli, log
-from audionet_ray.errors import ConfigError
+from audionet_ray.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -225,7 +225,7 @@ def test_setup_is_idempotent_and_refuses_an_unknown_level():
     assert os.environ[log.ENV] == "warning"  # what Ray's workers and decoding pools start at
     with pytest.raises(ConfigError, match="--log-level loud: one of debug, info, warning, error"):
         log.setup("loud")
-    assert log.get("tune").name == "audionet_ray.tune" and log.get("audionet_ray.data").name == "audionet_ray.data"
+    assert log.get("tune").name == "audionet_ray.tune" and log.get("audionet_ray.pipeline.data").name == "audionet_ray.pipeline.data"
 
 
 def test_a_child_process_starts_at_the_level_it_inherits():

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from audionet_ray.model import FRONTENDS, AudioNet, Filterbank, ModelConfig, conv_lengths, count_parameters, flops_per_clip
+from audionet_ray.modeling.model import FRONTENDS, AudioNet, Filterbank, ModelConfig, conv_lengths, count_parameters, flops_per_clip
 
 
 def test_reference_parameter_count():
@@ -70,7 +70,7 @@ def test_dropout_only_in_training():
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from audionet_ray.model import NORMS, POOLS  # noqa: E402
+from audionet_ray.modeling.model import NORMS, POOLS  # noqa: E402
 
 SEED_KEYS = {"n_classes", "width", "dense", "dropout"}  # what the seed's ModelConfig recorded
 

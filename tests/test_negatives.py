@@ -7,8 +7,8 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from audionet_ray.discover import escape_path
-from audionet_ray.negatives import kinds_of, text_of
+from audionet_ray.corpus.discover import escape_path
+from audionet_ray.detection.negatives import kinds_of, text_of
 
 WORD = st.text(alphabet="abcdefghijklmnopqrstuvwxyz'", min_size=1, max_size=12)
 
@@ -48,9 +48,9 @@ def test_the_words_a_bundle_does_not_know_are_scored_by_text(word_bundle, prepar
     from all to none as the threshold rises."""
     import pyarrow.parquet as pq
 
-    from audionet_ray.bundle import load
-    from audionet_ray.negatives import firing_negatives
-    from audionet_ray.prepare import load_manifest
+    from audionet_ray.detection.bundle import load
+    from audionet_ray.detection.negatives import firing_negatives
+    from audionet_ray.corpus.prepare import load_manifest
 
     m = load_manifest(prepared_demo)
     others = [c for c in m["classes"] if c not in WORDS]
@@ -72,7 +72,7 @@ def test_the_words_a_bundle_does_not_know_are_scored_by_text(word_bundle, prepar
 
 def test_evaluate_streaming_names_the_negatives_that_fire(word_bundle, prepared_demo, tmp_path):
     out = tmp_path / "eval"
-    p = _run("audionet_ray.evaluate", str(word_bundle), "--data", str(prepared_demo), "--streaming", "--out", str(out),
+    p = _run("audionet_ray.deploy.evaluate", str(word_bundle), "--data", str(prepared_demo), "--streaming", "--out", str(out),
              "--minutes", "1")
     assert p.returncode == 0, p.stderr
     r = json.loads((out / "streaming_metrics.json").read_text())

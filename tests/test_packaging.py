@@ -31,7 +31,7 @@ FIXED = {
 
 LOAD = """
 import json, sys
-import audionet_ray, audionet_ray.search_space as s
+import audionet_ray, audionet_ray.tuning.search_space as s
 specs = {name: s.load_spec(name) for name in ("default", "smoke")}
 print(json.dumps({"package": audionet_ray.__file__, "sources": {n: p.source for n, p in specs.items()},
                   "samples": specs["smoke"].tune.num_samples}))

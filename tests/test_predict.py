@@ -17,9 +17,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from audionet_ray.audio import iter_audio, read_audio
-from audionet_ray.bundle import load
-from audionet_ray.predict import scan, scan_batch, scan_blocks, scan_whole_file
+from audionet_ray.corpus.audio import iter_audio, read_audio
+from audionet_ray.detection.bundle import load
+from audionet_ray.detection.predict import scan, scan_batch, scan_blocks, scan_whole_file
 
 SR = 16_000
 CLASSES = ["_silence_", "_unknown_", "yes", "no", "up", "down"]
@@ -32,10 +32,10 @@ def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def tiny_bundle(tmp_path_factory) -> Path:
     """A bundle of a small random AudioNet (written by export from a real checkpoint)."""
-    from audionet_ray.checkpoint import save as save_checkpoint
-    from audionet_ray.config import TrainConfig
-    from audionet_ray.export import export
-    from audionet_ray.model import AudioNet, ModelConfig
+    from audionet_ray.training.checkpoint import save as save_checkpoint
+    from audionet_ray.training.config import TrainConfig
+    from audionet_ray.deploy.export import export
+    from audionet_ray.modeling.model import AudioNet, ModelConfig
 
     cfg = TrainConfig.from_dict(dict(epochs=1, width=8, dense=16, seed=0))
     model_cfg = ModelConfig(len(CLASSES), cfg.model.width, cfg.model.dense, cfg.model.dropout)
@@ -104,7 +104,7 @@ def test_predict_cli_on_a_long_file_matches_the_whole_file_scan(tiny_bundle, tmp
     b = load(tiny_bundle)
     f = tmp_path / "rec.wav"
     sf.write(f, _recording(30.0, SR, seed=2), SR, subtype="PCM_16")
-    p = _run("audionet_ray.predict", str(tiny_bundle), str(f), "--format", "json", "--stride-ms", "200")
+    p = _run("audionet_ray.detection.predict", str(tiny_bundle), str(f), "--format", "json", "--stride-ms", "200")
     assert p.returncode == 0, p.stderr
     (r,) = json.loads(p.stdout)["files"]
     ref = scan_whole_file(b, read_audio(f), 200, 500)
@@ -120,7 +120,7 @@ def test_a_one_second_clip_still_gets_top_k(tiny_bundle, tmp_path):
     clip = _recording(1.0, 22_050, seed=3)
     clip[:] = np.sin(np.arange(len(clip)) * 0.05)[:, None] * 0.3  # loud throughout
     sf.write(f, clip, 22_050)
-    p = _run("audionet_ray.predict", str(tiny_bundle), str(f), "--format", "json", "--top-k", "2")
+    p = _run("audionet_ray.detection.predict", str(tiny_bundle), str(f), "--format", "json", "--top-k", "2")
     assert p.returncode == 0, p.stderr
     (r,) = json.loads(p.stdout)["files"]
     probs = load(tiny_bundle).predict_proba(read_audio(f))[0]
@@ -133,7 +133,7 @@ def test_a_one_second_clip_still_gets_top_k(tiny_bundle, tmp_path):
 def test_a_stride_out_of_range_is_one_line(tiny_bundle, tmp_path, stride):
     f = tmp_path / "rec.wav"
     sf.write(f, _recording(3.0, SR), SR)
-    p = _run("audionet_ray.predict", str(tiny_bundle), str(f), f"--stride-ms={stride}")
+    p = _run("audionet_ray.detection.predict", str(tiny_bundle), str(f), f"--stride-ms={stride}")
     assert p.returncode == 2 and p.stdout == "", p.stderr
     assert p.stderr.startswith("error: --stride-ms must be from 10 to 1000") and p.stderr.count("\n") == 1, p.stderr
 
@@ -145,7 +145,7 @@ def test_a_file_cut_short_or_empty_mid_stream_is_one_error_line(tiny_bundle, tmp
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     silent = tmp_path / "none.wav"
     sf.write(silent, np.zeros((0, 1), np.float32), SR)
-    p = _run("audionet_ray.predict", str(tiny_bundle), str(good), str(cut), str(silent))
+    p = _run("audionet_ray.detection.predict", str(tiny_bundle), str(good), str(cut), str(silent))
     assert p.returncode == 1 and "Traceback" not in p.stderr
     errors = p.stderr.strip().splitlines()
     assert len(errors) == 2 and "cut.wav: truncated WAV" in errors[0] and "none.wav: no audio frames" in errors[1], errors

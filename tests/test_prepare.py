@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 
-from audionet_ray.discover import SILENCE, UNKNOWN, DatasetError, unescape_path
-from audionet_ray.prepare import PrepareOptions, load_manifest, pcm_from_binary, prepare, summary_line
+from audionet_ray.corpus.discover import SILENCE, UNKNOWN, DatasetError, unescape_path
+from audionet_ray.corpus.prepare import PrepareOptions, load_manifest, pcm_from_binary, prepare, summary_line
 
 SR = 16_000
 
@@ -95,14 +95,14 @@ def test_words_unknown_silence_are_prepared(demo_root, tmp_path):
 def speech_with_other_words(tmp_path_factory) -> Path:
     """espeak-ng speech: yes and no, 3 speakers x 10 takes (20 trainval clips: a keyword's minimum),
     and 3 other words per speaker in _unknown_/."""
-    from audionet_ray.speech_data import SpeechConfig, generate
+    from audionet_ray.corpus.speech_data import SpeechConfig, generate
 
     cfg = SpeechConfig(speakers=3, takes=10, words=("yes", "no"), seed=4, other_words=3)
     return generate(tmp_path_factory.mktemp("kws") / "data", cfg, jobs=1, progress=False)
 
 
 def test_a_keyword_task_takes_the_other_words_as_unknown(speech_with_other_words, tmp_path):
-    from audionet_ray.discover import discover, speaker_of
+    from audionet_ray.corpus.discover import discover, speaker_of
 
     root = speech_with_other_words
     other = sorted(f"_unknown_/{p.name}" for p in (root / "_unknown_").iterdir())

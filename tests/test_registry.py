@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from audionet_ray import registry
-from audionet_ray.bundle import CONFIG_FILE, BundleError, load, read_config, write_config
-from audionet_ray.checkpoint import META_FILE
-from audionet_ray.checkpoint import save as save_checkpoint
-from audionet_ray.config import TrainConfig
-from audionet_ray.errors import ConfigError
-from audionet_ray.export import export
-from audionet_ray.model import AudioNet, ModelConfig
+from audionet_ray.detection.bundle import CONFIG_FILE, BundleError, load, read_config, write_config
+from audionet_ray.training.checkpoint import META_FILE
+from audionet_ray.training.checkpoint import save as save_checkpoint
+from audionet_ray.training.config import TrainConfig
+from audionet_ray.core.errors import ConfigError
+from audionet_ray.deploy.export import export
+from audionet_ray.modeling.model import AudioNet, ModelConfig
 
 CLASSES = ["yes", "no", "_silence_"]
 

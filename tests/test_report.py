@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audionet_ray.report import PLOTS, REPORT, importances, page_paths
-from audionet_ray.experiment import load_trials
+from audionet_ray.reporting.report import PLOTS, REPORT, importances, page_paths
+from audionet_ray.tuning.experiment import load_trials
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FIGURES = ["learning_curves", "params_vs_metric", "importances", "confusion_matrix"]
@@ -168,9 +168,9 @@ def test_a_thousand_classes_with_odd_names_through_evaluate_and_the_report(tmp_p
     from matplotlib.image import imread
 
     from audionet_ray import plots
-    from audionet_ray.bundle import FORMAT, KIND, write_config
-    from audionet_ray.evaluate import METRICS_FILE, PNG_FILE, scores
-    from audionet_ray.report import _test_section
+    from audionet_ray.detection.bundle import FORMAT, KIND, write_config
+    from audionet_ray.deploy.evaluate import METRICS_FILE, PNG_FILE, scores
+    from audionet_ray.reporting.report import _test_section
 
     n = 1000
     odd = ["$x$", "$x_$", "a_b", "back\\slash", "$", "50$ bill\\$"]

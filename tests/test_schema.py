@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audionet_ray import schema
-from audionet_ray.augment import AugmentConfig
-from audionet_ray.config import ConfigError, TrainConfig, setting
-from audionet_ray.model import AudioNet, ModelConfig
-from audionet_ray.search_space import load_spec
+from audionet_ray.pipeline.augment import AugmentConfig
+from audionet_ray.training.config import ConfigError, TrainConfig, setting
+from audionet_ray.modeling.model import AudioNet, ModelConfig
+from audionet_ray.tuning.search_space import load_spec
 
 PACKAGE = Path(__file__).resolve().parent.parent / "audionet_ray"
 FLAT = schema.flat_hints(TrainConfig)  # every setting by its flat name, with its type
@@ -106,7 +106,7 @@ def _value(name: str):
 
 
 def test_every_setting_has_a_generated_option_in_both_spellings():
-    from audionet_ray.train import _parser
+    from audionet_ray.training.train import _parser
 
     names = [n for n in FLAT if n not in ("data", "keywords")]
     for name in names:
@@ -118,7 +118,7 @@ def test_every_setting_has_a_generated_option_in_both_spellings():
 
 
 def test_the_settings_hand_written_options_could_not_set_are_options_now():
-    from audionet_ray.train import _parser, config_from_args
+    from audionet_ray.training.train import _parser, config_from_args
 
     args = _parser().parse_args(["--data", "x", "--beta1", "0.8", "--bf16", "false", "--noise_amplitude", "30",
                                  "--background-prob", "0.3", "--rt60-max", "1.2", "--spec-augment",
@@ -133,7 +133,7 @@ def test_the_settings_hand_written_options_could_not_set_are_options_now():
 
 
 def test_a_keyword_task_keeps_what_the_command_line_gave_over_its_defaults():
-    from audionet_ray.train import _parser, config_from_args
+    from audionet_ray.training.train import _parser, config_from_args
 
     cfg = config_from_args(_parser().parse_args(["--data", "x", "--keywords", "yes,no", "--window-prob", "0"]))
     assert (cfg.augment.window_prob, cfg.augment.gain_db, cfg.std_floor, cfg.keywords) == (0.0, 20.0, 100.0, "yes,no")

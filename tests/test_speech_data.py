@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from audionet_ray import speech_data as sd
-from audionet_ray.discover import speaker_bucket
+from audionet_ray.corpus.discover import speaker_bucket
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NAME_RE = re.compile(r"^[0-9a-f]{8}_nohash_\d+\.wav$")
@@ -177,7 +177,7 @@ def test_background_noise(dataset: Path) -> None:
 
 
 def test_prepare_takes_every_clip(dataset: Path, tmp_path: Path) -> None:
-    from audionet_ray.prepare import prepare
+    from audionet_ray.corpus.prepare import prepare
 
     m = prepare(dataset, tmp_path / "prepared", workers=1, progress=False)
     assert m["skipped"] == [] and m["repaired"] == {}
@@ -325,8 +325,8 @@ def test_audionet_learns_the_words(tmp_path: Path) -> None:
     this set, it learns faster than the seed's flatten (0.59 against 0.42 after 8 epochs)."""
     import torch
 
-    from audionet_ray.augment import standardise
-    from audionet_ray.model import AudioNet
+    from audionet_ray.pipeline.augment import standardise
+    from audionet_ray.modeling.model import AudioNet
 
     words = ("yes", "no", "up", "down", "left", "right")
     root = sd.generate(tmp_path / "data", sd.SpeechConfig(speakers=48, takes=2, words=words, seed=5), progress=False)

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import yaml
 
-from audionet_ray.cluster import autoscaler_max_resources
-from audionet_ray.data import ensure_prepared, load_noise
-from audionet_ray.discover import DatasetError
-from audionet_ray.prepare import load_manifest
-from audionet_ray.experiment import best_checkpoint, checkpoints
-from audionet_ray.experiment import local_experiment
-from audionet_ray.storage import UriPath, is_uri, location, publish
+from audionet_ray.core.cluster import autoscaler_max_resources
+from audionet_ray.pipeline.data import ensure_prepared, load_noise
+from audionet_ray.corpus.discover import DatasetError
+from audionet_ray.corpus.prepare import load_manifest
+from audionet_ray.tuning.experiment import best_checkpoint, checkpoints
+from audionet_ray.tuning.experiment import local_experiment
+from audionet_ray.core.storage import UriPath, is_uri, location, publish
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +46,7 @@ def test_prepared_dataset_read_through_a_uri(prepared_demo, tmp_path):
 
 
 def test_split_datasets_read_parquet_from_a_uri(ray_session, prepared_demo):
-    from audionet_ray.data import split_datasets
+    from audionet_ray.pipeline.data import split_datasets
 
     by_uri = split_datasets(f"file://{prepared_demo}", 0.8, shuffle_files=False)
     by_path = split_datasets(prepared_demo, 0.8, shuffle_files=False)

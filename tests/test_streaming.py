@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audionet_ray.bundle import load
-from audionet_ray.predict import Windows, scan
-from audionet_ray.streaming import (Event, Stream, StreamOptions, build_streams, count_once, enough_audio,
+from audionet_ray.detection.bundle import load
+from audionet_ray.detection.predict import Windows, scan
+from audionet_ray.detection.streaming import (Event, Stream, StreamOptions, build_streams, count_once, enough_audio,
                                     evaluate_streams, operating_point, score)
 
 from test_export import SR, WORDS, _confident_clips, _run, word_bundle, word_checkpoint, word_data  # noqa: F401
@@ -57,7 +57,7 @@ def test_fa_per_hour_on_a_hand_checked_stream():
 @settings(max_examples=60, deadline=None)
 @given(times=st.lists(st.floats(0, 30), min_size=1, max_size=12), refractory=st.floats(0.1, 3))
 def test_repeats_within_the_refractory_window_count_once(times, refractory):
-    from audionet_ray.predict import Detection
+    from audionet_ray.detection.predict import Detection
 
     dets = [Detection("yes", t, t - 0.5, t + 0.5, 0.9) for t in times]
     kept = count_once(dets, refractory)
@@ -95,7 +95,7 @@ def test_too_little_audio_is_said():
 # ----------------------------------------------------------------------------- the real detector
 
 def test_streams_are_deterministic_and_hold_their_clips(word_data):
-    from audionet_ray.streaming import dataset_noise, split_clips
+    from audionet_ray.detection.streaming import dataset_noise, split_clips
 
     clips, ids = split_clips(word_data, "test")
     classes = json.loads((word_data / "manifest.json").read_text())["classes"]
@@ -125,7 +125,7 @@ def test_a_stream_of_confident_clips_gives_its_known_detections(word_bundle, wor
     noise alone, as in training: this tiny model is sensitive to where a word sits in its window
     (a window a quarter second early can read "yes" as "down"), which is what the unaligned
     streams of evaluate --streaming measure."""
-    from audionet_ray.streaming import dataset_noise
+    from audionet_ray.detection.streaming import dataset_noise
 
     pairs = _confident_clips(word_bundle, word_data, 2)
     clips = np.stack([c for _, c in pairs] * 4)
@@ -147,7 +147,7 @@ def test_a_stream_of_confident_clips_gives_its_known_detections(word_bundle, wor
 
 def test_evaluate_streaming_cli_writes_det_png_and_metrics(word_bundle, word_data, tmp_path):
     out = tmp_path / "eval"
-    p = _run("audionet_ray.evaluate", str(word_bundle), "--data", str(word_data), "--streaming", "--out", str(out),
+    p = _run("audionet_ray.deploy.evaluate", str(word_bundle), "--data", str(word_data), "--streaming", "--out", str(out),
              "--target-fa-per-hour", "2", "--int8")
     assert p.returncode == 0, p.stderr
     png = out / "det_curve.png"
@@ -169,21 +169,21 @@ def test_evaluate_streaming_cli_writes_det_png_and_metrics(word_bundle, word_dat
 @pytest.mark.parametrize("args, msg", [(["--target-fa-per-hour", "0"], "--target-fa-per-hour must be > 0"),
                                        (["--minutes", "-1"], "--minutes must be > 0")])
 def test_evaluate_streaming_bad_options_are_one_line(word_bundle, word_data, args, msg):
-    p = _run("audionet_ray.evaluate", str(word_bundle), "--data", str(word_data), "--streaming", *args)
+    p = _run("audionet_ray.deploy.evaluate", str(word_bundle), "--data", str(word_data), "--streaming", *args)
     assert p.returncode == 2 and p.stderr.strip() == f"error: {msg}, got {args[1]}" and "Traceback" not in p.stderr
 
 
 def test_report_shows_the_bundles_figures_and_det_curve(word_bundle, word_data, tmp_path):
     import shutil
 
-    from audionet_ray.report import _bundle_section
+    from audionet_ray.reporting.report import _bundle_section
 
     b = tmp_path / "bundle"
     shutil.copytree(word_bundle, b)
     before = _bundle_section(b, tmp_path / "plots", tmp_path)
     assert "operating point" in before and "int8 model" in before and "MACs per second of audio" in before
     assert "No DET curve yet" in before
-    p = _run("audionet_ray.evaluate", str(b), "--data", str(word_data), "--streaming", "--minutes", "1")
+    p = _run("audionet_ray.deploy.evaluate", str(b), "--data", str(word_data), "--streaming", "--minutes", "1")
     assert p.returncode == 0, p.stderr
     after = _bundle_section(b, tmp_path / "plots", tmp_path)
     assert '<img src="plots/det_curve.png"' in after and (tmp_path / "plots" / "det_curve.png").stat().st_size > 1000
@@ -192,7 +192,7 @@ def test_report_shows_the_bundles_figures_and_det_curve(word_bundle, word_data, 
 def test_the_probe_ranks_a_split_without_keywords_last_instead_of_failing(word_bundle, word_data):
     """Validation speakers who never say a keyword leave the FRR undefined: the probe reports the
     worst (1.0), since ASHA and TPE need a number and a crash would end the trial."""
-    from audionet_ray.streaming import DetectorProbe
+    from audionet_ray.detection.streaming import DetectorProbe
 
     from test_export import _split
 

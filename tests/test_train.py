@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 import torch
 
-from audionet_ray.config import RunSettings, TrainConfig
-from audionet_ray.checkpoint import MODEL_FILE
-from audionet_ray.train import build_trainer, read_metrics
+from audionet_ray.training.config import RunSettings, TrainConfig
+from audionet_ray.training.checkpoint import MODEL_FILE
+from audionet_ray.training.train import build_trainer, read_metrics
 
 pytestmark = pytest.mark.slow
 
@@ -244,7 +244,7 @@ def test_two_cpu_workers_train_with_batch_norm(ray_session, prepared_demo, tmp_p
 @settings(max_examples=100, deadline=None)
 @given(counts=st.lists(st.integers(0, 5_000), min_size=2, max_size=12))
 def test_class_weights_balance_the_classes_and_average_one_per_clip(counts):
-    from audionet_ray.train import class_weights
+    from audionet_ray.training.train import class_weights
 
     classes = [f"c{i}" for i in range(len(counts))]
     manifest = {"counts": {"trainval": {c: n for c, n in zip(classes, counts) if n}, "test": {"c0": 99}}}
@@ -255,7 +255,7 @@ def test_class_weights_balance_the_classes_and_average_one_per_clip(counts):
 
 
 def test_cli_takes_class_balance(tmp_path):
-    from audionet_ray.train import _parser
+    from audionet_ray.training.train import _parser
 
     assert _parser().parse_args(["--data", "x", "--class-balance"]).class_balance is True
     assert _parser().parse_args(["--data", "x"]).class_balance is False
@@ -273,7 +273,7 @@ def test_trains_last_lines_name_the_best_checkpoint_as_ranking_does(scores, mode
     import io
     from types import SimpleNamespace
 
-    from audionet_ray.train import _say_result
+    from audionet_ray.training.train import _say_result
 
     result = SimpleNamespace(metrics={"epoch": 4, "val_accuracy": 0.5}, path="/runs/audionet",
                              best_checkpoints=[(SimpleNamespace(path=f"/ck/{i}"), {"val_accuracy": s})

@@ -13,11 +13,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audionet_ray.checkpoint import save as save_checkpoint
-from audionet_ray.config import ConfigError, RunSettings, TrainConfig
-from audionet_ray.model import AudioNet
-from audionet_ray.search_space import SearchSpec, load_spec
-from audionet_ray.trial_process import TrialSession
+from audionet_ray.training.checkpoint import save as save_checkpoint
+from audionet_ray.training.config import ConfigError, RunSettings, TrainConfig
+from audionet_ray.modeling.model import AudioNet
+from audionet_ray.tuning.search_space import SearchSpec, load_spec
+from audionet_ray.training.trial_process import TrialSession
 from audionet_ray.tune import choose_trainer, trial_resources
 
 ROOT = Path(__file__).resolve().parents[1]

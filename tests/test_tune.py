@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audionet_ray.config import ConfigError, TrainConfig
-from audionet_ray.search_space import (DefineByRun, Resources, SearchSpec, TuneSettings, is_active, load_spec,
+from audionet_ray.training.config import ConfigError, TrainConfig
+from audionet_ray.tuning.search_space import (DefineByRun, Resources, SearchSpec, TuneSettings, is_active, load_spec,
                                        parse_duration, to_tune_space)
 from audionet_ray.tune import TimeBudget, plan_resources
 
@@ -64,7 +64,7 @@ BAD = {
 
 
 def test_tpe_models_after_a_third_of_a_small_search():
-    from audionet_ray.search_space import tpe_startup_trials
+    from audionet_ray.tuning.search_space import tpe_startup_trials
 
     assert [tpe_startup_trials(TuneSettings(num_samples=n)) for n in (1, 3, 8, 12, 30, 200)] == [2, 2, 2, 4, 10, 10]
     assert tpe_startup_trials(TuneSettings(num_samples=8, startup_trials=5)) == 5
@@ -155,7 +155,7 @@ def test_both_searchers_sample_a_conditional_parameter_only_when_its_condition_h
     """Through Ray's OptunaSearch itself, as the search uses it (no Ray instance needed to suggest)."""
     import optuna
 
-    from audionet_ray.study import StudySearch
+    from audionet_ray.tuning.study import StudySearch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     search, when = space
@@ -183,7 +183,7 @@ def test_cli_missing_search_space_file(tmp_path):
 @pytest.mark.parametrize("where", ["search", "fixed"])
 def test_cli_refuses_a_train_ratio_that_leaves_no_validation_speaker(where, prepared_demo, tmp_path):
     """Checked against the dataset before Ray starts: not an errored trial, or val_accuracy 0, hours in."""
-    from audionet_ray.prepare import load_manifest
+    from audionet_ray.corpus.prepare import load_manifest
 
     top = max(b for b, _ in load_manifest(prepared_demo)["trainval_buckets"])
     ratio = round((top + 1) / 2, 4)
@@ -211,7 +211,7 @@ def test_ray_private_apis_are_still_there(tmp_path, capsys):
     from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
     from audionet_ray import ray_private
-    from audionet_ray.study import StudySearch
+    from audionet_ray.tuning.study import StudySearch
     from audionet_ray.tune import refill_asha
 
     assert ray.__version__.startswith("2.60."), f"ray {ray.__version__}: re-read ray_private.py against it, then widen the pin"
@@ -327,7 +327,7 @@ def test_tensorboard_curve_of_a_restarted_trial_never_repeats_a_step(ray_session
     from ray.tune.experiment import Trial
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from audionet_ray.monitor import EpochTBXLogger
+    from audionet_ray.training.monitor import EpochTBXLogger
 
     trial = Trial("probe", trial_id="t0", stub=True, storage=StorageContext(str(tmp_path), "x", trial_dir_name="t0"))
     for attempt, epochs in ((1, [1, 2, 3]), (2, [2, 3, 4])):
@@ -542,8 +542,8 @@ def test_killed_search_resumes_with_asha_rungs_and_the_time_budget_left(ray_sess
     from ray.tune.experiment import Trial
     from ray.tune.schedulers import TrialScheduler
 
-    from audionet_ray.ray_private import asha_rungs
-    from audionet_ray.experiment import read_budget, trial_results
+    from audionet_ray.core.ray_private import asha_rungs
+    from audionet_ray.tuning.experiment import read_budget, trial_results
     from audionet_ray.tune import make_scheduler, refill_asha
 
     exp, budget, trials = tmp_path / "budgeted", 360, 1000  # more trials than the budget fits (~2 a second start in Tune's reused trial processes)
@@ -680,11 +680,11 @@ def test_multi_objective_search_keeps_a_front_and_export_picks_a_point_of_it(ray
     drawn, and `export --pick` exports the most accurate checkpoint within a MACs limit."""
     import optuna
 
-    from audionet_ray.checkpoint import read_meta
-    from audionet_ray.config import TrainConfig
-    from audionet_ray.costs import model_costs
-    from audionet_ray.prepare import load_manifest
-    from audionet_ray.experiment import pareto_front
+    from audionet_ray.training.checkpoint import read_meta
+    from audionet_ray.training.config import TrainConfig
+    from audionet_ray.modeling.costs import model_costs
+    from audionet_ray.corpus.prepare import load_manifest
+    from audionet_ray.tuning.experiment import pareto_front
 
     n_classes = len(load_manifest(prepared_demo)["classes"])
     cost = {w: model_costs(TrainConfig.from_dict(dict(width=w, dense=16, dense_layers=1, frontend="filterbank", filters=8,
@@ -751,9 +751,9 @@ def test_a_configuration_over_the_limits_is_never_suggested_and_optuna_records_w
     with the limit they broke, and sampled again; a space with nothing within gives up in one line."""
     import optuna
 
-    from audionet_ray.costs import model_costs
-    from audionet_ray.study import CostLimits, StudySearch
-    from audionet_ray.ray_private import optuna_study
+    from audionet_ray.modeling.costs import model_costs
+    from audionet_ray.tuning.study import CostLimits, StudySearch
+    from audionet_ray.core.ray_private import optuna_study
 
     fixed = {"frontend": "filterbank", "filters": 8, "norm": "batch", "pool": "avg", "dense": 16, "dense_layers": 1}
     small = model_costs(TrainConfig.from_dict(dict(width=4, **fixed)).model_config(5))["params"]
@@ -777,7 +777,7 @@ def test_a_configuration_over_the_limits_is_never_suggested_and_optuna_records_w
 
 def _saved_search(tmp_path: Path, **saved) -> Path:
     """An experiment folder as a started search leaves it: search.json (the smoke space)."""
-    from audionet_ray.experiment import save_spec
+    from audionet_ray.tuning.experiment import save_spec
 
     exp = tmp_path / "runs" / "exp"
     exp.mkdir(parents=True)
@@ -789,7 +789,7 @@ def test_a_second_driver_gets_one_line_and_a_killed_ones_lock_is_taken_over(tmp_
     import socket
 
     exp = _saved_search(tmp_path)
-    hold = ("import sys, time\nfrom audionet_ray.experiment import lock_experiment\n"
+    hold = ("import sys, time\nfrom audionet_ray.tuning.experiment import lock_experiment\n"
             "lock_experiment(sys.argv[1]); print('held', flush=True); time.sleep(600)\n")
     first = subprocess.Popen([sys.executable, "-c", hold, str(exp)], stdout=subprocess.PIPE, text=True)
     try:
@@ -828,8 +828,8 @@ def test_resume_refuses_an_option_it_would_otherwise_ignore(option, value, saved
 def test_resume_applies_a_new_time_budget_and_accepts_the_saved_values(tmp_path):
     import argparse
 
-    from audionet_ray.experiment import load_spec_json
-    from audionet_ray.search_space import SearchSpec
+    from audionet_ray.tuning.experiment import load_spec_json
+    from audionet_ray.tuning.search_space import SearchSpec
     from audionet_ray.tune import _parser, check_resume_options
 
     exp = _saved_search(tmp_path)
@@ -869,13 +869,13 @@ def test_a_journal_file_holds_a_study_that_two_processes_write_at_once(tmp_path)
     """JournalStorage (meant for NFS, where SQLite's locks break): a path as --optuna-storage."""
     import optuna
 
-    from audionet_ray.study import check_study, open_storage, study_storage
+    from audionet_ray.tuning.study import check_study, open_storage, study_storage
 
     exp = tmp_path / "exp"
     url = study_storage(str(tmp_path / "optuna.journal"), exp)
     assert url == str(tmp_path / "optuna.journal")
     optuna.create_study(study_name="exp", storage=open_storage(url))
-    write = ("import sys, optuna\nfrom audionet_ray.study import open_storage\n"
+    write = ("import sys, optuna\nfrom audionet_ray.tuning.study import open_storage\n"
              "optuna.logging.set_verbosity(optuna.logging.WARNING)\n"
              "s = optuna.load_study(study_name='exp', storage=open_storage(sys.argv[1]))\n"
              "s.optimize(lambda t: t.suggest_float('x', 0, 1), n_trials=10)\n")

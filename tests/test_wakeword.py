@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from audionet_ray import confusables as cf
 from audionet_ray import speech_data as sd
 from audionet_ray import wakeword as ww
-from audionet_ray.discover import discover
+from audionet_ray.corpus.discover import discover
 
 # "hey computer" lasts about 1.2 s spoken slowly, "lights off" 1.01 s: both too long for 1 s
 CFG = ww.WakewordConfig(phrases=("Computer", "hey siri"), speakers=6, takes=2, confusables=3, other_words=2, seed=5)

@@ -21,14 +21,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audionet_ray.audio import decode_clip
-from audionet_ray.config import ConfigError, RunSettings, TrainConfig
-from audionet_ray.data import ensure_prepared, read_split, split_datasets, torch_batches
-from audionet_ray.discover import DatasetError
-from audionet_ray.model import AudioNet, ModelConfig, conv_lengths, flops_per_clip
-from audionet_ray.prepare import (MANIFEST, SOURCE_MANIFEST, PrepareOptions, _ShardWriter, main as prepare_main,
+from audionet_ray.corpus.audio import decode_clip
+from audionet_ray.training.config import ConfigError, RunSettings, TrainConfig
+from audionet_ray.pipeline.data import ensure_prepared, read_split, split_datasets, torch_batches
+from audionet_ray.corpus.discover import DatasetError
+from audionet_ray.modeling.model import AudioNet, ModelConfig, conv_lengths, flops_per_clip
+from audionet_ray.corpus.prepare import (MANIFEST, SOURCE_MANIFEST, PrepareOptions, _ShardWriter, main as prepare_main,
                                   pcm_from_binary, prepare, window_samples)
-from audionet_ray.streaming import StreamOptions, iter_streams
+from audionet_ray.detection.streaming import StreamOptions, iter_streams
 
 SR = 16_000
 N15 = 24_000  # 1.5 s
@@ -216,7 +216,7 @@ def test_streams_of_1_5_s_clips_place_whole_keywords_in_1_5_s_windows():
 
 def _train(prepared: Path, storage: Path, epochs: int) -> dict:
     """A small run (its dense layer's size follows the window: pool flatten); the same storage again resumes."""
-    from audionet_ray.train import build_trainer
+    from audionet_ray.training.train import build_trainer
 
     cfg = TrainConfig.from_dict(dict(data=str(prepared), epochs=epochs, batch_size=16, lr=3e-3, width=8, dense=16, dense_layers=1,
                       norm="batch", pool="flatten", train_ratio=0.5, seed=0, checkpoint_every=1))
@@ -229,9 +229,9 @@ def _train(prepared: Path, storage: Path, epochs: int) -> dict:
 def test_train_export_onnx_and_predict_with_a_1_5_s_window(ray_session, prepared15, tmp_path):
     import onnxruntime as ort
 
-    from audionet_ray.bundle import load
-    from audionet_ray.evaluate import evaluate
-    from audionet_ray.export import ONNX_INPUT, main as export_main
+    from audionet_ray.detection.bundle import load
+    from audionet_ray.deploy.evaluate import evaluate
+    from audionet_ray.deploy.export import ONNX_INPUT, main as export_main
 
     assert _train(prepared15, tmp_path / "runs", 1)["resumed_from"] == 0
     assert _train(prepared15, tmp_path / "runs", 2)["resumed_from"] == 1  # the checkpoint rebuilt as a 1.5 s model
@@ -280,7 +280,7 @@ def test_export_onnx_takes_the_models_window(tmp_path):
     """Without training: the graph's input is [batch, 24000], it runs on it and its latency is timed on it."""
     import onnxruntime as ort
 
-    from audionet_ray.export import ONNX_INPUT, export_onnx, onnx_latency_ms
+    from audionet_ray.deploy.export import ONNX_INPUT, export_onnx, onnx_latency_ms
 
     model = AudioNet(3, width=8, dense=16, pool="avg", clip_samples=N15).eval()
     info = export_onnx(model, tmp_path / "m.onnx")
