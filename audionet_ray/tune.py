@@ -292,14 +292,13 @@ def prepare_search(args: argparse.Namespace) -> tuple[SearchSpec, str, Path]:
 def check_space_fits_data(spec: SearchSpec, data: str | Path) -> None:
     """Every train_ratio the space can sample must leave speakers to train and validate on;
     otherwise some trials would fail, or rank by an empty validation set, hours in."""
-    from .pipeline.data import check_train_ratio
-    from .corpus.prepare import load_manifest
+    from .pipeline.dataset import PreparedDataset
 
-    manifest = load_manifest(data)
+    dataset = PreparedDataset.open(data)
     where = f"{spec.source or 'search space'}: " + ("search." if "train_ratio" in spec.search else "")
     for ratio in sorted(set(spec.value_range("train_ratio"))):
         try:
-            check_train_ratio(manifest, ratio, data)
+            dataset.check_train_ratio(ratio, data)
         except DatasetError as e:
             raise ConfigError(f"{where}{e}") from None
 

@@ -368,9 +368,9 @@ def quantize_int8(folder: Path, prepared: Path, train_ratio: float, classes: lis
 
 
 def load_manifest_classes(prepared: Path) -> list[str]:
-    from ..corpus.prepare import load_manifest
+    from ..pipeline.dataset import PreparedDataset
 
-    return load_manifest(prepared)["classes"]
+    return PreparedDataset.open(prepared).classes
 
 
 def calibrate(model: torch.nn.Module, classes: list[str], prepared: Path, train_ratio: float, target_fa_per_hour: float,

@@ -37,11 +37,11 @@ from ..corpus.audio import SAMPLE_RATE
 from ..pipeline.augment import Capture, Roles, augment, epoch_generator, standardise, stream_windows
 from .config import ConfigError, RunSettings, TrainConfig
 from ..modeling.costs import model_costs
-from ..pipeline.data import check_train_ratio, torch_batches
+from ..pipeline.data import torch_batches
 from ..pipeline.dataset import PreparedDataset, fits_in_memory, split_sizes
 from ..corpus.discover import SILENCE, DatasetError
 from ..modeling.model import ModelConfig
-from ..corpus.prepare import load_manifest, window_option
+from ..corpus.prepare import window_option
 from ..core.ray_private import UserCallback, train_run_folder, without_dataset_manager
 from ..core.storage import is_uri
 
@@ -609,7 +609,7 @@ def main(argv: list[str] | None = None) -> int:
         window = None if args.window is None else window_option(args.window)
         prepared = ensure_prepared(args.data, keywords=cfg.keyword_list or None, window=window)
         cfg.data = str(prepared)
-        check_train_ratio(load_manifest(prepared), cfg.train_ratio, prepared)
+        PreparedDataset.open(prepared).check_train_ratio(cfg.train_ratio, prepared)
     except (ConfigError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

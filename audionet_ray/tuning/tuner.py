@@ -190,9 +190,9 @@ def _searcher(spec: SearchSpec, data: str, exp_dir: Path, optuna_storage: str | 
     searcher.budget = budget
     if t.constraints:
         from .study import CostLimits
-        from ..corpus.prepare import load_manifest
+        from ..pipeline.dataset import PreparedDataset
 
-        m = load_manifest(data)
+        m = PreparedDataset.open(data).manifest
         searcher.limits = CostLimits(t.constraints, spec.fixed, len(m["classes"]), m.get("clip_samples"))
     return searcher
 
